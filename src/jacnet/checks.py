@@ -112,9 +112,9 @@ def _finite_difference(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, eps
     for j in range(flat_x.size):
         saved = flat_x[j]
         flat_x[j] = saved + eps
-        plus = f(x)
+        plus = np.array(f(x), dtype=np.float64)  # a copy: f may return (a view of) x
         flat_x[j] = saved - eps
-        minus = f(x)
+        minus = np.array(f(x), dtype=np.float64)
         flat_x[j] = saved
         out_view[..., j] = (plus - minus) / (2.0 * eps)
     return out

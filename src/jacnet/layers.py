@@ -87,6 +87,12 @@ class Layer:
             return np.zeros(0, dtype=self.dtype)
         return np.concatenate([getattr(self, n).reshape(-1) for n in self.param_shapes])
 
+    def flat_grads(self) -> np.ndarray:
+        """The gradients concatenated in storage order (a copy), shape (n_params,)."""
+        if not self.param_shapes:
+            return np.zeros(0, dtype=self.dtype)
+        return np.concatenate([getattr(self, "grad_" + n).reshape(-1) for n in self.param_shapes])
+
     def _allocate(self, dtype: DTypeLike) -> None:
         dtype = as_float_dtype(dtype)
         self.bind(np.zeros(self.n_params, dtype), np.zeros(self.n_params, dtype))
