@@ -356,7 +356,7 @@ def test_layer_errors() -> None:
 def test_loss_errors() -> None:
     with pytest.raises(ValueError, match=r"labels must be integers in \[0, 3\); got 5 at index 1"):
         CrossEntropyLoss()(np.zeros((2, 3)), [0, 5])
-    with pytest.raises(ValueError, match="labels must be integers; got 0.5"):
+    with pytest.raises(ValueError, match=r"labels must be integers; got 0\.5"):
         check_labels([0.5], 3)
     with pytest.raises(ValueError, match="at least 2 outputs"):
         CrossEntropyLoss()(np.zeros((2, 1)), [0, 1])

@@ -149,7 +149,8 @@ def test_checks_report_size_and_location_of_a_wrong_derivative(monkeypatch) -> N
     """Break Tanh's derivative slightly: the checks must fail and say where."""
     monkeypatch.setattr(Tanh, "_derivative", lambda self, x, y: 1.0 - y * y + 1e-3)
     model = mlp([2, 3, 1], activation="tanh", seed=0)
-    with pytest.raises(GradientCheckError, match=r"(?s)FAILED.*finite differences \(params\).*at 0\.weight"):
+    with pytest.raises(GradientCheckError,
+                       match=r"(?s)FAILED.*finite differences \(params\).*at 0\.weight"):
         gradcheck(model, _data(n=2), np.zeros((5, 1)))
     report = jacobian_check(model, _data(n=2), wrt="input", raise_exception=False)
     assert not report.passed
@@ -184,7 +185,8 @@ def test_whole_network_jacobian_against_pytorch() -> None:
 
 
 def test_network_errors() -> None:
-    with pytest.raises(ValueError, match=r"layer 2 .* takes 5 inputs but the layers before it produce 4"):
+    with pytest.raises(ValueError,
+                       match=r"layer 2 .* takes 5 inputs but the layers before it produce 4"):
         Sequential([Linear(3, 4), Tanh(), Linear(5, 2)])
     with pytest.raises(TypeError, match="mixed dtypes"):
         Sequential([Linear(3, 4, dtype="float64"), Linear(4, 2)])
@@ -201,7 +203,7 @@ def test_network_errors() -> None:
     model = mlp([3, 4, 2])
     with pytest.raises(ValueError, match=r"X must have 3 columns \(features\); got shape \(2, 5\)"):
         model(np.zeros((2, 5)))
-    with pytest.raises(ValueError, match="X must be a 2-D array.*x.reshape\\(1, -1\\)"):
+    with pytest.raises(ValueError, match=r"X must be a 2-D array.*x\.reshape\(1, -1\)"):
         model(np.zeros(3))
     with pytest.raises(ValueError, match=r"X contains NaN or infinity \(first at index \[1, 2\]"):
         model(np.array([[0, 0, 0], [0, 0, np.inf]]))

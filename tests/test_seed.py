@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from jacnet import Identity, Kronecker, Linear, MSELoss, ReLU, Sequential, Sigmoid
 
 
