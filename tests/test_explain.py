@@ -1,0 +1,169 @@
+"""jacnet.explain: each step of back-propagation, its structure, and its checks."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jacnet.explain import (
+    add_explain_arguments,
+    add_inspect_arguments,
+    explain,
+    explain_command,
+    inspect_command,
+    inspect_model,
+    seed_network,
+)
+from jacnet.layers import Sigmoid
+from jacnet.network import mlp
+
+
+@pytest.fixture(scope="module")
+def seed_explanation():
+    return explain(seed_network(), np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.8]))
+
+
+def test_seed_network_steps_have_the_seed_structure(seed_explanation):
+    ex = seed_explanation
+    assert ex["∂z/∂s"].structure == "diagonal"
+    assert ex["∂y/∂u"].structure == "diagonal"
+    assert ex["∂s/∂vec(W)"].structure == "Kronecker: I₂ ⊗ yᵀ"
+    assert ex["∂s/∂vec(W)"].shape == (2, 8)
+    assert ex["∂u/∂vec(V)"].shape == (4, 12)
+    value = ex["∂z/∂s"].value
+    assert np.count_nonzero(value - np.diag(np.diag(value))) == 0
+
+
+def test_seed_network_numbers_follow_the_formulas(seed_explanation):
+    ex = seed_explanation
+    model = seed_network()
+    x, d = np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.8])
+    V, W = model[0].weight, model[2].weight
+    u = V @ x
+    y = 1 / (1 + np.exp(-u))
+    s = W @ y
+    z = 1 / (1 + np.exp(-s))
+    delta = (z - d) * z * (1 - z)
+    np.testing.assert_allclose(ex["∂E/∂z"].value[0], z - d, rtol=1e-12)
+    np.testing.assert_allclose(ex["∂E/∂W"].value, np.outer(delta, y), rtol=1e-12)
+    np.testing.assert_allclose(ex["∂E/∂y"].value[0], delta @ W, rtol=1e-12)
+    delta1 = (delta @ W) * y * (1 - y)
+    np.testing.assert_allclose(ex["∂E/∂V"].value, np.outer(delta1, x), rtol=1e-12)
+    np.testing.assert_allclose(ex["∂s/∂vec(W)"].value, np.kron(np.eye(2), y), rtol=1e-12)
+    assert ex.loss == pytest.approx(0.5 * np.sum((d - z) ** 2), rel=1e-12)
+    assert ex.loss_after_step < ex.loss
+
+
+def test_every_check_passes_and_finite_differences_are_reported(seed_explanation):
+    ex = seed_explanation
+    assert ex.passed and ex.n_checks == 24
+    for step in ex.steps:
+        if step.kind in ("jacobian", "gradient", "weight gradient"):
+            assert step.fd_error is not None and step.fd_error < 1e-7, step.name
+
+
+def test_a_wrong_gradient_is_caught(monkeypatch):
+    # Break the sigmoid's derivative: the Jacobian and gradient checks must fail.
+    monkeypatch.setattr(Sigmoid, "_derivative", lambda self, x, y: y * (1.0 - y) * 1.01)
+    ex = explain()
+    assert not ex.passed
+    assert not ex["∂z/∂s"].passed
+    assert "FAILED" in ex.to_text() and "SOME FAILED" in ex.summary()
+
+
+def test_renders_to_markdown_text_and_rich(seed_explanation):
+    md = seed_explanation.to_markdown()
+    assert md.startswith("# Back-propagation, step by step")
+    assert "**∂E/∂W = δ yᵀ** — outer product (rank 1), 2 × 4" in md
+    assert "## Layer 2, the 2nd linear layer: s = W y" in md
+    assert "passed" in str(seed_explanation)
+    rich = pytest.importorskip("rich.console")
+    console = rich.Console(width=120, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(seed_explanation.to_rich())
+    assert "∂s/∂vec(W) = I₂ ⊗ yᵀ" in console.export_text()
+
+
+def test_biases_deep_networks_and_cross_entropy():
+    model = mlp([3, 5, 4, 3], activation="tanh", seed=1)
+    ex = explain(model, [0.1, 0.2, -0.3], 2, loss="cross_entropy")
+    assert ex.passed
+    assert {"∂E/∂W₁", "∂E/∂b₁", "∂E/∂W₃", "∂E/∂b₃"} <= {s.name for s in ex.steps}
+    assert ex["∂E/∂b₃"].formula == "δᵀ"
+    assert ex.model.dtype == np.float64 and model.dtype == np.float32  # a copy was explained
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"x": np.zeros((2, 3))}, ValueError, r"one sample.*got \(2, 3\)"),
+    ({"x": [1.0, 2.0]}, ValueError, "3"),
+    ({"target": [0.1, 0.2, 0.3]}, ValueError, "target has 3 columns"),
+    ({"lr": -1.0}, ValueError, "lr must be a number > 0"),
+    ({"model": "seed"}, TypeError, "model must be a jacnet Sequential"),
+])
+def test_bad_input_is_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        explain(**kwargs)
+
+
+def test_inspect_model_summarises_structure():
+    model = mlp([2, 8, 8, 1], activation="relu", seed=0)
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    info = inspect_model(model, X, np.zeros(40), max_samples=16)
+    assert info.n_samples == 16
+    assert [row["jacobian"] for row in info.layers][:2] == ["dense (the weight matrix itself)",
+                                                            "diagonal"]
+    relu_row = info.layers[1]
+    assert relu_row["sigma_max"] == 1.0 and relu_row["sigma_min"] == 0.0
+    assert info.network["param_jacobian_shape"] == (1, model.n_params)
+    assert info.network["stored_bytes"] < info.network["dense_bytes"]
+    assert info.layers[0]["grad_norm"] > 0 and info.network["loss"] > 0
+    assert "| 1 | ReLU() |" in info.to_markdown()
+    with pytest.raises(ValueError, match="y has 3 rows but X has 16"):
+        inspect_model(model, X, np.zeros(3), max_samples=16)
+
+
+def _parse(add, argv):
+    return add(argparse.ArgumentParser()).parse_args(argv)
+
+
+def test_explain_command_prints_and_writes_markdown(tmp_path, capsys):
+    md = tmp_path / "out" / "explain.md"
+    args = _parse(add_explain_arguments, ["--format", "text", "--markdown", str(md),
+                                          "--sizes", "2,3,1", "--bias"])
+    assert explain_command(args) == 0
+    out = capsys.readouterr().out
+    assert "∂s/∂vec(W) = I₁ ⊗ yᵀ" in out and "all passed" in out
+    assert md.read_text(encoding="utf-8").startswith("# Back-propagation")
+
+
+def test_explain_command_reports_bad_input(capsys):
+    args = _parse(add_explain_arguments, ["--x", "1,oops"])
+    assert explain_command(args) == 2
+    assert "--x must be numbers" in capsys.readouterr().err
+
+
+def test_inspect_command_with_a_saved_model(tmp_path, capsys, monkeypatch):
+    model = mlp([2, 6, 2], seed=0)
+    saved = tmp_path / "model.json"
+    saved.write_text("{}")
+    monkeypatch.setattr("jacnet.explain._load_model", lambda path: model)
+    args = _parse(add_inspect_arguments, [str(saved), "--data", "moons", "--format", "text"])
+    assert inspect_command(args) == 0
+    out = capsys.readouterr().out
+    assert "Linear(in_features=2, out_features=6, bias=True)" in out and "‖∂E/∂θ‖" in out
+
+
+def test_inspect_command_missing_file(tmp_path, capsys):
+    args = _parse(add_inspect_arguments, [str(tmp_path / "nope.json")])
+    assert inspect_command(args) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_importing_explain_does_not_import_rich_or_matplotlib():
+    code = ("import sys, jacnet.explain, jacnet.plot; "
+            "print(any(m.split('.')[0] in ('rich', 'matplotlib') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
