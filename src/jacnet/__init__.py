@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from jacnet.checks import CheckReport, GradientCheckError, gradcheck, jacobian_check
+from jacnet.explain import explain
 from jacnet.jacobians import (
     BlockRow,
     Diagonal,
@@ -62,6 +63,7 @@ __all__ = [
     "Softplus",
     "Tanh",
     "compose",
+    "explain",
     "get_loss",
     "gradcheck",
     "jacobian",
