@@ -1,0 +1,973 @@
+"""scikit-learn estimators: drop-in ``MLPClassifier`` and ``MLPRegressor`` with more solvers.
+
+The constructor parameters, their defaults and meaning, the fitted attributes and the
+methods are scikit-learn's (``sklearn.neural_network``): the same Glorot-uniform
+initial weights drawn from the same ``random_state``, the same mini-batches in the same
+shuffled order, the same loss (half squared error, log-loss, half Poisson deviance) with
+the same L2 penalty ``alpha / (2 n) Σ‖W‖²`` per batch, the same ``tol`` /
+``n_iter_no_change`` / ``early_stopping`` rules. With ``dtype="float64"`` a fit follows
+scikit-learn's trajectory to rounding. What is new:
+
+- the network is a jacnet :class:`~jacnet.network.Sequential` (float32 by default,
+  ``dtype="float64"`` on request), trained through its chain of VJPs;
+- ``solver="lm"`` (Levenberg–Marquardt) and ``solver="br"`` (Bayesian regularisation),
+  full-batch second-order solvers from :mod:`jacnet.optim.second_order`, which record the
+  damping per iteration in ``mu_curve_`` (and, for ``"br"``, the effective number of
+  parameters in ``gamma_curve_`` / ``effective_n_params_``).
+
+``coefs_[i]`` has scikit-learn's shape ``(n_in, n_out)``; it is a transposed *view* of
+jacnet's ``weight`` (shape ``(n_out, n_in)``) inside the network's flat parameter vector,
+so writing into it (or assigning a new list) changes the network. The network itself is
+``model_``.
+
+This module needs scikit-learn >= 1.6 (``pip install 'jacnet[sklearn]'``); ``import
+jacnet`` does not import it.
+
+Examples
+--------
+>>> from sklearn.datasets import load_iris
+>>> from jacnet.sklearn import MLPClassifier
+>>> X, y = load_iris(return_X_y=True)
+>>> clf = MLPClassifier((16,), solver="lbfgs", max_iter=500, random_state=0).fit(X, y)
+>>> clf.coefs_[0].shape, clf.predict_proba(X[:2]).shape
+((4, 16), (2, 3))
+>>> clf.score(X, y) > 0.9
+True
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+try:
+    import scipy.optimize
+    from scipy.special import expit, softmax
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, is_classifier
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state, column_or_1d, shuffle
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "jacnet.sklearn needs scikit-learn >= 1.6 (validate_data, __sklearn_tags__); install "
+        "it with `pip install 'jacnet[sklearn]'` or `pip install -U scikit-learn`."
+    ) from exc
+
+from jacnet.layers import Linear
+from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
+from jacnet.network import Sequential, mlp
+from jacnet.optim import SGD, Adam
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_SECOND_ORDER_SOLVERS = ("lm", "br")
+#: scikit-learn's activation names → jacnet's.
+_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+
+
+# --------------------------------------------------------------------------- losses
+class _HalfPoissonLoss(Loss):
+    """scikit-learn's half Poisson deviance from the log-mean s: Σ_k eˢ − d s + d log d − d.
+
+    The network's output is s = log(prediction) (scikit-learn's ``out_activation_ =
+    "exp"``); the gradient w.r.t. s is eˢ − d, the curvature diag(eˢ).
+    """
+
+    def value_and_grad(self, prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        per_row = self.per_sample(prediction, target)
+        scale = self._scale(prediction.shape[0])
+        grad = np.exp(prediction)
+        grad -= target
+        grad *= scale
+        return scale * float(per_row.sum()), grad
+
+    @staticmethod
+    def per_sample(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The loss of each row, shape (B,), float64."""
+        s, d = prediction.astype(np.float64), target.astype(np.float64)
+        d_log_d = np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)
+        return (np.exp(s) - d * s + d_log_d - d).sum(axis=1)
+
+
+def _per_sample_loss(loss: Loss, out: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """ℓᵢ per row (float64), for the weighted average scikit-learn reports with sample_weight."""
+    if isinstance(loss, _HalfPoissonLoss):
+        return loss.per_sample(out, target)
+    z = out.astype(np.float64)
+    if isinstance(loss, MSELoss):
+        return 0.5 * np.einsum("ij,ij->i", z - target, z - target)
+    if isinstance(loss, CrossEntropyLoss):
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return -np.einsum("ij,ij->i", target, log_p)
+    return (np.maximum(z, 0.0) - target * z + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
+
+
+# --------------------------------------------------------------------------- solvers
+class _StochasticSolver:
+    """scikit-learn's ``SGDOptimizer`` / ``AdamOptimizer`` semantics on jacnet's SGD / Adam.
+
+    jacnet's optimizers follow PyTorch, which differs from scikit-learn in two places;
+    this thin layer makes the updates identical:
+
+    - SGD momentum: scikit-learn keeps the velocity v = m·v − lr·g, PyTorch the buffer
+      b = m·b + g with step −lr·b. They agree (v = −lr·b) while lr is constant; when
+      ``invscaling`` or ``adaptive`` changes lr from a to a′, the buffer is rescaled by a/a′.
+    - Adam's ε: scikit-learn divides by √v + ε, PyTorch by √v/√(1−β₂ᵗ) + ε, so at step t
+      jacnet's ``eps`` is set to ε/√(1−β₂ᵗ).
+    """
+
+    def __init__(self, est: _BaseMLP) -> None:
+        self.kind = est.solver
+        self.lr_schedule = est.learning_rate
+        self.learning_rate_init = float(est.learning_rate_init)
+        self.power_t = float(est.power_t)
+        self.epsilon = float(est.epsilon)
+        self.beta_2 = float(est.beta_2)
+        self.t = 0
+        self.optimizer: SGD | Adam
+        if self.kind == "sgd":
+            momentum = float(est.momentum)
+            self.optimizer = SGD(lr=self.learning_rate_init, momentum=momentum,
+                                 nesterov=bool(est.nesterovs_momentum) and momentum > 0.0)
+        else:
+            self.optimizer = Adam(lr=self.learning_rate_init,
+                                  betas=(float(est.beta_1), self.beta_2), eps=self.epsilon)
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.lr)
+
+    def _set_learning_rate(self, lr: float) -> None:
+        old = self.learning_rate
+        if self.t > 0 and self.optimizer.momentum != 0.0 and lr != old:  # type: ignore[union-attr]
+            state = self.optimizer.state_dict()
+            buffer = state["momentum_buffer"]
+            assert isinstance(buffer, np.ndarray)
+            buffer *= old / lr
+            state["lr"] = lr
+            self.optimizer.load_state_dict(state)
+        self.optimizer.lr = lr
+
+    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
+        self.t += 1
+        if self.kind == "adam":
+            self.optimizer.eps = self.epsilon / math.sqrt(1.0 - self.beta_2**self.t)  # type: ignore[union-attr]
+        self.optimizer.step(params, grads)
+
+    def iteration_ends(self, time_step: int) -> None:
+        if self.kind == "sgd" and self.lr_schedule == "invscaling":
+            self._set_learning_rate(self.learning_rate_init / (time_step + 1) ** self.power_t)
+
+    def trigger_stopping(self, msg: str, verbose: bool) -> bool:
+        if self.kind != "sgd" or self.lr_schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._set_learning_rate(self.learning_rate / 5.0)
+        if verbose:
+            print(msg + f" Setting learning rate to {self.learning_rate:f}")
+        return False
+
+
+# --------------------------------------------------------------------------- base class
+class _BaseMLP(BaseEstimator):
+    """Shared fitting, prediction and state of the two estimators (not for direct use)."""
+
+    _parameter_constraints: dict = {  # noqa: RUF012 - scikit-learn's declarative convention
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam", "lm", "br"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        # [0, 1): jacnet's SGD (as PyTorch's) rejects momentum = 1, which never converges.
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions({"float32", "float64"}), Options(type, {np.float32, np.float64})],
+    }
+
+    # Set by the subclasses' __init__ (scikit-learn reads the parameters from its signature).
+    hidden_layer_sizes: Any
+    activation: str
+    solver: str
+    alpha: float
+    batch_size: Any
+    learning_rate: str
+    learning_rate_init: float
+    power_t: float
+    max_iter: int
+    shuffle: bool
+    random_state: Any
+    tol: float
+    verbose: Any
+    warm_start: bool
+    momentum: float
+    nesterovs_momentum: bool
+    early_stopping: bool
+    validation_fraction: float
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    n_iter_no_change: Any
+    max_fun: int
+    dtype: Any
+
+    def _loss_name(self) -> str:
+        raise NotImplementedError
+
+    # --- parameters in scikit-learn's orientation -----------------------------------
+    def _linear_layers(self) -> list[Linear]:
+        model = self.__dict__.get("model_")
+        if model is None:
+            raise AttributeError(f"This {type(self).__name__} instance is not fitted yet.")
+        return [layer for layer in model.layers if isinstance(layer, Linear)]
+
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        """Weights per layer, ``coefs_[i]`` of shape (n_in, n_out): views of ``weight.T``."""
+        return [layer.weight.T for layer in self._linear_layers()]
+
+    @coefs_.setter
+    def coefs_(self, values: list[np.ndarray]) -> None:
+        self._assign(values, "coefs_", lambda layer: layer.weight.T)
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        """Biases per layer, ``intercepts_[i]`` of shape (n_out,): views of ``bias``."""
+        return [layer.bias for layer in self._linear_layers()]  # type: ignore[misc]
+
+    @intercepts_.setter
+    def intercepts_(self, values: list[np.ndarray]) -> None:
+        self._assign(values, "intercepts_", lambda layer: layer.bias)
+
+    def _assign(self, values: Any, name: str, target: Any) -> None:
+        layers = self._linear_layers()
+        if len(values) != len(layers):
+            raise ValueError(f"{name} must be a list of {len(layers)} arrays, one per layer; "
+                             f"got {len(values)}.")
+        for i, (layer, value) in enumerate(zip(layers, values)):
+            view = target(layer)
+            value = np.asarray(value)
+            if value.shape != view.shape:
+                raise ValueError(f"{name}[{i}] must have shape {view.shape}; got {value.shape}.")
+            view[...] = value
+
+    # --- pickling: the network's views into its flat vector are rebuilt on load --------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        model = state.pop("model_", None)
+        if model is not None:
+            state["_model_state"] = (model.get_config(), str(model.dtype), model.params.copy())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        saved = state.pop("_model_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            config, dtype, params = saved
+            self.model_ = Sequential.from_config(config, dtype=dtype, params=params)
+
+    # --- fitting --------------------------------------------------------------------
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False) -> Any:
+        hidden_layer_sizes = self.hidden_layer_sizes
+        if not hasattr(hidden_layer_sizes, "__iter__"):
+            hidden_layer_sizes = [hidden_layer_sizes]
+        hidden_layer_sizes = list(hidden_layer_sizes)
+        if np.any(np.array(hidden_layer_sizes) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden_layer_sizes}.")
+        first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
+        self._dtype = np.dtype(self.dtype)
+
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_features = X.shape[1]
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=self._dtype)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        y = y.astype(self._dtype, copy=False)
+        layer_units = [n_features, *hidden_layer_sizes, y.shape[1]]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(y, layer_units)
+        else:
+            self._check_warm_model(layer_units)
+
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(X, y, sample_weight, incremental)
+            elif self.solver == "lbfgs":
+                self._fit_lbfgs(X, y, sample_weight)
+            else:
+                self._fit_second_order(X, y, sample_weight)
+
+        if not np.isfinite(self.model_.params).all():
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may"
+                " contain large values and need to be preprocessed."
+            )
+        return self
+
+    def _check_warm_model(self, layer_units: list[int]) -> None:
+        units = [self._linear_layers()[0].in_features] + [
+            layer.out_features for layer in self._linear_layers()]
+        if units != layer_units:
+            raise ValueError(
+                f"warm_start/partial_fit continue the fitted network of layer sizes {units}, "
+                f"but hidden_layer_sizes and the data now ask for {layer_units}; fit afresh "
+                "with warm_start=False."
+            )
+        if self.model_.dtype != self._dtype:
+            self.model_ = self.model_.astype(self._dtype)
+
+    def _output_activation(self) -> str:
+        raise NotImplementedError
+
+    def _initialize(self, y: np.ndarray, layer_units: list[int]) -> None:
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._output_activation()
+        model = mlp(layer_units, activation=_ACTIVATIONS[self.activation], init="zeros",
+                    dtype=self._dtype)
+        # scikit-learn's Glorot-uniform draws, in its order (coef then intercept per layer)
+        # and orientation (n_in, n_out), so a random_state gives the same initial network.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for layer in model.layers:
+            if isinstance(layer, Linear):
+                fan_in, fan_out = layer.in_features, layer.out_features
+                bound = math.sqrt(factor / (fan_in + fan_out))
+                layer.weight[...] = self._random_state.uniform(-bound, bound, (fan_in, fan_out)).T
+                assert layer.bias is not None
+                layer.bias[...] = self._random_state.uniform(-bound, bound, fan_out)
+        self.model_ = model
+        self._loss = self._make_loss()
+        slices = model.parameter_slices()
+        self._weight_slices = [s for name, s in slices.items() if name.endswith(".weight")]
+        self.__dict__.pop("_solver", None)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_: list[float] = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_: list[float] | None = []
+                self.best_validation_score_: float | None = -np.inf
+                self.best_loss_: float | None = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+            self._best_params = model.params.copy()
+
+    def _make_loss(self) -> Loss:
+        name = self._loss_name()
+        if name == "squared_error":
+            return MSELoss()
+        if name == "poisson":
+            return _HalfPoissonLoss()
+        if self.out_activation_ == "softmax":
+            return CrossEntropyLoss()
+        return BCEWithLogitsLoss()
+
+    def _loss_and_grad(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                       reported: bool = True) -> float:
+        """Forward, loss (+ L2 penalty) and backward on one batch; ``model_.grads`` is filled.
+
+        Returns the loss in scikit-learn's convention when ``reported`` (squared error
+        averaged over outputs), else the objective whose gradient is ``grads`` (summed
+        over outputs; the two are equal for one output).
+        """
+        model, loss = self.model_, self._loss
+        out = model.forward(X)
+        if sample_weight is None:
+            sw_sum = float(X.shape[0])
+            value, grad = loss.value_and_grad(out, y)
+        else:
+            sw_sum = float(sample_weight.sum())
+            grad = loss.grad(out, y)
+            per_row = _per_sample_loss(loss, out, y)
+            if sw_sum > 0.0:
+                value = float(np.dot(per_row, sample_weight)) / sw_sum
+                grad *= (sample_weight * (X.shape[0] / sw_sum))[:, None]
+            else:
+                value = float("nan")
+                grad[...] = np.nan
+        if reported and isinstance(loss, MSELoss):
+            value /= self.n_outputs_
+        model.backward(grad, input_grad=False)
+        if self.alpha:
+            params, grads = model.params, model.grads
+            coefficient = float(self.alpha) / sw_sum
+            squares = 0.0
+            for s in self._weight_slices:
+                w = params[s]
+                squares += float(np.dot(w, w))
+                grads[s] += coefficient * w
+            value += 0.5 * float(self.alpha) * squares / sw_sum
+        return value
+
+    def _fit_stochastic(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                        incremental: bool) -> None:
+        if not incremental or getattr(self, "_solver", None) is None:
+            self._solver = _StochasticSolver(self)
+        solver = self._solver
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        if early_stopping:
+            # don't stratify in multilabel classification
+            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+            arrays = [X, y] if sample_weight is None else [X, y, sample_weight]
+            parts = train_test_split(*arrays, random_state=self._random_state,
+                                     test_size=self.validation_fraction, stratify=stratify)
+            X_train, X_val, y_train, y_val = parts[:4]
+            sw_train, sw_val = (parts[4], parts[5]) if sample_weight is not None else (None, None)
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+        else:
+            X_train, y_train, sw_train = X, y, sample_weight
+            X_val = y_val = sw_val = None
+
+        n_samples = X_train.shape[0]
+        sample_idx = np.arange(n_samples, dtype=int)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than "
+                              "sample size. It is going to be clipped", stacklevel=4)
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        params, grads = self.model_.params, self.model_.grads
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    X_epoch, y_epoch = X_train[sample_idx], y_train[sample_idx]
+                    sw_epoch = None if sw_train is None else sw_train[sample_idx]
+                else:
+                    X_epoch, y_epoch, sw_epoch = X_train, y_train, sw_train
+                accumulated_loss = 0.0
+                for start in range(0, n_samples, batch_size):
+                    stop = min(start + batch_size, n_samples)
+                    batch_loss = self._loss_and_grad(
+                        X_epoch[start:stop], y_epoch[start:stop],
+                        None if sw_epoch is None else sw_epoch[start:stop])
+                    accumulated_loss += batch_loss * (stop - start)
+                    solver.step(params, grads)
+
+                self.n_iter_ += 1
+                self.loss_ = accumulated_loss / n_samples
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                solver.iteration_ends(self.t_)
+
+                if self._no_improvement_count > self.n_iter_no_change:
+                    what = "Validation score" if early_stopping else "Training loss"
+                    msg = (f"{what} did not improve more than tol={self.tol:f} for "
+                           f"{self.n_iter_no_change} consecutive epochs.")
+                    if solver.trigger_stopping(msg, self.verbose):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                        "reached and the optimization hasn't converged yet.",
+                        ConvergenceWarning, stacklevel=4,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=4)
+        if early_stopping:
+            params[...] = self._best_params
+
+    def _update_no_improvement_count(self, early_stopping: bool, X: Any, y: Any,
+                                     sample_weight: Any) -> None:
+        if early_stopping:
+            score = self._score(X, y, sample_weight=sample_weight)
+            assert self.validation_scores_ is not None and self.best_validation_score_ is not None
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print(f"Validation score: {score:f}")
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                np.copyto(self._best_params, self.model_.params)
+        else:
+            assert self.best_loss_ is not None
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _fit_lbfgs(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
+        model = self.model_
+        params, grads = model.params, model.grads
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            params[...] = theta
+            value = self._loss_and_grad(X, y, sample_weight, reported=False)
+            return value, grads.astype(np.float64)
+
+        callback = None
+        if self.verbose:
+            def callback(intermediate_result: Any) -> None:
+                print(f"Iteration, loss = {float(intermediate_result.fun):.8f}")
+        result = scipy.optimize.minimize(
+            objective, params.astype(np.float64), method="L-BFGS-B", jac=True, callback=callback,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
+        )
+        params[...] = result.x
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        if result.status != 0:
+            message = result.message.decode() if isinstance(result.message, bytes) else result.message
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                f"(status={result.status}):\n{message}.\n\nIncrease the number of iterations "
+                "to improve the convergence (max_iter), or scale the data.",
+                ConvergenceWarning, stacklevel=4,
+            )
+        self.loss_ = (self._loss_and_grad(X, y, sample_weight) if self.n_outputs_ > 1
+                      else float(result.fun))
+
+    def _fit_second_order(self, X: np.ndarray, y: np.ndarray,
+                          sample_weight: np.ndarray | None) -> None:
+        raise NotImplementedError  # replaced below once jacnet.optim.second_order lands
+
+    # --- prediction -----------------------------------------------------------------
+    def _forward_pass_fast(self, X: Any, check_input: bool = True) -> np.ndarray:
+        """The output activation applied to the network's output, shape (B, n_outputs)."""
+        if check_input:
+            X = validate_data(self, X, dtype=self.model_.dtype, reset=False)
+        else:
+            X = np.asarray(X, dtype=self.model_.dtype)
+        out = self.model_.forward(X)
+        if self.out_activation_ == "softmax":
+            return softmax(out, axis=1).astype(out.dtype, copy=False)
+        if self.out_activation_ == "logistic":
+            return expit(out)
+        if self.out_activation_ == "exp":
+            return np.exp(out)
+        return out
+
+    def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def _score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        raise NotImplementedError
+
+    def _score_with_function(self, X: Any, y: Any, sample_weight: Any, score_function: Any) -> float:
+        y_pred = self._predict(X, check_input=False)
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return float(score_function(y, y_pred, sample_weight=sample_weight))
+
+    def _check_solver(self) -> bool:
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers. {self.solver} "
+                "is not stochastic."
+            )
+        return True
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (classification) or real numbers (regression).
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-sample weights (first-order and L-BFGS solvers).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+
+# --------------------------------------------------------------------------- classifier
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier, scikit-learn's ``MLPClassifier`` on jacnet.
+
+    Minimises the log-loss (softmax for several classes, logistic per output for binary
+    and multi-label targets) with an L2 penalty on the weights.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of int, default (100,)
+        Width of each hidden layer.
+    activation : {"identity", "logistic", "tanh", "relu"}, default "relu"
+    solver : {"lbfgs", "sgd", "adam", "lm", "br"}, default "adam"
+        ``"lm"``: Levenberg–Marquardt; ``"br"``: Bayesian regularisation (full batch).
+    alpha : float, default 1e-4
+        L2 penalty: ``alpha / (2 n_samples) Σ‖W‖²`` (weights only).
+    batch_size : int or "auto", default "auto"
+        ``min(200, n_samples)`` for "auto" (stochastic solvers only).
+    learning_rate : {"constant", "invscaling", "adaptive"}, default "constant"
+        Learning-rate schedule of ``"sgd"``.
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
+    warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
+    beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+        As in scikit-learn (``momentum`` must be < 1).
+    dtype : {"float32", "float64"}, default "float32"
+        Floating type of the network, its training and its predictions.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    loss_ : float
+    best_loss_ : float or None
+    loss_curve_ : list of float
+        Loss per iteration (stochastic, ``"lm"`` and ``"br"`` solvers).
+    validation_scores_, best_validation_score_ : with ``early_stopping``.
+    t_ : int
+        Training samples seen (stochastic solvers).
+    coefs_ : list of ndarray, ``coefs_[i]`` of shape (n_in, n_out)
+        Views of the network's weights (transposed; jacnet stores (n_out, n_in)).
+    intercepts_ : list of ndarray, shape (n_out,)
+    n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+    mu_curve_ : list of float
+        Levenberg–Marquardt damping per iteration (``"lm"``, ``"br"``).
+    gamma_curve_, effective_n_params_ : Bayesian regularisation's effective number of
+        parameters per iteration and at the end (``"br"``).
+    model_ : jacnet.Sequential
+        The network (its output layer is linear: logits).
+
+    Examples
+    --------
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]] * 10)
+    >>> y = np.array([0, 1, 1, 0] * 10)
+    >>> clf = MLPClassifier((8,), activation="tanh", solver="lbfgs", random_state=1).fit(X, y)
+    >>> clf.predict([[0.0, 1.0], [1.0, 1.0]])
+    array([1, 0])
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: Any = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: Any = 10,
+        max_fun: int = 15000,
+        dtype: Any = "float32",
+    ) -> None:
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+
+    def _loss_name(self) -> str:
+        return "log_loss"
+
+    def _output_activation(self) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, Any]:
+        X, y = validate_data(self, X, y, multi_output=True, dtype=self._dtype, reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted classes, shape (n_samples,) (or (n_samples, n_classes) multi-label)."""
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def _score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        return self._score_with_function(X, y, sample_weight, accuracy_score)
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> Any:
+        """One epoch over the given data (``"sgd"`` and ``"adam"`` only).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+        sample_weight : array-like of shape (n_samples,), optional
+        classes : array of shape (n_classes,)
+            All classes; required on the first call.
+
+        Returns
+        -------
+        self
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of :meth:`predict_proba`, shape (n_samples, n_classes)."""
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        check_is_fitted(self)
+        y_pred = self._forward_pass_fast(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+# --------------------------------------------------------------------------- regressor
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor, scikit-learn's ``MLPRegressor`` on jacnet.
+
+    Minimises the half squared error (or half Poisson deviance) with an L2 penalty on
+    the weights. Parameters and attributes are those of :class:`MLPClassifier`, plus:
+
+    Parameters
+    ----------
+    loss : {"squared_error", "poisson"}, default "squared_error"
+        ``"poisson"`` predicts exp of the network's output (``out_activation_ = "exp"``).
+
+    Examples
+    --------
+    The sinc fit of the Levenberg–Marquardt benchmark, on 200 points:
+
+    >>> x = np.linspace(-1, 1, 200)[:, None]
+    >>> reg = MLPRegressor(hidden_layer_sizes=(20,), activation="tanh", solver="lbfgs", max_iter=2000,
+    ...                    random_state=0).fit(x, np.sinc(10 * x).ravel())
+    >>> reg.score(x, np.sinc(10 * x).ravel()) > 0.9
+    True
+    """
+
+    _parameter_constraints: dict = {  # noqa: RUF012
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: Any = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: Any = 10,
+        max_fun: int = 15000,
+        dtype: Any = "float32",
+    ) -> None:
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+
+    def _loss_name(self) -> str:
+        return str(self.loss)
+
+    def _output_activation(self) -> str:
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, Any]:
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=self._dtype,
+                             reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if y_pred.shape[1] == 1:
+            return y_pred.ravel()
+        return y_pred
+
+    def _score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        return self._score_with_function(X, y, sample_weight, r2_score)
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
+        """One epoch over the given data (``"sgd"`` and ``"adam"`` only).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
