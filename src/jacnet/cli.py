@@ -1,0 +1,500 @@
+"""The ``jacnet`` command: ``train``, ``evaluate`` and ``predict``.
+
+``jacnet train`` with no arguments trains the seed's two-layer network (64 ReLU hidden
+units, cross-entropy, Adam) on the built-in ``digits`` data and prints the test
+accuracy. Each run writes a folder with the model (``model.npz``), the history
+(``history.csv``, ``history.json``), a loss/metric figure (``curves.png``, when
+matplotlib is installed) and, with ``--checkpoint-every``, a resumable ``checkpoint.npz``.
+
+Exit codes: 0 success, 1 runtime error (bad file, divergence, ...), 2 usage error.
+Errors are one line on stderr; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+__all__ = ["main"]
+
+_DEFAULTS: dict[str, Any] = {
+    "data": "digits", "target": None, "task": None, "hidden": [64], "activation": "relu",
+    "loss": "auto", "optimizer": "adam", "lr": None, "weight_decay": 1e-3, "epochs": 100,
+    "batch_size": 32, "seed": 0, "dtype": "float32", "test_size": 0.2,
+    "validation_split": 0.0, "early_stopping": False, "patience": 10, "out": None,
+    "checkpoint_every": None, "progress": None,
+}
+
+
+class UsageError(Exception):
+    """Bad command-line arguments: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own errors: usage + exit 2
+        self.print_usage(sys.stderr)
+        print(f"jacnet: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _hidden(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"hidden sizes must be integers like 64 or 128,64; got {text!r}") from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"hidden sizes must be >= 1; got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``jacnet`` command."""
+    parser = _Parser(prog="jacnet", description="Neural networks in which back-propagation "
+                     "is Jacobian algebra: train, evaluate and predict from the command line.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train", help="train a network and write a run folder",
+        description="Train a multilayer perceptron. With no options: 64 ReLU units on the "
+        "built-in digits data, printing the test accuracy.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
+    data = train.add_argument_group("data")
+    data.add_argument("--data", default=None,
+                      help="built-in name (digits, iris, wine, breast_cancer, diabetes, xor, sine, "
+                      "sinc, spirals, moons, fashion-mnist) or a .csv/.npz path [digits]")
+    data.add_argument("--target", default=None, help="CSV target column, name or index [last]")
+    data.add_argument("--task", choices=["classification", "regression"], default=None,
+                      help="override the task inferred from a file")
+    data.add_argument("--test-size", type=float, default=None,
+                      help="fraction held out for testing (fashion-mnist: its official test set) [0.2]")
+    data.add_argument("--validation-split", type=float, default=None,
+                      help="fraction of the training rows used for validation [0]")
+    model = train.add_argument_group("model")
+    model.add_argument("--hidden", type=_hidden, default=None,
+                       help="hidden sizes, e.g. 64 or 128,64 [64]")
+    model.add_argument("--activation", default=None,
+                       choices=["relu", "tanh", "sigmoid", "leaky_relu", "softplus", "gelu"],
+                       help="hidden activation [relu]")
+    model.add_argument("--loss", default=None, choices=["auto", "cross_entropy", "mse", "bce"],
+                       help="auto: cross_entropy for classification, mse for regression [auto]")
+    model.add_argument("--dtype", default=None, choices=["float32", "float64"], help="[float32]")
+    opt = train.add_argument_group("optimization")
+    opt.add_argument("--optimizer", default=None,
+                     help="sgd, adam, adamw, rmsprop (and lm, gn, br when installed) [adam]")
+    opt.add_argument("--lr", type=float, default=None, help="learning rate [the optimizer's default]")
+    opt.add_argument("--weight-decay", type=float, default=None, help="L2 penalty, not on biases [1e-3]")
+    opt.add_argument("--epochs", type=int, default=None, help="[100]")
+    opt.add_argument("--batch-size", type=int, default=None, help="[32]")
+    opt.add_argument("--seed", type=int, default=None, help="seeds weights, split and shuffling [0]")
+    opt.add_argument("--early-stopping", action="store_true", default=None,
+                     help="stop when the validation loss stops improving; keep the best weights")
+    opt.add_argument("--patience", type=int, default=None, help="epochs without improvement [10]")
+    run = train.add_argument_group("output")
+    run.add_argument("--out", default=None, help="run folder [runs/<data>-<time>]")
+    run.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="write OUT/checkpoint.npz every N epochs")
+    run.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                     help="continue a run from its checkpoint.npz (or its folder); the other "
+                     "options are taken from the checkpoint unless given (e.g. more --epochs)")
+    bar = run.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="show a progress bar (default: when stderr is a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+
+    evaluate = sub.add_parser("evaluate", help="score a saved model on data",
+                              description="Print the loss and metrics of a saved model on DATA.")
+    evaluate.add_argument("model", metavar="MODEL", help="a model.npz written by jacnet train")
+    evaluate.add_argument("data", metavar="DATA", help="built-in name or .csv/.npz path")
+    evaluate.add_argument("--target", default=None, help="CSV target column [the training one]")
+    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    predict = sub.add_parser("predict", help="predict with a saved model",
+                             description="Write predictions for DATA (features; a target "
+                             "column, if present, is ignored) as CSV or NPZ.")
+    predict.add_argument("model", metavar="MODEL", help="a model.npz written by jacnet train")
+    predict.add_argument("data", metavar="DATA", help="built-in name or .csv/.npz path")
+    predict.add_argument("--target", default=None, help="CSV target column to drop [the training one]")
+    predict.add_argument("--out", "-o", default=None,
+                         help="output .csv or .npz file [CSV on standard output]")
+    predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    return parser
+
+
+def _version() -> str:
+    from jacnet import __version__
+
+    return f"jacnet {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``jacnet`` command; returns the exit code (also used by ``python -m jacnet``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        handler = {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command]
+        return handler(args)
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"jacnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jacnet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"jacnet {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+# --------------------------------------------------------------------------- train
+def _resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k, None) is not None}
+    checkpoint = None
+    if args.resume is not None:
+        from jacnet.io import load_checkpoint
+
+        path = Path(args.resume)
+        if path.is_dir():
+            path = path / "checkpoint.npz"
+        checkpoint = (path, load_checkpoint(path))
+        saved = dict(checkpoint[1].state.get("cli_options") or {})
+        if not saved:
+            raise UsageError(f"{path} was not written by `jacnet train`; resume it from Python "
+                             "with fit(..., resume_from=).")
+        options = {**_DEFAULTS, **saved, **given}
+        if "out" not in given:
+            options["out"] = str(path.parent)
+        changed = [k for k in given if k not in ("epochs", "out", "progress", "checkpoint_every")
+                   and given[k] != saved.get(k)]
+        if changed:
+            raise UsageError(f"--resume continues the saved run; only --epochs, --out, "
+                             f"--checkpoint-every and --progress may change, not {changed}.")
+    else:
+        options = {**_DEFAULTS, **given}
+    for name in ("epochs", "batch_size", "patience"):
+        if options[name] < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1; got {options[name]}.")
+    if options["checkpoint_every"] is not None and options["checkpoint_every"] < 1:
+        raise UsageError(f"--checkpoint-every must be >= 1; got {options['checkpoint_every']}.")
+    if not 0.0 < options["test_size"] < 1.0:
+        raise UsageError(f"--test-size must be a fraction in (0, 1); got {options['test_size']}.")
+    if not 0.0 <= options["validation_split"] < 1.0:
+        raise UsageError(f"--validation-split must be in [0, 1); got {options['validation_split']}.")
+    if options["early_stopping"] and not options["validation_split"]:
+        options["validation_split"] = 0.1
+    return options, checkpoint
+
+
+def _load_data(options: dict[str, Any]) -> tuple[Any, Any]:
+    """(train, test) Datasets for the run."""
+    from jacnet import data as jdata
+
+    spec = options["data"]
+    if jdata._canonical_name(str(spec)) == "fashion-mnist" and not Path(spec).is_file():
+        return jdata.load_fashion_mnist()
+    dataset = jdata.load(spec, target=_target_arg(options["target"]), task=options["task"],
+                         seed=options["seed"])
+    parts = jdata.split(dataset, test_size=options["test_size"], seed=options["seed"])
+    return parts.train, parts.test
+
+
+def _target_arg(target: Any) -> Any:
+    if isinstance(target, str) and target.lstrip("-").isdigit():
+        return int(target)
+    return target
+
+
+def _train(args: argparse.Namespace) -> int:
+    import jacnet
+    from jacnet.data import StandardScaler
+    from jacnet.io import save_model
+    from jacnet.training import fit
+
+    options, checkpoint = _resolve_train_options(args)
+    started = time.perf_counter()
+    train, test = _load_data(options)
+    classification = train.task == "classification"
+    loss = options["loss"]
+    if loss == "auto":
+        loss = "cross_entropy" if classification else "mse"
+    if classification and loss == "mse":
+        raise UsageError("--loss mse needs a regression target; this data set is classification.")
+    if not classification and loss in ("cross_entropy", "bce"):
+        raise UsageError(f"--loss {loss} needs class labels; this data set is regression "
+                         "(use --task classification for numeric labels).")
+    n_out = (train.n_classes if loss == "cross_entropy" else 1) if classification else \
+        (1 if train.y.ndim == 1 else train.y.shape[1])
+    if classification and loss == "bce" and train.n_classes > 2:
+        raise UsageError(f"--loss bce is for two classes; this data set has {train.n_classes}.")
+
+    x_scaler = StandardScaler().fit(train.X)
+    y_scaler = None if classification else StandardScaler().fit(train.y.reshape(len(train.y), -1))
+    X_train = x_scaler.transform(train.X)
+    y_train = train.y if y_scaler is None else y_scaler.transform(train.y.reshape(len(train.y), -1))
+    model = jacnet.mlp([train.n_features, *options["hidden"], n_out],
+                       activation=options["activation"], seed=options["seed"], dtype=options["dtype"])
+
+    out = Path(options["out"] or f"runs/{train.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.npz"
+    cli_options = {k: v for k, v in options.items() if k not in ("out", "progress")}
+
+    from jacnet.training import Callback
+
+    class _Remember(Callback):  # the options travel with every checkpoint
+        def on_train_begin(self, logs: dict[str, Any]) -> None:
+            self.state.extra_state["cli_options"] = cli_options
+
+    history = fit(
+        model, X_train, y_train, loss=loss, optimizer=options["optimizer"], lr=options["lr"],
+        epochs=options["epochs"], batch_size=options["batch_size"], seed=options["seed"],
+        validation_split=options["validation_split"], early_stopping=options["early_stopping"],
+        patience=options["patience"], weight_decay=options["weight_decay"] or 0.0,
+        callbacks=[_Remember()], progress=options["progress"],
+        checkpoint=ckpt_path if (options["checkpoint_every"] or checkpoint) else None,
+        checkpoint_every=options["checkpoint_every"] or (1 if checkpoint else None),
+        resume_from=None if checkpoint is None else checkpoint[0],
+    )
+    elapsed = time.perf_counter() - started
+    scores = _score(model, loss, x_scaler, y_scaler, test.X, test.y)
+    metadata = {
+        "task": train.task, "loss": loss, "data": train.name, "feature_names": train.feature_names,
+        "target_names": train.target_names, "target": options["target"], "options": cli_options,
+        "test_scores": scores, "epochs_trained": len(history), "train_seconds": elapsed,
+        "stop_reason": history.stop_reason,
+    }
+    save_model(out / "model.npz", model, preprocessing={"X": x_scaler, "y": y_scaler},
+               metadata=metadata)
+    history.to_csv(out / "history.csv")
+    history.to_json(out / "history.json")
+    plotted = _plot(history, out / "curves.png")
+
+    per_epoch = sum(r["time"] for r in history.records) / max(len(history), 1)
+    headline = (f"test accuracy {scores['accuracy']:.4f}" if "accuracy" in scores
+                else f"test r2 {scores['r2']:.4f}, mse {scores['mse']:.4g}")
+    print(f"{headline} on {test.n_samples} samples ({train.name}; {len(history)} epochs, "
+          f"{per_epoch:.3f} s/epoch, {elapsed:.1f} s)")
+    print(f"run folder: {out}  (model.npz, history.csv, history.json"
+          f"{', curves.png' if plotted else ''})")
+    if not plotted:
+        print("note: matplotlib is not installed, so curves.png was skipped "
+              "(pip install 'jacnet[plot]').", file=sys.stderr)
+    if history.stop_reason and history.stop_reason.startswith("diverged"):
+        print(f"jacnet train: error: {history.stop_reason}", file=sys.stderr)
+        return 1
+    if history.stop_reason:
+        print(f"stopped: {history.stop_reason}")
+    return 0
+
+
+def _score(model: Any, loss: str, x_scaler: Any, y_scaler: Any, X: np.ndarray,
+           y: np.ndarray) -> dict[str, float]:
+    """Loss and metrics on original-scale targets (regression metrics in target units)."""
+    from jacnet.metrics import default_metrics
+    from jacnet.training import evaluate
+
+    X_scaled = x_scaler.transform(X)
+    if y_scaler is None:
+        return evaluate(model, X_scaled, y, loss=loss)
+    scores = evaluate(model, X_scaled, y_scaler.transform(y.reshape(len(y), -1)), loss=loss,
+                      metrics=[])
+    prediction = _predict_values(model, X_scaled, y_scaler)
+    from jacnet.losses import get_loss
+
+    for metric in default_metrics(get_loss(loss)):
+        scores[metric.name] = metric(prediction, y.reshape(len(y), -1))
+    return scores
+
+
+def _predict_values(model: Any, X_scaled: np.ndarray, y_scaler: Any) -> np.ndarray:
+    model.eval()
+    out = model(X_scaled)
+    return out if y_scaler is None else y_scaler.inverse_transform(out.astype(np.float64))
+
+
+def _plot(history: Any, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    columns = history.columns
+    metric_keys = [k for k in columns if k not in ("epoch", "loss", "val_loss", "lr", "time")
+                   and not k.startswith("val_")]
+    fig, axes = plt.subplots(1, 1 + bool(metric_keys), figsize=(10 if metric_keys else 5, 3.6))
+    axes = np.atleast_1d(axes)
+    epochs = history["epoch"]
+    for key in ("loss", "val_loss"):
+        if key in columns:
+            axes[0].plot(epochs, history[key], label=key)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    if metric_keys:
+        key = metric_keys[0]
+        for name in (key, f"val_{key}"):
+            if name in columns:
+                axes[1].plot(epochs, history[name], label=name)
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylabel(key)
+        axes[1].legend()
+    fig.tight_layout()
+    from jacnet.io import atomic_write
+
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------- evaluate / predict
+def _load_saved(path: str) -> Any:
+    from jacnet.io import load_model
+
+    saved = load_model(path)
+    meta = saved.metadata
+    if not {"task", "loss"} <= set(meta) or not isinstance(saved.preprocessing, dict):
+        raise ValueError(f"{path} is a jacnet model but not one written by `jacnet train`; "
+                         "use jacnet.io.load_model from Python.")
+    return saved
+
+
+def _dataset_for(saved: Any, spec: str, target: Any) -> Any:
+    from jacnet import data as jdata
+
+    meta = saved.metadata
+    target = _target_arg(target if target is not None else meta.get("target"))
+    is_csv = str(spec).lower().endswith((".csv", ".csv.gz"))
+    dataset = jdata.load(spec, target=target if is_csv else None,
+                         task=meta["task"] if (is_csv or str(spec).lower().endswith(".npz")) else None)
+    if dataset.task != meta["task"]:
+        raise ValueError(f"{spec} holds {dataset.task} data but the model does {meta['task']}.")
+    return dataset
+
+
+def _class_codes(dataset: Any, meta: dict[str, Any]) -> np.ndarray:
+    """The data's class codes in the model's class numbering (by class name when known)."""
+    saved_names, names = meta.get("target_names"), dataset.target_names
+    if saved_names is None or names is None or names == saved_names:
+        return np.asarray(dataset.y)
+    index = {name: i for i, name in enumerate(saved_names)}
+    unknown = sorted({names[c] for c in dataset.y} - set(index))
+    if unknown:
+        raise ValueError(f"the data has classes {unknown} the model was not trained on "
+                         f"(it knows {saved_names}).")
+    return np.array([index[names[c]] for c in dataset.y], dtype=np.int64)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    saved = _load_saved(args.model)
+    meta, prep = saved.metadata, saved.preprocessing
+    dataset = _dataset_for(saved, args.data, args.target)
+    _check_width(saved.model, dataset.n_features, args.data)
+    y = _class_codes(dataset, meta) if meta["task"] == "classification" else dataset.y
+    scores = _score(saved.model, meta["loss"], prep["X"], prep.get("y"), dataset.X, y)
+    if args.json:
+        print(json.dumps({"n_samples": dataset.n_samples, **scores}))
+    else:
+        print(f"{dataset.n_samples} samples: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return 0
+
+
+def _check_width(model: Any, n_features: int, spec: str) -> None:
+    if n_features != model.in_features:
+        raise ValueError(f"{spec} has {n_features} feature columns but the model takes "
+                         f"{model.in_features}; pass --target to name the target column.")
+
+
+def _features_for_predict(saved: Any, spec: str, target: Any) -> np.ndarray:
+    """Feature rows of DATA: a target column is dropped when present, else every column is a feature."""
+    lower = str(spec).lower()
+    n_in = saved.model.in_features
+    if lower.endswith(".csv") and Path(spec).is_file():
+        with open(spec, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+        if len(header) == n_in and target is None:
+            # No target column: every column is a feature.
+            try:
+                return np.loadtxt(spec, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+            except ValueError as exc:
+                raise ValueError(f"{spec}: every cell must be a number ({exc}).") from exc
+    if lower.endswith(".npz") and Path(spec).is_file():
+        with np.load(spec, allow_pickle=False) as archive:
+            if "X" not in archive.files:
+                raise ValueError(f"{spec} has no array named 'X'; found {archive.files}.")
+            return np.asarray(archive["X"], dtype=np.float64)
+    return np.asarray(_dataset_for(saved, spec, target).X)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    saved = _load_saved(args.model)
+    meta, prep = saved.metadata, saved.preprocessing
+    X = _features_for_predict(saved, args.data, args.target)
+    _check_width(saved.model, X.shape[1], args.data)
+    out = _predict_values(saved.model, prep["X"].transform(X), prep.get("y"))
+    columns: dict[str, np.ndarray] = {}
+    if meta["task"] == "classification":
+        names = meta.get("target_names")
+        if out.shape[1] == 1:
+            prob1 = 1.0 / (1.0 + np.exp(-out[:, 0].astype(np.float64)))
+            codes = (prob1 > 0.5).astype(np.int64)
+            probs = np.stack([1.0 - prob1, prob1], axis=1)
+        else:
+            shifted = out.astype(np.float64) - out.max(axis=1, keepdims=True)
+            probs = np.exp(shifted)
+            probs /= probs.sum(axis=1, keepdims=True)
+            codes = probs.argmax(axis=1)
+        columns["prediction"] = np.array(names)[codes] if names else codes
+        for k in range(probs.shape[1]):
+            columns[f"p_{names[k] if names else k}"] = probs[:, k]
+    else:
+        for k in range(out.shape[1]):
+            columns["prediction" if out.shape[1] == 1 else f"prediction_{k}"] = out[:, k]
+    if args.out is not None and str(args.out).lower().endswith(".npz"):
+        from jacnet.io import atomic_write
+
+        with atomic_write(args.out) as f:
+            cast(Any, np.savez)(f, **columns)
+        return 0
+    rows = zip(*(col.tolist() for col in columns.values()))
+    if args.out is None:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return 0
+    if not str(args.out).lower().endswith(".csv"):
+        raise UsageError(f"--out must end in .csv or .npz; got {args.out!r}.")
+    from jacnet.io import atomic_write
+
+    with atomic_write(args.out, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1009 @@
+"""The fit loop: mini-batches, epochs, validation, callbacks, history, checkpoints.
+
+:func:`fit` trains a :class:`~jacnet.network.Sequential` with a first-order optimizer
+(mini-batches from a seeded shuffle: forward, ``loss.value_and_grad``, backward as a
+chain of VJPs, optional clipping, ``optimizer.step`` on the flat parameter vector) or
+with a full-batch second-order optimizer (one ``optimizer.epoch(model, loss, X, target)``
+per epoch: Levenberg–Marquardt, Gauss–Newton, Bayesian regularisation). Progress, early
+stopping and checkpoints are callbacks like any user callback; every epoch appends one
+record to the :class:`History`.
+
+A checkpoint holds everything the rest of the run depends on — parameters, optimizer
+and schedule state, the shuffling generator's state, dropout generators, early-stopping
+state and history — so a run resumed from it ends bit for bit where the uninterrupted
+run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io as _stdio
+import json
+import math
+import os
+import secrets
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from jacnet._validation import check_array, check_positive_int
+from jacnet.io import atomic_write, load_checkpoint, save_checkpoint
+from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, get_loss
+from jacnet.metrics import Metric, default_metrics, get_metric
+from jacnet.network import Sequential
+from jacnet.optim import OPTIMIZERS, LRSchedule, Optimizer, ReduceLROnPlateau, get_schedule
+
+__all__ = [
+    "Callback",
+    "DivergenceWarning",
+    "EarlyStopping",
+    "History",
+    "LambdaCallback",
+    "ModelCheckpoint",
+    "ProgressBar",
+    "TrainingState",
+    "evaluate",
+    "fit",
+    "resolve_optimizer",
+]
+
+
+class DivergenceWarning(UserWarning):
+    """Training stopped because the loss (or a parameter) became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------- history
+class History:
+    """Per-epoch records of a training run.
+
+    Each record is a dict with ``epoch`` (1-based), ``loss`` (mean training loss over
+    the epoch's batches), the training metrics, ``val_loss`` and ``val_<metric>`` when
+    there is validation data, ``lr``, ``time`` (seconds) and whatever a full-batch
+    optimizer reports (``mu``, ``gamma``, ...).
+
+    Attributes
+    ----------
+    records : list of dict
+    monitor : str
+        The key :attr:`best_epoch` minimises (``"val_loss"`` with validation data).
+    stop_reason : str or None
+        Why training stopped before ``epochs`` (early stopping, divergence, an
+        optimizer's stopping rule), or None.
+
+    Examples
+    --------
+    >>> history = History([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}])
+    >>> history["loss"], history.best_epoch, len(history)
+    ([0.5, 0.25], 2, 2)
+    """
+
+    def __init__(self, records: Iterable[dict[str, Any]] = (), *, monitor: str = "loss",
+                 stop_reason: str | None = None) -> None:
+        self.records: list[dict[str, Any]] = [dict(r) for r in records]
+        self.monitor = monitor
+        self.stop_reason = stop_reason
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one epoch's record."""
+        self.records.append(record)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every key that appears in a record, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for record in self.records:
+            seen.update(dict.fromkeys(record))
+        return list(seen)
+
+    def __getitem__(self, key: str) -> list[Any]:
+        """One column: the value of ``key`` for every epoch (NaN where absent)."""
+        if key not in self.columns:
+            raise KeyError(f"no {key!r} in the history; it has {self.columns}.")
+        return [record.get(key, float("nan")) for record in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs recorded."""
+        return len(self.records)
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch with the smallest finite :attr:`monitor` value (None if none)."""
+        best, best_epoch = math.inf, None
+        for record in self.records:
+            value = record.get(self.monitor)
+            if isinstance(value, (int, float)) and math.isfinite(value) and value < best:
+                best, best_epoch = value, int(record["epoch"])
+        return best_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"records": [...], "columns": {key: [values]}, "monitor", "best_epoch", "stop_reason"}``."""
+        return {
+            "records": [dict(r) for r in self.records],
+            "columns": {key: self[key] for key in self.columns},
+            "monitor": self.monitor,
+            "best_epoch": self.best_epoch,
+            "stop_reason": self.stop_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> History:
+        """Rebuild a history from :meth:`to_dict` (e.g. the JSON file)."""
+        return cls(state.get("records", []), monitor=state.get("monitor", "loss"),
+                   stop_reason=state.get("stop_reason"))
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write one row per epoch, one column per key (atomically)."""
+        buffer = _stdio.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.records)
+        with atomic_write(path, "w") as f:
+            f.write(buffer.getvalue())
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_dict` as JSON (atomically)."""
+        text = json.dumps(self.to_dict(), indent=2)
+        with atomic_write(path, "w") as f:
+            f.write(text + "\n")
+
+    def __repr__(self) -> str:
+        last = self.records[-1] if self.records else {}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items()
+                          if k not in ("epoch", "time") and isinstance(v, float))
+        return f"History(epochs={len(self)}{', ' + shown if shown else ''})"
+
+
+# --------------------------------------------------------------------------- callbacks
+class TrainingState:
+    """What callbacks see of a run: the model, optimizer, history and a way to stop it.
+
+    Attributes
+    ----------
+    model : Sequential
+    loss : Loss
+    optimizer : Optimizer (or a full-batch optimizer)
+    schedule : LRSchedule or None
+    history : History
+    epoch : int
+        The last completed epoch (0 before the first).
+    epochs : int
+        The epoch training stops at.
+    stop_reason : str or None
+        Set by :meth:`stop`; the loop ends after the current epoch.
+    """
+
+    def __init__(self, model: Sequential, loss: Loss, optimizer: Any,
+                 schedule: LRSchedule | None, history: History, epochs: int) -> None:
+        self.model, self.loss, self.optimizer, self.schedule = model, loss, optimizer, schedule
+        self.history, self.epochs = history, epochs
+        self.epoch = 0
+        self.stop_reason: str | None = None
+        self.extra_state: dict[str, Any] = {}  # filled by the loop for checkpoints
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to stop after this epoch, saying why (kept in ``history.stop_reason``)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+
+class Callback:
+    """Base class of callbacks: override any of the three hooks.
+
+    The loop sets :attr:`state` (a :class:`TrainingState`) before ``on_train_begin``.
+    Callbacks that must survive a resume implement ``state_dict``/``load_state_dict``
+    (plain numbers and arrays).
+
+    Examples
+    --------
+    >>> class PrintLoss(Callback):
+    ...     def on_epoch_end(self, epoch, logs):
+    ...         print(epoch, round(logs["loss"], 2))
+    """
+
+    state: TrainingState
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        """Called once before the first epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        """Called after each epoch with its history record (``logs``)."""
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        """Called once when training stops, with the last record (empty if none)."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """State to keep in checkpoints (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions, e.g. ``LambdaCallback(on_epoch_end=print)``."""
+
+    def __init__(self, on_train_begin: Callable[[dict[str, Any]], Any] | None = None,
+                 on_epoch_end: Callable[[int, dict[str, Any]], Any] | None = None,
+                 on_train_end: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        self._begin, self._epoch, self._end = on_train_begin, on_epoch_end, on_train_end
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        if self._begin:
+            self._begin(logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        if self._epoch:
+            self._epoch(epoch, logs)
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        if self._end:
+            self._end(logs)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best`` the parameters of the best epoch are put back when training
+    ends (for whatever reason).
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        A history key; ``"val_loss"`` falls back to ``"loss"`` without validation data.
+    patience : int, default 10
+    min_delta : float, default 0.0
+    mode : {"min", "max"}, default "min"
+    restore_best : bool, default True
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
+                 mode: str = "min", restore_best: bool = True) -> None:
+        self.monitor = monitor
+        self.patience = check_positive_int(patience, "patience", minimum=0)
+        if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a number >= 0; got {min_delta!r}.")
+        self.min_delta = float(min_delta)
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}.")
+        self.mode = mode
+        self.restore_best = bool(restore_best)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.best_epoch = 0
+        self.wait = 0
+        self.best_params: np.ndarray | None = None
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        if self.best_params is None:
+            self.best_params = self.state.model.params.copy()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        key = self.monitor if self.monitor in logs or self.monitor != "val_loss" else "loss"
+        if key not in logs:
+            raise ValueError(
+                f"EarlyStopping monitors {self.monitor!r} but the history has only "
+                f"{sorted(logs)}; pass monitor= one of those."
+            )
+        value = float(logs[key])
+        improved = (value < self.best - self.min_delta if self.mode == "min"
+                    else value > self.best + self.min_delta)
+        if improved and math.isfinite(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            assert self.best_params is not None
+            np.copyto(self.best_params, self.state.model.params)
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.state.stop(
+                    f"early stopping: {key} did not improve for {self.patience} epochs "
+                    f"(best {self.best:.6g} at epoch {self.best_epoch})"
+                )
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        if self.restore_best and self.best_params is not None and self.best_epoch > 0:
+            np.copyto(self.state.model.params, self.best_params)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "best_params": self.best_params}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.wait = int(state["wait"])
+        params = state.get("best_params")
+        self.best_params = None if params is None else np.array(params, copy=True)
+
+
+class ModelCheckpoint(Callback):
+    """Save a resumable checkpoint every ``every`` epochs and when training ends.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The checkpoint file, rewritten atomically each time.
+    every : int, default 1
+    """
+
+    def __init__(self, path: str | os.PathLike[str], every: int = 1) -> None:
+        self.path = path
+        self.every = check_positive_int(every, "checkpoint_every")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        if epoch % self.every == 0 and self.state.stop_reason is None:
+            self.save()
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        self.save()
+
+    def save(self) -> None:
+        """Write the current training state to :attr:`path`."""
+        save_checkpoint(self.path, self.state.model, _snapshot(self.state))
+
+
+class ProgressBar(Callback):
+    """A ``rich`` progress bar over epochs showing the latest losses (stderr).
+
+    Falls back to one plain line per epoch when ``rich`` is not installed.
+    """
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        try:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+        except ImportError:
+            return
+        self._progress = Progress(
+            TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+            TextColumn("<"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+            console=Console(stderr=True), transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=self.state.epochs,
+                                             completed=self.state.epoch, losses="")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        text = "  ".join(f"{k} {v:.4g}" for k, v in logs.items()
+                         if k not in ("epoch", "time", "lr") and isinstance(v, float))
+        if self._progress is None:
+            print(f"epoch {epoch}/{self.state.epochs}  {text}", file=sys.stderr)
+            return
+        self._progress.update(self._task, completed=epoch, losses=text)
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(model: Sequential, X: Any, y: Any, *, loss: str | Loss = "mse",
+             metrics: Sequence[str | Metric] | None = None,
+             batch_size: int = 4096) -> dict[str, float]:
+    """The loss and metrics of ``model`` on ``(X, y)``, in evaluation mode.
+
+    Parameters
+    ----------
+    model : Sequential
+    X : array-like, shape (n_samples, in_features)
+    y : array-like, shape (n_samples,) or (n_samples, out_features)
+    loss : str or Loss, default "mse"
+    metrics : list of str or Metric, optional
+        Default by loss: accuracy for cross-entropy, mse/mae/r2 for regression.
+    batch_size : int, default 4096
+        Rows per forward pass (bounds memory, not the result).
+
+    Returns
+    -------
+    dict
+        ``{"loss": ..., "<metric>": ...}`` as Python floats.
+
+    Examples
+    --------
+    >>> from jacnet import mlp
+    >>> model = mlp([2, 2], seed=0)
+    >>> sorted(evaluate(model, np.eye(2), [0, 1], loss="cross_entropy"))
+    ['accuracy', 'loss']
+    """
+    loss_fn = get_loss(loss)
+    metric_objs = _metrics_for(loss_fn, metrics)
+    X_arr = model.check_input(X)
+    target = loss_fn.prepare_target(y, model.out_features, dtype=model.dtype)
+    _check_rows(X_arr, target, "y")
+    check_positive_int(batch_size, "batch_size")
+    was_training = model.training
+    model.eval()
+    try:
+        return _evaluate(model, loss_fn, metric_objs, X_arr, target, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(model: Sequential, loss: Loss, metrics: list[Metric], X: np.ndarray,
+              target: np.ndarray, batch_size: int) -> dict[str, float]:
+    for metric in metrics:
+        metric.reset()
+    total, n = 0.0, X.shape[0]
+    for start in range(0, n, batch_size):
+        xb, tb = X[start:start + batch_size], target[start:start + batch_size]
+        out = model.forward(xb)
+        value, _ = loss.value_and_grad(out, tb)
+        total += value * (xb.shape[0] if loss.reduction == "mean" else 1.0)
+        for metric in metrics:
+            metric.update(out, tb)
+    results = {"loss": total / n if loss.reduction == "mean" else total}
+    results.update({metric.name: metric.result() for metric in metrics})
+    return results
+
+
+def _metrics_for(loss: Loss, metrics: Sequence[str | Metric] | None) -> list[Metric]:
+    if metrics is None:
+        return default_metrics(loss)
+    if isinstance(metrics, (str, Metric)):
+        metrics = [metrics]
+    return [copy.deepcopy(get_metric(m)) for m in metrics]
+
+
+def _check_rows(X: np.ndarray, target: np.ndarray, name: str) -> None:
+    if X.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"X has {X.shape[0]} rows but {name} has {target.shape[0]}; they must describe "
+            "the same samples, row for row."
+        )
+    if X.shape[0] == 0:
+        raise ValueError("X has no rows; there is nothing to train on.")
+
+
+# --------------------------------------------------------------------------- optimizers
+def resolve_optimizer(optimizer: str | Any, model: Sequential, *, lr: float | None = None,
+                      weight_decay: float = 0.0) -> Any:
+    """An optimizer instance from a registry name (or the instance itself).
+
+    A name is looked up in ``jacnet.optim.OPTIMIZERS`` (importing
+    ``jacnet.optim.second_order`` first if the name is not there yet, so "lm", "gn",
+    "br" work once that module exists). Weight decay, when the optimizer takes a
+    ``weight_decay_mask``, is masked off the biases.
+
+    Examples
+    --------
+    >>> from jacnet import mlp
+    >>> resolve_optimizer("sgd", mlp([2, 1]), lr=0.1)
+    SGD(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0)
+    """
+    if not isinstance(optimizer, str):
+        if not (hasattr(optimizer, "step") or hasattr(optimizer, "epoch")):
+            raise TypeError(
+                f"optimizer must be a name ({', '.join(sorted(OPTIMIZERS))}) or an optimizer "
+                f"object with step() or epoch(); got {type(optimizer).__name__}."
+            )
+        if lr is not None:
+            raise ValueError("lr= applies only when optimizer is given by name; set it on the "
+                             "optimizer object instead.")
+        return optimizer
+    key = optimizer.lower()
+    if key not in OPTIMIZERS:
+        with contextlib.suppress(ImportError):
+            import jacnet.optim.second_order  # noqa: F401  (registers lm/gn/br)
+    if key not in OPTIMIZERS:
+        options = ", ".join(repr(o) for o in sorted(OPTIMIZERS))
+        raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {options}.")
+    cls = OPTIMIZERS[key]
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    if lr is not None:
+        if "lr" not in accepted:
+            raise ValueError(f"optimizer {optimizer!r} takes no learning rate; drop lr=.")
+        kwargs["lr"] = lr
+    if weight_decay:
+        if "weight_decay" not in accepted:
+            raise ValueError(f"optimizer {optimizer!r} takes no weight_decay.")
+        kwargs["weight_decay"] = weight_decay
+        if "weight_decay_mask" in accepted:
+            kwargs["weight_decay_mask"] = _no_bias_mask(model)
+    return cls(**kwargs)
+
+
+def _no_bias_mask(model: Sequential) -> np.ndarray:
+    mask = np.ones(model.n_params, dtype=bool)
+    for name, where in model.parameter_slices().items():
+        if name.endswith(".bias"):
+            mask[where] = False
+    return mask
+
+
+def _resolve_schedule(schedule: Any, optimizer: Any, epochs: int) -> LRSchedule | None:
+    if schedule is None or isinstance(schedule, LRSchedule):
+        return schedule
+    if not isinstance(optimizer, Optimizer):
+        raise ValueError("schedule= needs a first-order optimizer with a learning rate.")
+    if isinstance(schedule, str):
+        defaults: dict[str, dict[str, Any]] = {
+            "cosine": {"T_max": epochs}, "step": {"step_size": max(1, epochs // 3)},
+            "exponential": {"gamma": 0.95}, "plateau": {},
+        }
+        return get_schedule(schedule, optimizer, **defaults.get(schedule.lower(), {}))
+    if isinstance(schedule, tuple) and len(schedule) == 2:
+        return get_schedule(schedule[0], optimizer, **dict(schedule[1]))
+    if callable(schedule):
+        built = schedule(optimizer)
+        if not isinstance(built, LRSchedule):
+            raise TypeError(
+                f"schedule(optimizer) must return an LRSchedule; got {type(built).__name__}.")
+        return built
+    raise TypeError(
+        "schedule must be None, a name ('cosine', 'step', 'exponential', 'plateau'), a "
+        f"(name, kwargs) pair, an LRSchedule or a function optimizer -> LRSchedule; got {schedule!r}."
+    )
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _rng_states(model: Sequential) -> list[Any]:
+    """Bit-generator states of layers that draw random numbers (dropout)."""
+    return [layer._rng.bit_generator.state if hasattr(layer, "_rng") else None
+            for layer in model.layers]
+
+
+def _snapshot(state: TrainingState) -> dict[str, Any]:
+    optimizer = state.optimizer
+    return {
+        "epoch": state.epoch,
+        "epochs": state.epochs,
+        "optimizer": {
+            "name": getattr(optimizer, "name", type(optimizer).__name__),
+            "state": optimizer.state_dict() if hasattr(optimizer, "state_dict") else None,
+        },
+        "schedule": None if state.schedule is None else state.schedule.state_dict(),
+        "history": state.history.to_dict(),
+        "callbacks": state.extra_state.get("callbacks", {}),
+        "layer_rngs": _rng_states(state.model),
+        **{k: v for k, v in state.extra_state.items() if k != "callbacks"},
+    }
+
+
+# --------------------------------------------------------------------------- the loop
+def fit(
+    model: Sequential,
+    X: Any,
+    y: Any,
+    *,
+    loss: str | Loss = "mse",
+    optimizer: str | Any = "adam",
+    lr: float | None = None,
+    epochs: int = 100,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed: int | None = 0,
+    validation_data: tuple[Any, Any] | None = None,
+    validation_split: float = 0.0,
+    early_stopping: bool = False,
+    patience: int = 10,
+    min_delta: float = 0.0,
+    restore_best: bool = True,
+    schedule: Any = None,
+    clip_norm: float | None = None,
+    weight_decay: float = 0.0,
+    metrics: Sequence[str | Metric] | None = None,
+    callbacks: Iterable[Callback] = (),
+    progress: bool | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+    sample_weight: Any = None,
+) -> History:
+    """Train ``model`` on ``(X, y)`` in place and return the per-epoch history.
+
+    Parameters
+    ----------
+    model : Sequential
+        Trained in place (its ``params``).
+    X : array-like, shape (n_samples, in_features)
+    y : array-like, shape (n_samples,) or (n_samples, out_features)
+        Class labels for cross-entropy, values for regression.
+    loss : str or Loss, default "mse"
+        "mse", "cross_entropy", "bce" or a :class:`~jacnet.losses.Loss`.
+    optimizer : str or optimizer, default "adam"
+        A registry name ("sgd", "adam", "adamw", "rmsprop"; "lm", "gn", "br" when the
+        second-order module is installed) or an instance. Full-batch optimizers
+        (``full_batch = True``) run one ``epoch(model, loss, X, target)`` per epoch.
+    lr : float, optional
+        Learning rate when ``optimizer`` is a name (default: the optimizer's).
+    epochs : int, default 100
+        Total epochs; a resumed run continues up to this number.
+    batch_size : int, default 32
+    shuffle : bool, default True
+        Reshuffle the rows every epoch with a generator seeded by ``seed``.
+    seed : int or None, default 0
+        Seeds the shuffling and the validation split (None: fresh entropy, recorded
+        in checkpoints).
+    validation_data : (X_val, y_val), optional
+    validation_split : float, default 0.0
+        Fraction of the rows (chosen at random with ``seed``) held out for validation
+        when ``validation_data`` is not given.
+    early_stopping : bool, default False
+        Stop when the validation loss (training loss without validation data) has not
+        improved by ``min_delta`` for ``patience`` epochs.
+    patience : int, default 10
+    min_delta : float, default 0.0
+    restore_best : bool, default True
+        With early stopping, put back the best epoch's parameters at the end.
+    schedule : optional
+        An :class:`~jacnet.optim.LRSchedule`, a name ("cosine", "step", "exponential",
+        "plateau"), a ``(name, kwargs)`` pair or a function ``optimizer -> LRSchedule``;
+        stepped once per epoch (with the monitored loss for "plateau").
+    clip_norm : float, optional
+        Rescale each mini-batch gradient to at most this Euclidean norm.
+    weight_decay : float, default 0.0
+        L2 penalty (decoupled for AdamW) when ``optimizer`` is a name; never on biases.
+    metrics : list of str or Metric, optional
+        Default by loss: accuracy for (binary) cross-entropy, mse/mae/r2 otherwise.
+        Training metrics are accumulated over the epoch's batches.
+    callbacks : iterable of Callback
+    progress : bool, optional
+        Show a progress bar on stderr; default: only when stderr is a terminal.
+    checkpoint : path, optional
+        Where to write checkpoints (every ``checkpoint_every`` epochs, default 1, and at
+        the end).
+    checkpoint_every : int, optional
+    resume_from : path, optional
+        A checkpoint to continue from: parameters, optimizer, schedule, history,
+        epoch and generator states are restored; pass the same data and arguments.
+    sample_weight : array-like, shape (n_samples,), optional
+        Non-negative weights; each batch minimises Σ wᵢ lossᵢ / Σ wᵢ (first-order
+        optimizers only). Metrics stay unweighted.
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad data or arguments, before any training happens.
+
+    Warns
+    -----
+    DivergenceWarning
+        The loss became NaN/infinite: training stops, the parameters of the last
+        completed epoch are kept and ``history.stop_reason`` says what happened.
+
+    Examples
+    --------
+    >>> from jacnet import mlp
+    >>> X = np.linspace(-1, 1, 64).reshape(-1, 1)
+    >>> model = mlp([1, 8, 1], seed=0)
+    >>> history = fit(model, X, X ** 2, epochs=20, lr=0.01, progress=False)
+    >>> len(history), history["loss"][-1] < history["loss"][0]
+    (20, True)
+    """
+    loop = _Loop(model, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
+                 batch_size=batch_size, shuffle=shuffle, seed=seed,
+                 validation_data=validation_data, validation_split=validation_split,
+                 schedule=schedule, clip_norm=clip_norm, weight_decay=weight_decay,
+                 metrics=metrics, sample_weight=sample_weight)
+    cbs = list(callbacks)
+    for cb in cbs:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be jacnet Callback objects; got {type(cb).__name__}.")
+    if early_stopping:
+        cbs.append(EarlyStopping("val_loss", patience=patience, min_delta=min_delta,
+                                 restore_best=restore_best))
+    if checkpoint is not None:
+        cbs.append(ModelCheckpoint(checkpoint, every=checkpoint_every or 1))
+    elif checkpoint_every is not None:
+        raise ValueError("checkpoint_every= needs checkpoint= a file path to write to.")
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if progress:
+        cbs.append(ProgressBar())
+    return loop.run(cbs, resume_from)
+
+
+class _Loop:
+    """One training run's data and objects; ``run`` executes the epochs."""
+
+    def __init__(self, model: Sequential, X: Any, y: Any, *, loss: str | Loss, optimizer: Any,
+                 lr: float | None, epochs: int, batch_size: int, shuffle: bool, seed: int | None,
+                 validation_data: Any, validation_split: float, schedule: Any,
+                 clip_norm: float | None, weight_decay: float,
+                 metrics: Sequence[str | Metric] | None, sample_weight: Any) -> None:
+        if not isinstance(model, Sequential):
+            raise TypeError(f"model must be a jacnet Sequential; got {type(model).__name__}.")
+        self.model = model
+        self.loss = get_loss(loss)
+        self.epochs = check_positive_int(epochs, "epochs")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.shuffle = bool(shuffle)
+        if seed is None:
+            seed = secrets.randbits(63)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise TypeError(f"seed must be a non-negative integer or None; got {seed!r}.")
+        self.seed = int(seed)
+        if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm > 0):
+            raise ValueError(f"clip_norm must be a number > 0 or None; got {clip_norm!r}.")
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.optimizer = resolve_optimizer(optimizer, model, lr=lr, weight_decay=weight_decay)
+        self.full_batch = bool(getattr(self.optimizer, "full_batch", False))
+        self.schedule = _resolve_schedule(schedule, self.optimizer, self.epochs)
+        self.metrics = _metrics_for(self.loss, metrics)
+        self.val_metrics = [copy.deepcopy(m) for m in self.metrics]
+
+        # Validate the data once; the epoch loop trusts it.
+        X_arr = model.check_input(X)
+        target = self.loss.prepare_target(y, model.out_features, dtype=model.dtype)
+        _check_rows(X_arr, target, "y")
+        weights = None
+        if sample_weight is not None:
+            if self.full_batch:
+                raise ValueError("sample_weight is supported with first-order optimizers only.")
+            weights = check_array(sample_weight, "sample_weight", ndim=1, dtype=model.dtype)
+            if weights.shape[0] != X_arr.shape[0] or (weights < 0).any() or weights.sum() <= 0:
+                raise ValueError(
+                    f"sample_weight must have one non-negative weight per row of X "
+                    f"({X_arr.shape[0]}), not all zero; got shape {weights.shape}."
+                )
+            if not isinstance(self.loss, (MSELoss, CrossEntropyLoss, BCEWithLogitsLoss)):
+                raise TypeError("sample_weight needs one of the built-in losses (mse, "
+                                f"cross_entropy, bce); got {type(self.loss).__name__}.")
+        self.X_val = self.t_val = None
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("pass validation_data or validation_split, not both.")
+            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+                raise TypeError("validation_data must be a pair (X_val, y_val).")
+            self.X_val = check_array(validation_data[0], "validation_data[0] (X_val)",
+                                     dtype=model.dtype, n_columns=model.in_features)
+            self.t_val = self.loss.prepare_target(validation_data[1], model.out_features,
+                                                  dtype=model.dtype)
+            _check_rows(self.X_val, self.t_val, "y_val")
+        elif validation_split:
+            if not (isinstance(validation_split, float) and 0.0 < validation_split < 1.0):
+                raise ValueError(
+                    f"validation_split must be a fraction in (0, 1); got {validation_split!r}.")
+            n_val = math.ceil(validation_split * X_arr.shape[0])
+            if n_val >= X_arr.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves no rows for training.")
+            order = np.random.default_rng([self.seed, 1]).permutation(X_arr.shape[0])
+            val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+            self.X_val, self.t_val = X_arr[val_rows], target[val_rows]
+            X_arr, target = X_arr[train_rows], target[train_rows]
+            if weights is not None:
+                weights = weights[train_rows]
+        self.X, self.target, self.weights = X_arr, target, weights
+        self.rng = np.random.default_rng(self.seed)
+
+    # -- the epochs ----------------------------------------------------------------
+    def run(self, callbacks: list[Callback], resume_from: Any) -> History:
+        model = self.model
+        monitor = "val_loss" if self.X_val is not None else "loss"
+        history = History(monitor=monitor)
+        state = TrainingState(model, self.loss, self.optimizer, self.schedule, history, self.epochs)
+        state.extra_state["seed"] = self.seed
+        if resume_from is not None:
+            self._resume(state, callbacks, resume_from)
+        for cb in callbacks:
+            cb.state = state
+        was_training = model.training
+        last: dict[str, Any] = {}
+        last_good = model.params.copy()
+        try:
+            for cb in callbacks:
+                cb.on_train_begin({})
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                while state.epoch < self.epochs and state.stop_reason is None:
+                    epoch = state.epoch + 1
+                    np.copyto(last_good, model.params)
+                    opt_state = (self.optimizer.state_dict()
+                                 if hasattr(self.optimizer, "state_dict") else None)
+                    rng_state = self.rng.bit_generator.state
+                    started = time.perf_counter()
+                    lr = getattr(self.optimizer, "lr", None)
+                    model.train()
+                    record = self._full_batch_epoch(state) if self.full_batch else self._epoch()
+                    bad = record.get("diverged")
+                    if bad is None and not np.isfinite(model.params).all():
+                        bad = "a parameter became NaN or infinite"
+                    if bad is not None:
+                        np.copyto(model.params, last_good)
+                        if opt_state is not None:
+                            self.optimizer.load_state_dict(opt_state)
+                        self.rng.bit_generator.state = rng_state
+                        reason = (f"diverged at epoch {epoch}: {bad}; kept the parameters of "
+                                  f"epoch {epoch - 1}. Lower the learning rate (or use "
+                                  "clip_norm=) and check the data for extreme values.")
+                        state.stop(reason)
+                        warnings.warn(reason, DivergenceWarning, stacklevel=3)
+                        break
+                    if self.X_val is not None and self.t_val is not None:
+                        model.eval()
+                        val = _evaluate(model, self.loss, self.val_metrics, self.X_val,
+                                        self.t_val, max(self.batch_size, 4096))
+                        record.update({f"val_{k}": v for k, v in val.items()})
+                    if lr is not None:
+                        record["lr"] = float(lr)
+                    record["time"] = time.perf_counter() - started
+                    record = {"epoch": epoch, **record}
+                    history.append(record)
+                    state.epoch = epoch
+                    if self.schedule is not None:
+                        if isinstance(self.schedule, ReduceLROnPlateau):
+                            self.schedule.step(record[monitor])
+                        else:
+                            self.schedule.step()
+                    stop = getattr(self.optimizer, "stop_reason", None)
+                    if self.full_batch and stop:
+                        state.stop(str(stop))
+                    state.extra_state["callbacks"] = {}
+                    for cb in callbacks:
+                        cb.on_epoch_end(epoch, record)
+                        self._collect_callback_states(state, callbacks)
+                    last = record
+        except BaseException:
+            # An error or Ctrl-C mid-epoch: no checkpoint of a half-done epoch, but close
+            # the progress bar so the terminal is left clean.
+            for cb in callbacks:
+                if isinstance(cb, ProgressBar):
+                    cb.on_train_end({})
+            model.train(was_training)
+            raise
+        history.stop_reason = state.stop_reason
+        self._collect_callback_states(state, callbacks)
+        for cb in callbacks:
+            cb.on_train_end(last)
+        model.train(was_training)
+        return history
+
+    def _collect_callback_states(self, state: TrainingState, callbacks: list[Callback]) -> None:
+        states = {}
+        for i, cb in enumerate(callbacks):
+            cb_state = cb.state_dict()
+            if cb_state is not None:
+                states[f"{i}:{type(cb).__name__}"] = cb_state
+        state.extra_state["callbacks"] = states
+        state.extra_state["rng"] = self.rng.bit_generator.state
+
+    def _epoch(self) -> dict[str, Any]:
+        """One pass over the shuffled training rows in mini-batches (the lean path)."""
+        model, loss, optimizer = self.model, self.loss, self.optimizer
+        params, grads = model.params, model.grads
+        metrics, clip, weights = self.metrics, self.clip_norm, self.weights
+        X, target, n, bs = self.X, self.target, self.X.shape[0], self.batch_size
+        if self.shuffle:
+            order = self.rng.permutation(n)
+            X, target = X[order], target[order]
+            if weights is not None:
+                weights = weights[order]
+        for metric in metrics:
+            metric.reset()
+        total = 0.0
+        isfinite = math.isfinite
+        for start in range(0, n, bs):
+            xb, tb = X[start:start + bs], target[start:start + bs]
+            out = model.forward(xb)
+            if weights is None:
+                value, grad = loss.value_and_grad(out, tb)
+                if not isfinite(value):
+                    return {"diverged": f"the loss is {value} at batch {start // bs + 1}"}
+                total += value * xb.shape[0]
+            else:
+                value, grad = self._weighted(out, tb, weights[start:start + bs])
+                if not isfinite(value):
+                    return {"diverged": f"the loss is {value} at batch {start // bs + 1}"}
+                total += value * xb.shape[0]
+            for metric in metrics:
+                metric.update(out, tb)
+            model.backward(grad, input_grad=False)
+            if clip is not None:
+                norm = math.sqrt(float(np.dot(grads, grads)))
+                if norm > clip:
+                    grads *= clip / (norm + 1e-6)
+            optimizer.step(params, grads)
+        record: dict[str, Any] = {"loss": total / n}
+        record.update({metric.name: metric.result() for metric in metrics})
+        return record
+
+    def _weighted(self, out: np.ndarray, tb: np.ndarray, wb: np.ndarray) -> tuple[float, np.ndarray]:
+        """Batch loss Σ wᵢ ℓᵢ / Σ wᵢ and its gradient, from per-sample losses."""
+        _, grad = self.loss.value_and_grad(out, tb)
+        n = out.shape[0]
+        per_row = _per_sample_loss(self.loss, out, tb)
+        total_w = float(wb.sum())
+        if total_w <= 0.0:
+            grad[...] = 0.0
+            return 0.0, grad
+        # value_and_grad's rows are ∂ℓᵢ/∂zᵢ × scale; rescale each to wᵢ/Σw.
+        scale = 1.0 / n if self.loss.reduction == "mean" else 1.0
+        grad *= (wb * (1.0 / (total_w * scale)))[:, None]
+        return float(np.dot(per_row, wb.astype(np.float64))) / total_w, grad
+
+    def _full_batch_epoch(self, state: TrainingState) -> dict[str, Any]:
+        info = self.optimizer.epoch(self.model, self.loss, self.X, self.target)
+        record: dict[str, Any] = {k: float(v) for k, v in dict(info).items()}
+        value = record.get("loss", float("nan"))
+        if not math.isfinite(value):
+            return {"diverged": f"the loss is {value}"}
+        if self.metrics:
+            self.model.eval()
+            train = _evaluate(self.model, self.loss, self.metrics, self.X, self.target,
+                              max(self.batch_size, 4096))
+            record["loss"] = value
+            record.update({k: v for k, v in train.items() if k != "loss"})
+        return record
+
+    def _resume(self, state: TrainingState, callbacks: list[Callback], path: Any) -> None:
+        saved = load_checkpoint(path)
+        model = self.model
+        if saved.model.get_config() != model.get_config() or saved.model.dtype != model.dtype:
+            raise ValueError(
+                f"the checkpoint {path} holds a different network ({saved.model.n_params} "
+                f"parameters, {saved.model.dtype}) from the model passed to fit "
+                f"({model.n_params}, {model.dtype}); build the same architecture to resume."
+            )
+        s = saved.state
+        if int(s.get("seed", self.seed)) != self.seed:
+            raise ValueError(
+                f"the checkpoint {path} was trained with seed={s['seed']}; resume with the "
+                "same seed (it fixes the validation split and the shuffling)."
+            )
+        model.params[...] = saved.model.params
+        opt = s.get("optimizer") or {}
+        name = getattr(self.optimizer, "name", type(self.optimizer).__name__)
+        if opt.get("name") != name:
+            raise ValueError(
+                f"the checkpoint {path} was trained with optimizer {opt.get('name')!r}; "
+                f"resume it with the same optimizer, not {name!r}."
+            )
+        if opt.get("state") is not None and hasattr(self.optimizer, "load_state_dict"):
+            self.optimizer.load_state_dict(opt["state"])
+        if s.get("schedule") is not None and self.schedule is not None:
+            self.schedule.load_state_dict(s["schedule"])
+        self.rng.bit_generator.state = s["rng"]
+        for layer, rng_state in zip(model.layers, s.get("layer_rngs", [])):
+            if rng_state is not None and hasattr(layer, "_rng"):
+                layer._rng.bit_generator.state = rng_state
+        history = History.from_dict(s["history"])
+        state.history.records = history.records
+        state.epoch = int(s["epoch"])
+        saved_cbs = s.get("callbacks", {})
+        for i, cb in enumerate(callbacks):
+            key = f"{i}:{type(cb).__name__}"
+            if key in saved_cbs:
+                cb.load_state_dict(saved_cbs[key])
+        if history.stop_reason is not None:
+            state.stop(history.stop_reason)
+
+
+def _per_sample_loss(loss: Loss, out: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """ℓᵢ for each row, float64, for the built-in losses (used with sample weights)."""
+    z = out.astype(np.float64)
+    if isinstance(loss, MSELoss):
+        r = z - tb
+        return 0.5 * np.einsum("ij,ij->i", r, r)
+    if isinstance(loss, CrossEntropyLoss):
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        if tb.ndim == 1:
+            return -log_p[np.arange(z.shape[0]), tb]
+        return -np.einsum("ij,ij->i", tb, log_p)
+    per = np.maximum(z, 0.0) - tb * z + np.log1p(np.exp(-np.abs(z)))
+    return per.sum(axis=1)
