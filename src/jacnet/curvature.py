@@ -1,0 +1,417 @@
+"""Curvature from the factored parameter Jacobian: JᵀJ, Jᵀv, per-sample gradients, the NTK.
+
+:func:`jacnet.network.jacobian` keeps a network's Jacobian w.r.t. θ as factors: for every
+parameter block l (a weight or a bias), sample b's rows are L_b ⊗ x_bᵀ with L_b = ∂z/∂s_l
+of shape (m, k) (the identity for the last layer) and x_b the block's input (n,) (a one
+for a bias). The zero blocks of I ⊗ xᵀ are never formed, and neither is J here:
+
+- **Gauss–Newton matrix** JᵀJ = Σ_b J_bᵀ J_b, block pair (l, l′) by the Kronecker identity
+  (L ⊗ xᵀ)ᵀ(L′ ⊗ x′ᵀ) = (LᵀL′) ⊗ (x x′ᵀ): entry [(i, j), (i′, j′)] = Σ_b M_b[i, i′] x_b[j]
+  x′_b[j′] with M_b = L_bᵀ L′_b — one matrix product over the batch axis. When m is small
+  (m = 1 for a scalar output) the product of the materialised rows of the two blocks,
+  (B·m, P_l)ᵀ(B·m, P_l′), costs fewer operations; each block pair takes the cheaper one.
+  Diagonal block pairs compute only their upper half, and the output layer, whose L is
+  the identity, is I_k ⊗ XᵀX.
+- **Jᵀv** = Σ_b J_bᵀ v_b: block l is (v L)ᵀ X, one (k × n) product.
+- **Per-sample gradients** J_bᵀ g_b, shape (B, P).
+- **Empirical neural tangent kernel** J(X₁) J(X₂)ᵀ: Σ_l (L₁ L₂ᵀ) ⊙ (X₁ X₂ᵀ).
+
+Samples are processed in chunks of ``chunk_size``, so memory is bounded by the chunk's
+factors, not by the (B·m, P) Jacobian.
+
+Examples
+--------
+>>> from jacnet.network import jacobian, mlp
+>>> model = mlp([2, 3, 1], seed=0, dtype="float64")
+>>> X = np.arange(8.0).reshape(4, 2) / 8
+>>> jtj, jte = gauss_newton(model, X, residuals=np.ones((4, 1)))
+>>> J = jacobian(model, X, wrt="params").reshape(4, -1)
+>>> bool(np.allclose(jtj, J.T @ J)), bool(np.allclose(jte, J.sum(axis=0)))
+(True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from jacnet._validation import as_float_dtype, check_array
+from jacnet.jacobians import BlockRow, Kronecker
+from jacnet.network import Sequential, jacobian
+
+__all__ = ["gauss_newton", "jtv", "ntk", "per_sample_gradients"]
+
+#: Default number of samples per chunk.
+DEFAULT_CHUNK_SIZE = 1024
+#: Entries of the intermediate (rows × n n′) product computed at once in the Kronecker path.
+_KRON_TILE = 1 << 22
+
+
+@dataclass
+class _Block:
+    """One parameter block's factors for a chunk: rows L_b ⊗ x_bᵀ, columns ``cols``."""
+
+    x: np.ndarray  # (B, n)
+    n_rows: int  # k
+    left: np.ndarray | None  # (B, m, k), None = identity
+    cols: slice
+
+    @property
+    def size(self) -> int:
+        return self.n_rows * self.x.shape[1]
+
+    def rows(self) -> np.ndarray:
+        """The materialised rows of this block, shape (B·m, k·n)."""
+        op = Kronecker(self.x, self.n_rows, self.left)
+        return op.dense().reshape(-1, self.size)
+
+
+def _check_model(model: Any, owner: str) -> Sequential:
+    if not isinstance(model, Sequential):
+        raise TypeError(
+            f"{owner}: model must be a jacnet Sequential; got {type(model).__name__}. Build "
+            "one with jacnet.mlp([...]) or Sequential([...])."
+        )
+    if model.n_params == 0:
+        raise ValueError(f"{owner}: the model has no parameters, so there is nothing to differentiate.")
+    return model
+
+
+def _check_chunk_size(chunk_size: Any, owner: str) -> int:
+    if chunk_size is None:
+        return DEFAULT_CHUNK_SIZE
+    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, (int, np.integer)) \
+            or chunk_size < 1:
+        raise ValueError(f"{owner}: chunk_size must be a positive int or None; got {chunk_size!r}.")
+    return int(chunk_size)
+
+
+def _check_per_sample(values: Any, name: str, n_samples: int, n_outputs: int, owner: str,
+                      dtype: np.dtype[Any]) -> np.ndarray:
+    arr = check_array(values, name, ndim=(1, 2), dtype=dtype, owner=owner)
+    if arr.ndim == 1 and n_outputs == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.shape != (n_samples, n_outputs):
+        raise ValueError(
+            f"{owner}: {name} must have shape (n_samples, n_outputs) = ({n_samples}, "
+            f"{n_outputs}), one row per sample of X; got {arr.shape}."
+        )
+    return arr
+
+
+def _factors(model: Sequential, X: np.ndarray, dtype: np.dtype[Any]) -> list[_Block]:
+    """The parameter Jacobian of ``X`` as blocks of factors, cast to ``dtype``."""
+    op = jacobian(model, X, wrt="params", structured=True)
+    assert isinstance(op, BlockRow)
+    blocks = []
+    for block, cols in zip(op.blocks, op.slices):
+        assert isinstance(block, Kronecker)
+        left = None if block.left is None else block.left.astype(dtype, copy=False)
+        blocks.append(_Block(block.x.astype(dtype, copy=False), block.n_rows, left, cols))
+    return blocks
+
+
+def _chunks(n_samples: int, chunk_size: int) -> Iterator[slice]:
+    for start in range(0, n_samples, chunk_size):
+        yield slice(start, min(start + chunk_size, n_samples))
+
+
+# ------------------------------------------------------------------------------ JᵀJ
+def _pair_costs(a: _Block, b: _Block, n_outputs: int, diagonal: bool) -> tuple[float, float]:
+    """Operation counts of (direct, Kronecker) for one block pair, per sample."""
+    half = 0.5 if diagonal else 1.0
+    direct = 2.0 * n_outputs * a.size * b.size * half
+    if a.left is None and b.left is None:
+        return direct, 2.0 * a.x.shape[1] * b.x.shape[1]
+    kron = 2.0 * a.size * b.size * half + a.x.shape[1] * b.x.shape[1]
+    if a.left is not None and b.left is not None:
+        kron += 2.0 * n_outputs * a.n_rows * b.n_rows
+    # The transposed accumulation into the output is memory-bound; charge it per entry.
+    return direct, kron + 4.0 * a.size * b.size * half / max(1, n_outputs)
+
+
+def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool) -> None:
+    """Add Σ_b (L_bᵀL′_b) ⊗ (x_b x′_bᵀ) to ``out`` (the (P_a, P_b) block, a view)."""
+    k1, n1 = a.n_rows, a.x.shape[1]
+    k2, n2 = b.n_rows, b.x.shape[1]
+    out4 = out.reshape(k1, n1, k2, n2)
+    gram = a.x.T @ b.x  # (n1, n2)
+    if a.left is None and b.left is None:
+        # Output layer: L = I for both, so M_b = I and the pair is I_k ⊗ XᵀX′.
+        idx = np.arange(k1)
+        out4[idx, :, idx, :] += gram
+        return
+    if a.left is None:
+        m_b = b.left  # (B, k1, k2): Iᵀ L′
+    elif b.left is None:
+        m_b = a.left.transpose(0, 2, 1)  # Lᵀ I
+    else:
+        m_b = np.matmul(a.left.transpose(0, 2, 1), b.left)
+    assert m_b is not None
+    n_samples = a.x.shape[0]
+    outer = (a.x[:, :, None] * b.x[:, None, :]).reshape(n_samples, n1 * n2)
+    step = max(1, _KRON_TILE // max(1, k2 * n1 * n2))
+    # One scratch buffer for every tile: fresh large temporaries would cost a page fault
+    # per 4 KiB each time, more than the product itself.
+    scratch = np.empty(min(k1, step) * k2 * n1 * n2, dtype=out.dtype)
+    for i0 in range(0, k1, step):
+        i1 = min(i0 + step, k1)
+        j0 = i0 if diagonal else 0
+        coeff = m_b[:, i0:i1, j0:].reshape(n_samples, -1)
+        tile = scratch[:coeff.shape[1] * n1 * n2].reshape(coeff.shape[1], n1 * n2)
+        np.matmul(coeff.T, outer, out=tile)
+        out4[i0:i1, :, j0:, :] += tile.reshape(i1 - i0, k2 - j0, n1, n2).transpose(0, 2, 1, 3)
+
+
+def _mirror_kron_diagonal(block: _Block, out: np.ndarray) -> None:
+    """Fill the lower half of a diagonal pair computed by :func:`_kron_pair`."""
+    k, n = block.n_rows, block.x.shape[1]
+    out4 = out.reshape(k, n, k, n)
+    step = max(1, _KRON_TILE // max(1, k * n * n))
+    for i0 in range(step, k, step):
+        i1 = min(i0 + step, k)
+        out4[i0:i1, :, :i0, :] = out4[:i0, :, i0:i1, :].transpose(2, 3, 0, 1)
+
+
+def gauss_newton(
+    model: Sequential,
+    X: Any,
+    residuals: Any = None,
+    *,
+    chunk_size: int | None = None,
+    dtype: DTypeLike | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """JᵀJ and Jᵀe of the network's outputs w.r.t. θ, summed over samples, without forming J.
+
+    J stacks every sample's (m × P) parameter Jacobian: it is (B·m, P), rows in sample
+    order then output order, columns in the order of ``model.params``.
+
+    Parameters
+    ----------
+    model : Sequential
+    X : array-like, shape (B, in_features)
+    residuals : array-like, shape (B, out_features), optional
+        e; when given, Jᵀe = Σ_b J_bᵀ e_b is returned too (for MSE, e = prediction − target
+        and Jᵀe is the gradient of ½ Σ e²).
+    chunk_size : int, optional
+        Samples per chunk (default 1024); memory grows with it, the result does not change.
+    dtype : float32 or float64, optional
+        Accumulate and return in this dtype (default the model's). Levenberg–Marquardt
+        asks for float64 also for float32 models (see :mod:`jacnet.optim.second_order`).
+
+    Returns
+    -------
+    jtj : ndarray, shape (P, P)
+        Symmetric positive semi-definite.
+    jte : ndarray, shape (P,), or None when ``residuals`` is None.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a Sequential.
+    ValueError
+        ``X`` or ``residuals`` of the wrong shape, or a bad ``chunk_size``.
+
+    Examples
+    --------
+    >>> from jacnet.network import mlp
+    >>> model = mlp([3, 4, 2], seed=0, dtype="float64")
+    >>> jtj, jte = gauss_newton(model, np.ones((5, 3)))
+    >>> jtj.shape, jte is None, bool(np.allclose(jtj, jtj.T))
+    ((26, 26), True, True)
+    """
+    owner = "gauss_newton"
+    model = _check_model(model, owner)
+    X = model.check_input(X)
+    step = _check_chunk_size(chunk_size, owner)
+    acc = model.dtype if dtype is None else as_float_dtype(dtype)
+    n_samples, n_outputs = X.shape[0], model.out_features
+    e = None if residuals is None else _check_per_sample(
+        residuals, "residuals", n_samples, n_outputs, owner, acc)
+
+    jtj = np.zeros((model.n_params, model.n_params), dtype=acc)
+    jte = None if e is None else np.zeros(model.n_params, dtype=acc)
+    plan: list[tuple[int, int, bool]] = []
+    blocks: list[_Block] = []
+    for rows in _chunks(n_samples, step):
+        blocks = _factors(model, X[rows], acc)
+        if jte is not None and e is not None:
+            jte += _jtv_blocks(blocks, e[rows])
+        if not plan:  # block shapes do not change from chunk to chunk
+            for ia, a in enumerate(blocks):
+                for ib in range(ia, len(blocks)):
+                    direct, kron = _pair_costs(a, blocks[ib], n_outputs, ia == ib)
+                    plan.append((ia, ib, kron < direct))
+        if not any(use_kron for _, _, use_kron in plan):
+            # Every pair is cheaper materialised: one symmetric product of the chunk's rows.
+            dense = np.concatenate([block.rows() for block in blocks], axis=1)
+            jtj += dense.T @ dense
+            continue
+        dense_rows: dict[int, np.ndarray] = {}
+        for ia, ib, use_kron in plan:
+            a, b = blocks[ia], blocks[ib]
+            target = jtj[a.cols, b.cols]
+            if use_kron:
+                _kron_pair(a, b, target, ia == ib)
+            else:
+                ra = dense_rows[ia] if ia in dense_rows else dense_rows.setdefault(ia, a.rows())
+                rb = dense_rows[ib] if ib in dense_rows else dense_rows.setdefault(ib, b.rows())
+                target += ra.T @ rb
+    if any(use_kron for _, _, use_kron in plan):
+        # Only the upper block triangle was accumulated (and, for a diagonal pair done the
+        # Kronecker way, its upper half): complete it by symmetry.
+        for ia, ib, use_kron in plan:
+            a, b = blocks[ia], blocks[ib]
+            if ia != ib:
+                jtj[b.cols, a.cols] = jtj[a.cols, b.cols].T
+            elif use_kron and not (a.left is None and b.left is None):
+                _mirror_kron_diagonal(a, jtj[a.cols, a.cols])
+    return jtj, jte
+
+
+def _jtv_blocks(blocks: list[_Block], v: np.ndarray) -> np.ndarray:
+    """Σ_b J_bᵀ v_b from the factors: block l is ((v L)ᵀ X).ravel()."""
+    parts = []
+    for block in blocks:
+        rows = v if block.left is None else np.einsum("bm,bmk->bk", v, block.left)
+        parts.append((rows.T @ block.x).ravel())
+    return np.concatenate(parts)
+
+
+# ------------------------------------------------------------------------------ Jᵀv
+def jtv(model: Sequential, X: Any, v: Any, *, chunk_size: int | None = None) -> np.ndarray:
+    """Σ_b J_bᵀ v_b: the transposed parameter Jacobian times one vector per sample.
+
+    With v = ∂loss/∂output this is the gradient ∂loss/∂θ (what ``backward`` leaves in
+    ``model.grads``), computed here without touching ``model.grads``.
+
+    Parameters
+    ----------
+    model : Sequential
+    X : array-like, shape (B, in_features)
+    v : array-like, shape (B, out_features)
+    chunk_size : int, optional
+        Samples per chunk (default 1024).
+
+    Returns
+    -------
+    ndarray, shape (P,), the model's dtype.
+
+    Examples
+    --------
+    >>> from jacnet.network import jacobian, mlp
+    >>> model = mlp([2, 3, 2], seed=0, dtype="float64")
+    >>> X, v = np.ones((4, 2)), np.ones((4, 2))
+    >>> J = jacobian(model, X, wrt="params")                  # (4, 2, 17)
+    >>> bool(np.allclose(jtv(model, X, v), np.einsum("bm,bmp->p", v, J)))
+    True
+    """
+    owner = "jtv"
+    model = _check_model(model, owner)
+    X = model.check_input(X)
+    step = _check_chunk_size(chunk_size, owner)
+    v = _check_per_sample(v, "v", X.shape[0], model.out_features, owner, model.dtype)
+    total = np.zeros(model.n_params, dtype=model.dtype)
+    for rows in _chunks(X.shape[0], step):
+        total += _jtv_blocks(_factors(model, X[rows], model.dtype), v[rows])
+    return total
+
+
+def per_sample_gradients(model: Sequential, X: Any, grad_output: Any) -> np.ndarray:
+    """Each sample's gradient J_bᵀ g_b, one row per sample, from the factored Jacobian.
+
+    Parameters
+    ----------
+    model : Sequential
+    X : array-like, shape (B, in_features)
+    grad_output : array-like, shape (B, out_features)
+        ∂loss/∂output per sample (e.g. ``loss.grad(prediction, target)``, which includes
+        the 1/B of a mean reduction — then the rows sum to ``model.grads``).
+
+    Returns
+    -------
+    ndarray, shape (B, P), the model's dtype.
+
+    Examples
+    --------
+    >>> from jacnet.network import mlp
+    >>> model = mlp([2, 3, 1], seed=0, dtype="float64")
+    >>> X, g = np.ones((4, 2)), np.full((4, 1), 0.25)
+    >>> G = per_sample_gradients(model, X, g)
+    >>> _ = model.backward(g)
+    >>> G.shape, bool(np.allclose(G.sum(axis=0), model.grads))
+    ((4, 13), True)
+    """
+    owner = "per_sample_gradients"
+    model = _check_model(model, owner)
+    X = model.check_input(X)
+    g = _check_per_sample(grad_output, "grad_output", X.shape[0], model.out_features, owner,
+                          model.dtype)
+    out = np.empty((X.shape[0], model.n_params), dtype=model.dtype)
+    for block in _factors(model, X, model.dtype):
+        rows = g if block.left is None else np.einsum("bm,bmk->bk", g, block.left)
+        out[:, block.cols] = (rows[:, :, None] * block.x[:, None, :]).reshape(X.shape[0], -1)
+    return out
+
+
+# ------------------------------------------------------------------------------ NTK
+def ntk(model: Sequential, X1: Any, X2: Any = None, *, flatten: bool = True) -> np.ndarray:
+    """The empirical neural tangent kernel J(X₁) J(X₂)ᵀ, never forming either Jacobian.
+
+    Block by block, (L₁ ⊗ x₁ᵀ)(L₂ ⊗ x₂ᵀ)ᵀ = (L₁ L₂ᵀ)(x₁ · x₂): a kernel of the layer inputs
+    times one of the back-propagated factors, summed over the parameter blocks.
+
+    Parameters
+    ----------
+    model : Sequential
+    X1 : array-like, shape (B1, in_features)
+    X2 : array-like, shape (B2, in_features), optional
+        Defaults to ``X1`` (then the result is J Jᵀ, symmetric positive semi-definite).
+    flatten : bool, default True
+        Return (B1·m, B2·m), rows in sample-then-output order (the row order of the
+        stacked Jacobian J); otherwise (B1, m, B2, m).
+
+    Returns
+    -------
+    ndarray, shape (B1·m, B2·m) or (B1, m, B2, m), the model's dtype.
+
+    Examples
+    --------
+    >>> from jacnet.network import jacobian, mlp
+    >>> model = mlp([2, 3, 2], seed=0, dtype="float64")
+    >>> X1, X2 = np.ones((4, 2)), np.zeros((3, 2))
+    >>> J1 = jacobian(model, X1, wrt="params").reshape(8, -1)
+    >>> J2 = jacobian(model, X2, wrt="params").reshape(6, -1)
+    >>> bool(np.allclose(ntk(model, X1, X2), J1 @ J2.T))
+    True
+    """
+    owner = "ntk"
+    model = _check_model(model, owner)
+    X1 = model.check_input(X1)
+    X2 = X1 if X2 is None else model.check_input(X2)
+    m = model.out_features
+    blocks1 = _factors(model, X1, model.dtype)
+    blocks2 = blocks1 if X2 is X1 else _factors(model, X2, model.dtype)
+    kernel = np.zeros((X1.shape[0], m, X2.shape[0], m), dtype=model.dtype)
+    for a, b in zip(blocks1, blocks2):
+        inputs = a.x @ b.x.T  # (B1, B2)
+        if a.left is None and b.left is None:
+            idx = np.arange(m)
+            kernel[:, idx, :, idx] += inputs
+            continue
+        kernel += _left_kernel(a.left, b.left) * inputs[:, None, :, None]
+    return kernel.reshape(X1.shape[0] * m, X2.shape[0] * m) if flatten else kernel
+
+
+def _left_kernel(left1: np.ndarray | None, left2: np.ndarray | None) -> np.ndarray:
+    """L1_a L2_bᵀ for every pair of samples, shape (B1, m, B2, m) or broadcastable to it."""
+    if left1 is None:
+        assert left2 is not None
+        return left2.transpose(2, 1, 0)[None]  # [·, c, b, d] = L2[b, d, c]
+    if left2 is None:
+        return left1[:, :, None, :]  # [a, c, ·, d] = L1[a, c, d]
+    return np.einsum("ack,bdk->acbd", left1, left2, optimize=True)
