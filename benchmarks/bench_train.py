@@ -1,0 +1,292 @@
+"""jacnet vs PyTorch vs hand-written NumPy (vs scikit-learn): training speed on a CPU.
+
+One run, contenders interleaved round-robin, medians and ratios of medians:
+
+1. ``step``  — one training step (forward, cross-entropy from logits with integer labels,
+   backward, optimizer update; SGD and Adam), float32, four MLP sizes; jacnet vs PyTorch
+   vs a minimal hand-written NumPy loop (the floor), plus the bare matrix products of the
+   step (NumPy matmul on the same shapes) for the achieved-FLOP/s ratio.
+2. ``epoch`` — one epoch over 60,000 × 784 float32 samples, 784-256-10, Adam, batch 128:
+   jacnet vs PyTorch vs scikit-learn ``MLPClassifier(solver="adam").partial_fit``.
+3. ``jacobian`` and 4. ``import`` live in ``bench_jacobian.py`` and ``bench_import.py``;
+   ``--all`` runs them here too.
+
+Usage (see benchmarks/README.md)::
+
+    .venv/bin/python benchmarks/bench_train.py --all            # full suite, ~10 min
+    .venv/bin/python benchmarks/bench_train.py --all --quick    # smoke run, ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import partial
+from typing import Any
+
+import common  # sets the thread variables before NumPy is imported
+import numpy as np
+from common import (
+    N_THREADS,
+    NumpyMLP,
+    fmt_time,
+    import_torch,
+    interleaved,
+    layer_arrays,
+    machine_description,
+    markdown_table,
+    median,
+    torch_mlp,
+    verdict,
+)
+
+import jacnet
+from jacnet.losses import CrossEntropyLoss
+from jacnet.optim import get_optimizer
+
+STEP_CONFIGS = [
+    ((64, 32, 10), 32),
+    ((64, 128, 10), 128),
+    ((784, 256, 256, 10), 128),
+    ((784, 1024, 1024, 10), 512),
+]
+LR = {"sgd": 0.01, "adam": 1e-3}
+
+
+def jacnet_trainer(model: Any, optimizer: str) -> Any:
+    """The per-batch work of the fit loop, exactly as ``jacnet.training.fit`` does it."""
+    loss = CrossEntropyLoss()
+    opt = get_optimizer(optimizer, lr=LR[optimizer])
+
+    def step(X: np.ndarray, y: np.ndarray) -> float:
+        out = model.forward(X)
+        value, grad = loss.value_and_grad(out, y)
+        model.backward(grad, input_grad=False)
+        opt.step(model.params, model.grads)
+        return value
+
+    return step
+
+
+def torch_trainer(model: Any, optimizer: str) -> Any:
+    torch = import_torch()
+    net = torch_mlp(model)
+    cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+    opt = cls(net.parameters(), lr=LR[optimizer])
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def step(X: Any, y: Any) -> Any:
+        opt.zero_grad(set_to_none=True)
+        loss = cross_entropy(net(X), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def step_flops(sizes: tuple[int, ...], batch: int) -> float:
+    """Multiply–add FLOPs of a step: forward, weight gradients, input gradients above layer 0."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    per_matmul = [2.0 * batch * n_in * n_out for n_in, n_out in pairs]
+    return 2 * sum(per_matmul) + sum(per_matmul[1:])
+
+
+def matmul_only(model: Any, X: np.ndarray) -> Any:
+    """The step's matrix products alone, preallocated: what NumPy's BLAS reaches on its shapes."""
+    weights = [w for w, _ in layer_arrays(model)]
+    batch = X.shape[0]
+    acts = [X] + [np.ones((batch, w.shape[0]), np.float32) for w in weights]
+    grads_w = [np.empty_like(w) for w in weights]
+    grads_in = [np.empty((batch, w.shape[1]), np.float32) for w in weights]
+
+    def run() -> None:
+        for i in range(len(weights)):
+            np.matmul(acts[i], weights[i].T, out=acts[i + 1])
+        for i in range(len(weights) - 1, -1, -1):
+            w = weights[i]
+            np.matmul(acts[i + 1].T, acts[i], out=grads_w[i])
+            if i > 0:
+                np.matmul(acts[i + 1], w, out=grads_in[i])
+
+    return run
+
+
+def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tuple[str, list[str]]:
+    torch = import_torch()
+    rows, checks = [], []
+    for sizes, batch in configs:
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+        y = rng.integers(0, sizes[-1], batch)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        name = "-".join(map(str, sizes))
+        # larger configurations take ~10 ms a step; keep the run bounded
+        n_rep = max(15, repeats // 4) if batch * sizes[1] > 100_000 else repeats
+        for optimizer in ("sgd", "adam"):
+            model = jacnet.mlp(sizes, activation="relu", seed=0, dtype="float32")
+            floor = NumpyMLP(model, optimizer, LR[optimizer])
+            torch_step = torch_trainer(model, optimizer)
+            jac_step = jacnet_trainer(model, optimizer)
+            bare = matmul_only(model, X)
+            contenders = {
+                "jacnet": partial(jac_step, X, y),
+                "torch": partial(torch_step, Xt, yt),
+                "numpy": partial(floor.step, X, y),
+                "matmul": bare,
+            }
+            samples = interleaved(contenders, n_rep, warmup=3, min_time=0.02)
+            t = {k: median(v) for k, v in samples.items()}
+            r_np, r_torch = t["jacnet"] / t["numpy"], t["jacnet"] / t["torch"]
+            flops = step_flops(sizes, batch)
+            flop_share = t["matmul"] / t["jacnet"]
+            rows.append([
+                f"{name}, batch {batch}", optimizer, fmt_time(t["jacnet"]), fmt_time(t["torch"]),
+                fmt_time(t["numpy"]), f"{r_np:.2f}", f"{r_torch:.2f}",
+                f"{flops / t['jacnet'] / 1e9:.1f} / {flops / t['matmul'] / 1e9:.1f}",
+                f"{flop_share:.0%}",
+            ])
+            largest = sizes == STEP_CONFIGS[-1][0]
+            torch_target = 1.0 if largest else 0.5
+            checks.append(f"- step {name} {optimizer}: jacnet/numpy {r_np:.2f} (≤ 1.2, "
+                          f"{verdict(r_np, 1.2)}); jacnet/torch {r_torch:.2f} "
+                          f"(≤ {torch_target}, {verdict(r_torch, torch_target)})")
+            if largest:
+                checks.append(f"- step {name} {optimizer}: FLOP/s {flop_share:.0%} of bare "
+                              f"NumPy matmul (≥ 80 %, "
+                              f"{'reached' if flop_share >= 0.8 else '**not reached**'})")
+            print(" | ".join(rows[-1]), flush=True)
+    table = markdown_table(
+        ["configuration", "optimizer", "jacnet", "PyTorch", "NumPy floor", "jacnet/NumPy",
+         "jacnet/PyTorch", "GFLOP/s jacnet / matmul", "FLOP/s share"], rows)
+    return table, checks
+
+
+# --------------------------------------------------------------------------- epoch
+def jacnet_epoch(X: np.ndarray, y: np.ndarray, batch: int) -> Any:
+    model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
+    try:
+        from jacnet.training import fit  # type: ignore[attr-defined]
+    except ImportError:
+        fit = None
+    if fit is not None:
+        opt = get_optimizer("adam", lr=1e-3)
+
+        def run_fit() -> None:
+            fit(model, X, y, loss="cross_entropy", optimizer=opt, epochs=1,
+                batch_size=batch, shuffle=True, verbose=0)
+
+        return model, run_fit, "jacnet.training.fit"
+    step = jacnet_trainer(model, "adam")
+    rng = np.random.default_rng(0)
+
+    def run_loop() -> None:
+        order = rng.permutation(len(X))
+        for start in range(0, len(X), batch):
+            idx = order[start:start + batch]
+            step(X[idx], y[idx])
+
+    return model, run_loop, "per-batch loop"
+
+
+def bench_epoch(repeats: int) -> tuple[str, list[str]]:
+    torch = import_torch()
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    n, batch = 60_000, 128
+    X = rng.random((n, 784), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    model, jac_run, how = jacnet_epoch(X, y, batch)
+    # torch: the same initial weights, index batches from a shuffled permutation
+    net = torch_mlp(model)
+    topt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def torch_run() -> None:
+        order = torch.randperm(n)
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            topt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
+            loss.backward()
+            topt.step()
+
+    sk = MLPClassifier(hidden_layer_sizes=(256,), solver="adam", batch_size=batch,
+                       learning_rate_init=1e-3, alpha=0.0, shuffle=True, random_state=0)
+    classes = np.arange(10)
+    sk.partial_fit(X[:batch], y[:batch], classes=classes)
+
+    def sklearn_run() -> None:
+        sk.partial_fit(X, y)
+
+    samples = interleaved({"jacnet": jac_run, "torch": torch_run, "sklearn": sklearn_run},
+                          repeats, warmup=1)
+    t = {k: median(v) for k, v in samples.items()}
+    sk_dtype = sk.coefs_[0].dtype
+    r_sk, r_torch = t["jacnet"] / t["sklearn"], t["jacnet"] / t["torch"]
+    table = markdown_table(
+        ["epoch, 60,000 × 784, 784-256-10, Adam, batch 128", "jacnet", "PyTorch",
+         "scikit-learn", "jacnet/scikit-learn", "jacnet/PyTorch"],
+        [[f"jacnet via {how}; scikit-learn in {sk_dtype}", fmt_time(t["jacnet"]),
+          fmt_time(t["torch"]), fmt_time(t["sklearn"]), f"{r_sk:.2f}", f"{r_torch:.2f}"]])
+    checks = [f"- epoch: jacnet/scikit-learn {r_sk:.2f} (≤ 0.33, {verdict(r_sk, 1 / 3)}); "
+              f"jacnet/PyTorch {r_torch:.2f} (≤ 1.0, {verdict(r_torch, 1.0)})"]
+    print(table, flush=True)
+    return table, checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for every library (OMP/OpenBLAS/MKL and torch); default 2")
+    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
+    parser.add_argument("--repeats", type=int, default=None, help="samples per contender")
+    parser.add_argument("--only", default="step,epoch",
+                        help="comma-separated sections: step, epoch, jacobian, import")
+    parser.add_argument("--all", action="store_true", help="every section: step, epoch, "
+                        "jacobian (bench_jacobian.py) and import (bench_import.py)")
+    parser.add_argument("--markdown", default=None, help="also write the report to this file")
+    args = parser.parse_args(argv)
+    assert args.threads == N_THREADS
+    sections = ["step", "epoch", "jacobian", "import"] if args.all else args.only.split(",")
+    repeats = args.repeats or (10 if args.quick else 60)
+    started = time.time()
+    report = [f"# jacnet benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+              "Command: `" + " ".join(["python", *sys.argv]) + "`", ""]
+    report += [f"- {k}: {v}" for k, v in machine_description().items()] + [""]
+    print("\n".join(report), flush=True)
+    checks: list[str] = []
+    if "step" in sections:
+        table, c = bench_steps(repeats, STEP_CONFIGS)
+        report += ["## Training step (float32, ReLU MLP, cross-entropy)", "", table, ""]
+        checks += c
+    if "epoch" in sections:
+        table, c = bench_epoch(2 if args.quick else 5)
+        report += ["## One epoch", "", table, ""]
+        checks += c
+    if "jacobian" in sections:
+        import bench_jacobian
+
+        table, c = bench_jacobian.run(3 if args.quick else 15)
+        report += ["## Parameter Jacobian", "", table, ""]
+        checks += c
+    if "import" in sections:
+        import bench_import
+
+        table, c = bench_import.run(3 if args.quick else 15)
+        report += ["## Import time and peak memory", "", table, ""]
+        checks += c
+    report += ["## Targets", "", *checks, "", f"(suite ran {time.time() - started:.0f} s)"]
+    text = "\n".join(report)
+    print("\n".join(report[-len(checks) - 4:]), flush=True)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    common.N_THREADS  # noqa: B018  (keep the thread-pinning import visibly used)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
