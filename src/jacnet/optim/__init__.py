@@ -44,3 +44,12 @@ __all__ = [
     "get_optimizer",
     "get_schedule",
 ]
+
+from jacnet.optim.second_order import (  # registers "lm", "gn", "br"
+    BayesianRegularization,
+    GaussNewton,
+    LevenbergMarquardt,
+    SecondOrderOptimizer,
+)
+
+__all__ += ["BayesianRegularization", "GaussNewton", "LevenbergMarquardt", "SecondOrderOptimizer"]

@@ -1,0 +1,130 @@
+"""Levenberg–Marquardt vs scikit-learn's L-BFGS MLP vs jacnet Adam on sinc(10x).
+
+The task of MATLAB's ``trainlm`` demos: y = sin(10x)/(10x) on 1000 points of [-1, 1],
+a 1-20-1 tanh network (61 parameters), float64, one run per seed with the contenders
+interleaved. Training MSE is mean((y − ŷ)²) for every contender (computed from the
+predictions, not from each library's own loss scaling).
+
+Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_lm.py [--seeds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+
+from jacnet import mlp
+from jacnet.optim import LevenbergMarquardt
+
+
+def sinc_data() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from jacnet.data import load_dataset
+
+        ds = load_dataset("sinc")
+        X, y = np.asarray(ds.X, dtype=np.float64), np.asarray(ds.y, dtype=np.float64)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        X = np.linspace(-1.0, 1.0, 1000).reshape(-1, 1)
+        y = np.sinc(10.0 * X[:, 0] / np.pi)
+    return X.reshape(-1, 1), y.reshape(-1)
+
+
+def run_lm(X: np.ndarray, y: np.ndarray, seed: int, epochs: int, goal_mse: float = 0.0
+           ) -> tuple[float, float, int]:
+    model = mlp([1, 20, 1], activation="tanh", seed=seed, dtype="float64")
+    start = time.perf_counter()
+    # jacnet's MSE loss is ½ mean((y − ŷ)²), so trainlm's goal on the MSE is halved.
+    history = LevenbergMarquardt(goal=goal_mse / 2).fit(model, X, y, epochs=epochs)
+    elapsed = time.perf_counter() - start
+    mse = float(np.mean((model(X)[:, 0] - y) ** 2))
+    return mse, elapsed, len(history["loss"])
+
+
+def run_sklearn(X: np.ndarray, y: np.ndarray, seed: int, max_iter: int
+                ) -> tuple[float, float, int]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+
+    reg = MLPRegressor(hidden_layer_sizes=(20,), activation="tanh", solver="lbfgs",
+                       alpha=0.0, max_iter=max_iter, max_fun=10 * max_iter, tol=1e-12,
+                       random_state=seed)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg.fit(X, y)
+    elapsed = time.perf_counter() - start
+    mse = float(np.mean((reg.predict(X) - y) ** 2))
+    return mse, elapsed, int(reg.n_iter_)
+
+
+def run_adam(X: np.ndarray, y: np.ndarray, seed: int, epochs: int) -> tuple[float, float, int]:
+    model = mlp([1, 20, 1], activation="tanh", seed=seed, dtype="float64")
+    start = time.perf_counter()
+    try:
+        from jacnet.training import fit
+
+        fit(model, X, y, loss="mse", optimizer="adam", lr=1e-2, epochs=epochs, batch_size=32,
+            seed=seed)
+    except ImportError:  # pragma: no cover - before the fit loop existed
+        from jacnet.losses import MSELoss
+        from jacnet.optim import Adam
+
+        loss, opt, rng = MSELoss(), Adam(lr=1e-2), np.random.default_rng(seed)
+        target = y.reshape(-1, 1)
+        for _ in range(epochs):
+            order = rng.permutation(len(X))
+            for i in range(0, len(X), 32):
+                rows = order[i:i + 32]
+                _, grad = loss.value_and_grad(model.forward(X[rows]), target[rows])
+                model.backward(grad, input_grad=False)
+                opt.step(model.params, model.grads)
+    elapsed = time.perf_counter() - start
+    mse = float(np.mean((model(X)[:, 0] - y) ** 2))
+    return mse, elapsed, epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--lm-epochs", type=int, default=1000, help="trainlm's default")
+    parser.add_argument("--lbfgs-iter", type=int, default=20000)
+    parser.add_argument("--goal", type=float, default=1e-6,
+                        help="training MSE at which the second LM row stops (trainlm's goal)")
+    parser.add_argument("--adam-epochs", type=int, default=200)
+    args = parser.parse_args()
+    X, y = sinc_data()
+    rows: dict[str, list[tuple[float, float, int]]] = {
+        "lm": [], "lm_goal": [], "sklearn": [], "adam": []}
+    for seed in range(args.seeds):  # interleaved: each seed runs every contender
+        rows["lm"].append(run_lm(X, y, seed, args.lm_epochs))
+        rows["lm_goal"].append(run_lm(X, y, seed, args.lm_epochs, args.goal))
+        rows["sklearn"].append(run_sklearn(X, y, seed, args.lbfgs_iter))
+        rows["adam"].append(run_adam(X, y, seed, args.adam_epochs))
+        print(f"seed {seed}: " + ", ".join(
+            f"{k} mse={v[-1][0]:.2e} t={v[-1][1]:.2f}s it={v[-1][2]}" for k, v in rows.items()),
+            flush=True)
+
+    names = {"lm": f"jacnet LevenbergMarquardt (trainlm defaults, ≤{args.lm_epochs} epochs)",
+             "lm_goal": f"jacnet LevenbergMarquardt, goal MSE {args.goal:g}",
+             "sklearn": f"sklearn MLPRegressor lbfgs (tol 1e-12, ≤{args.lbfgs_iter} iter)",
+             "adam": f"jacnet Adam lr 1e-2, batch 32, {args.adam_epochs} epochs"}
+    t_sk = float(np.median([r[1] for r in rows["sklearn"]]))
+    print(f"\nsinc(10x), 1000 points, 1-20-1 tanh (61 params), float64, {args.seeds} seeds, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n")
+    print("| contender | median train MSE | worst MSE | median time (s) | time / sklearn "
+          "| median iterations |")
+    print("|---|---|---|---|---|---|")
+    for key, values in rows.items():
+        mse = np.array([r[0] for r in values])
+        t = float(np.median([r[1] for r in values]))
+        iters = int(np.median([r[2] for r in values]))
+        print(f"| {names[key]} | {np.median(mse):.2e} | {mse.max():.2e} | {t:.2f} | "
+              f"{t / t_sk:.2f} | {iters} |")
+
+
+if __name__ == "__main__":
+    main()

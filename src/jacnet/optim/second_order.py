@@ -1,0 +1,613 @@
+"""Full-batch second-order training: Levenberg–Marquardt, Gauss–Newton, Bayesian regularisation.
+
+For MSE the loss is ½ Σ eᵀe (times 1/N for ``reduction="mean"``) with residuals
+e = z − d, and the Jacobian J of all residuals w.r.t. θ gives the Gauss–Newton model
+of its curvature, JᵀJ. One epoch computes JᵀJ and Jᵀe once, from the layers' factored
+Jacobians (:mod:`jacnet.curvature`, J itself is never formed), and then solves
+
+    (JᵀJ + μI) Δ = Jᵀe,    θ ← θ − Δ,
+
+by Cholesky, raising μ until the step lowers the loss (MATLAB ``trainlm``). With fewer
+residuals N·m than parameters P the same step is taken in the dual form
+Δ = Jᵀ(JJᵀ + μI)⁻¹e, whose matrix JJᵀ (the empirical NTK) is N·m × N·m.
+
+Precision: the normal equations square J's condition number, so they are formed and
+solved in float64 also for float32 models (the factors come from the float32 forward
+pass, the products are accumulated in float64); the model and its parameters stay
+float32. μ is on the scale of the unnormalised JᵀJ, as in MATLAB.
+
+Contract with :func:`jacnet.training.fit`: ``full_batch = True`` and
+``epoch(model, loss, X, target)`` performs one iteration on the whole training set and
+returns ``{"loss", "mu", "grad_norm", ...}``; ``stop_reason`` is set when a stopping rule
+fires. ``trainlm``'s validation rule (``max_fail``) is early stopping on the validation
+loss: the fit loop's ``patience``; the optimizers' own :meth:`~SecondOrderOptimizer.fit`
+applies it directly.
+
+Examples
+--------
+>>> from jacnet import mlp
+>>> x = np.linspace(-1, 1, 200).reshape(-1, 1)
+>>> model = mlp([1, 10, 1], seed=0, dtype="float64")
+>>> history = LevenbergMarquardt().fit(model, x, np.sin(3 * x), epochs=60)
+>>> history["loss"][-1] < 1e-4
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, cast
+
+import numpy as np
+
+from jacnet._validation import check_array
+from jacnet.curvature import gauss_newton, jtv, ntk
+from jacnet.losses import MSELoss
+from jacnet.network import Sequential
+from jacnet.optim.first_order import OPTIMIZERS, _check_number
+
+__all__ = ["BayesianRegularization", "GaussNewton", "LevenbergMarquardt", "SecondOrderOptimizer"]
+
+_F64 = np.dtype(np.float64)
+
+
+# ----------------------------------------------------------------------------- linear algebra
+def _cholesky_solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve ``matrix @ x = rhs`` for symmetric positive definite ``matrix`` via Cholesky.
+
+    Raises ``numpy.linalg.LinAlgError`` when ``matrix`` is not positive definite (the
+    caller then raises its damping). SciPy's triangular solves are used when SciPy is
+    installed; otherwise NumPy solves with the factor.
+    """
+    factor = np.linalg.cholesky(matrix)
+    if not np.all(np.isfinite(factor)):
+        raise np.linalg.LinAlgError("non-finite Cholesky factor")
+    try:
+        from scipy.linalg import solve_triangular
+    except ImportError:  # pragma: no cover - SciPy is optional
+        return np.linalg.solve(factor.T, np.linalg.solve(factor, rhs))
+    inner = solve_triangular(factor, rhs, lower=True, check_finite=False)
+    return np.asarray(solve_triangular(factor.T, inner, lower=False, check_finite=False))
+
+
+def _add_to_diagonal(matrix: np.ndarray, value: float) -> np.ndarray:
+    out = matrix.copy()
+    out.flat[:: out.shape[0] + 1] += value
+    return out
+
+
+class _NormalEquations:
+    """JᵀJ and Jᵀe at one θ, and damped solves with them, primal or dual.
+
+    Solves (c JᵀJ + d I) Δ = c Jᵀe + a w for a fixed vector w (the parameters, for weight
+    decay and Bayesian regularisation). The dual form uses K = JJᵀ and Woodbury:
+    Δ = Jᵀ (K + (d/c) I)⁻¹ (e − (a/d) J w) + (a/d) w.
+    """
+
+    def __init__(self, model: Sequential, X: np.ndarray, residuals: np.ndarray,
+                 chunk_size: int | None, dual: bool) -> None:
+        self.model, self.X, self.dual = model, X, dual
+        self.e = residuals.astype(_F64).ravel()
+        if dual:
+            self.kernel = ntk(model, X).astype(_F64, copy=False)
+            self.jte = jtv(model, X, residuals, chunk_size=chunk_size).astype(_F64)
+        else:
+            jtj, jte = gauss_newton(model, X, residuals, chunk_size=chunk_size, dtype=_F64)
+            assert jte is not None
+            self.jtj, self.jte = jtj, jte
+        self._jw: np.ndarray | None = None
+
+    def eigenvalues(self) -> np.ndarray:
+        """The eigenvalues of JᵀJ that can be non-zero (those of JJᵀ in the dual form)."""
+        return np.linalg.eigvalsh(self.kernel if self.dual else self.jtj)
+
+    def solve(self, c: float, d: float, a: float = 0.0, w: np.ndarray | None = None
+              ) -> np.ndarray:
+        if not self.dual:
+            rhs = c * self.jte if a == 0.0 or w is None else c * self.jte + a * w
+            return _cholesky_solve(_add_to_diagonal(c * self.jtj, d), rhs)
+        coeff_rhs = self.e
+        if a != 0.0 and w is not None:
+            if self._jw is None:
+                params = w.astype(self.model.dtype)
+                self._jw = self.model.jvp(self.X, param_tangent=params)[1].astype(_F64).ravel()
+            coeff_rhs = self.e - (a / d) * self._jw
+        coeff = _cholesky_solve(_add_to_diagonal(self.kernel, d / c), coeff_rhs)
+        step = jtv(self.model, self.X, coeff.reshape(self.X.shape[0], -1).astype(
+            self.model.dtype)).astype(_F64)
+        if a != 0.0 and w is not None:
+            step += (a / d) * w
+        return step
+
+
+# ----------------------------------------------------------------------------- base class
+class SecondOrderOptimizer:
+    """Base class of the full-batch optimizers: checks, the epoch contract and ``fit``.
+
+    Attributes
+    ----------
+    full_batch : bool
+        Always True: the fit loop calls :meth:`epoch` once per epoch on all the data.
+    stop_reason : str or None
+        Set by :meth:`epoch` when a stopping rule fires (``"goal"``, ``"min_grad"``,
+        ``"mu_max"``, ``"line_search"``).
+    """
+
+    full_batch: ClassVar[bool] = True
+    name: ClassVar[str] = ""
+    _config: dict[str, Any]
+
+    def __init__(self, *, goal: float, min_grad: float, max_fail: int,
+                 chunk_size: int | None) -> None:
+        owner = type(self).__name__
+        self.goal = _check_number(goal, "goal", owner, low=0.0)
+        self.min_grad = _check_number(min_grad, "min_grad", owner, low=0.0)
+        self.max_fail = _check_number(max_fail, "max_fail", owner, low=0, integer=True)
+        if chunk_size is not None:
+            chunk_size = _check_number(chunk_size, "chunk_size", owner, low=1, integer=True)
+        self.chunk_size = chunk_size
+        self.stop_reason: str | None = None
+        self.n_epochs = 0
+
+    # -- checks ----------------------------------------------------------------------
+    def _check(self, model: Any, loss: Any, X: Any, target: Any
+               ) -> tuple[Sequential, MSELoss, np.ndarray, np.ndarray]:
+        owner = type(self).__name__
+        if not isinstance(loss, MSELoss):
+            raise TypeError(
+                f"{owner} needs the residuals of a least-squares loss: pass "
+                f"jacnet.losses.MSELoss(); got {type(loss).__name__}. For classification "
+                "use a first-order optimizer (adam, sgd)."
+            )
+        if not isinstance(model, Sequential):
+            raise TypeError(f"{owner}: model must be a jacnet Sequential; got {type(model).__name__}.")
+        X = model.check_input(X)
+        target = check_array(target, "target", ndim=(1, 2), dtype=model.dtype, owner=owner)
+        if target.ndim == 1 and model.out_features == 1:
+            target = target.reshape(-1, 1)
+        if target.shape != (X.shape[0], model.out_features):
+            raise ValueError(
+                f"{owner}: target must have shape (n_samples, n_outputs) = ({X.shape[0]}, "
+                f"{model.out_features}) to match X and the network; got {target.shape}."
+            )
+        return model, loss, X, target
+
+    @staticmethod
+    def _evaluate(model: Sequential, loss: MSELoss, X: np.ndarray, target: np.ndarray
+                  ) -> tuple[np.ndarray, float]:
+        """Residuals (B, m) and the loss, summed in float64."""
+        residuals = loss.residuals(model.forward(X), target)
+        flat = residuals.astype(_F64, copy=False).ravel()
+        scale = 1.0 / X.shape[0] if loss.reduction == "mean" else 1.0
+        return residuals, 0.5 * scale * float(flat @ flat)
+
+    def _use_dual(self, model: Sequential, X: np.ndarray) -> bool:
+        return X.shape[0] * model.out_features < model.n_params
+
+    # -- public API --------------------------------------------------------------------
+    def epoch(self, model: Sequential, loss: MSELoss, X: np.ndarray, target: np.ndarray
+              ) -> dict[str, float]:
+        """One iteration on the whole training set; updates ``model.params`` in place.
+
+        Parameters
+        ----------
+        model : Sequential
+        loss : MSELoss
+        X : ndarray, shape (N, in_features)
+        target : ndarray, shape (N, out_features)
+
+        Returns
+        -------
+        dict
+            ``"loss"`` (after the step), ``"mu"``, ``"grad_norm"`` (‖∂loss/∂θ‖ before the
+            step) and optimizer-specific entries.
+
+        Raises
+        ------
+        TypeError
+            ``loss`` is not an ``MSELoss``.
+        ValueError
+            ``X`` or ``target`` of the wrong shape.
+        """
+        model, loss, X, target = self._check(model, loss, X, target)
+        self.stop_reason = None
+        info = self._epoch(model, loss, X, target)
+        self.n_epochs += 1
+        return info
+
+    def _epoch(self, model: Sequential, loss: MSELoss, X: np.ndarray, target: np.ndarray
+               ) -> dict[str, float]:
+        raise NotImplementedError
+
+    def fit(self, model: Sequential, X: Any, y: Any, *, epochs: int = 1000, X_val: Any = None,
+            y_val: Any = None, verbose: bool = False) -> dict[str, Any]:
+        """Train with the ``trainlm`` stopping rules; return the history.
+
+        Stops after ``epochs`` epochs, or when a rule of :meth:`epoch` fires, or (with
+        validation data) when the validation loss has not improved for ``max_fail``
+        epochs in a row — then the parameters with the best validation loss are restored.
+
+        Parameters
+        ----------
+        model : Sequential
+        X : array-like, shape (N, in_features)
+        y : array-like, shape (N,) or (N, out_features)
+        epochs : int, default 1000
+        X_val, y_val : array-like, optional
+        verbose : bool, default False
+            Print one line per epoch.
+
+        Returns
+        -------
+        dict
+            Lists per epoch under ``"loss"``, ``"mu"``, ``"grad_norm"`` (and
+            ``"val_loss"``, ``"gamma"``... where they apply), and ``"stop_reason"``.
+        """
+        owner = type(self).__name__
+        epochs = _check_number(epochs, "epochs", owner, low=1, integer=True)
+        loss = MSELoss()
+        model, loss, X, target = self._check(model, loss, X, y)
+        val = None
+        if X_val is not None or y_val is not None:
+            if X_val is None or y_val is None:
+                raise ValueError(f"{owner}.fit: pass both X_val and y_val, or neither.")
+            val = self._check(model, loss, X_val, y_val)[2:]
+        history: dict[str, Any] = {}
+        best_val, best_params, fails = math.inf, None, 0
+        stop: str | None = None
+        for epoch in range(epochs):
+            info = self.epoch(model, loss, X, target)
+            if val is not None:
+                info["val_loss"] = self._evaluate(model, loss, *val)[1]
+            for key, value in info.items():
+                history.setdefault(key, []).append(float(value))
+            if verbose:
+                print(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in info.items()))
+            if self.stop_reason is not None:
+                stop = self.stop_reason
+                break
+            if val is not None:
+                if info["val_loss"] < best_val:
+                    best_val, best_params, fails = info["val_loss"], model.params.copy(), 0
+                else:
+                    fails += 1
+                    if self.max_fail and fails >= self.max_fail:
+                        stop = "max_fail"
+                        break
+        else:
+            stop = "epochs"
+        if stop == "max_fail" and best_params is not None:
+            model.params[...] = best_params
+        history["stop_reason"] = stop
+        return history
+
+    def state_dict(self) -> dict[str, float | int]:
+        """The state needed to resume: plain numbers (``mu`` and the epoch count)."""
+        return {"n_epochs": int(self.n_epochs), **self._state()}
+
+    def _state(self) -> dict[str, float]:
+        return {}
+
+    def load_state_dict(self, state: Any) -> None:
+        """Restore a state saved by :meth:`state_dict` (a dict or an ``NpzFile``)."""
+        expected = set(self.state_dict())
+        keys = set(state.keys())
+        if keys != expected:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: the state has keys {sorted(keys)} "
+                f"but this optimizer needs {sorted(expected)}; load a state saved by the "
+                "same kind of optimizer."
+            )
+        self.n_epochs = int(state["n_epochs"])
+        for key in expected - {"n_epochs"}:
+            setattr(self, key, float(state[key]))
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments; ``get_optimizer(opt.name, **opt.get_config())`` rebuilds it."""
+        return dict(self._config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+# ----------------------------------------------------------------------------- LM
+class LevenbergMarquardt(SecondOrderOptimizer):
+    """Levenberg–Marquardt with MATLAB ``trainlm``'s rules and defaults, full batch.
+
+    Each epoch solves (JᵀJ + (μ + λ/s) I) Δ = Jᵀe + (λ/s) θ (λ = ``weight_decay``, s the
+    loss's 1/N for a mean) and takes θ − Δ if it lowers the loss, then μ ← μ·μ_dec;
+    otherwise μ ← μ·μ_inc and the solve is repeated. With N·m < P residuals the dual
+    form Δ = Jᵀ(JJᵀ + μI)⁻¹e is used.
+
+    Parameters
+    ----------
+    mu : float, default 1e-3
+        Initial damping (on the scale of the unnormalised JᵀJ).
+    mu_dec, mu_inc : float, default 0.1, 10
+        Factors applied after a successful / failed trial step.
+    mu_max : float, default 1e10
+        Stop (``stop_reason = "mu_max"``) when μ exceeds it.
+    goal : float, default 0
+        Stop when the loss is at or below it.
+    min_grad : float, default 1e-7
+        Stop when ‖∂loss/∂θ‖ falls below it.
+    max_fail : int, default 6
+        Validation failures allowed in :meth:`fit` (the fit loop's ``patience``).
+    weight_decay : float, default 0
+        L2 penalty (λ/2)‖θ‖² added to the loss.
+    chunk_size : int, optional
+        Samples per chunk when accumulating JᵀJ (memory only; default 1024).
+
+    Examples
+    --------
+    >>> from jacnet import mlp
+    >>> from jacnet.losses import MSELoss
+    >>> model = mlp([1, 5, 1], seed=0, dtype="float64")
+    >>> X = np.linspace(-1, 1, 50).reshape(-1, 1)
+    >>> lm = LevenbergMarquardt()
+    >>> info = lm.epoch(model, MSELoss(), X, X ** 2)
+    >>> sorted(info), info["loss"] < 0.5 * float(np.mean(X ** 4))
+    (['grad_norm', 'loss', 'mu'], True)
+    """
+
+    name: ClassVar[str] = "lm"
+
+    def __init__(self, mu: float = 1e-3, mu_dec: float = 0.1, mu_inc: float = 10.0,
+                 mu_max: float = 1e10, goal: float = 0.0, min_grad: float = 1e-7,
+                 max_fail: int = 6, weight_decay: float = 0.0,
+                 chunk_size: int | None = None) -> None:
+        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size)
+        owner = type(self).__name__
+        self.mu = _check_number(mu, "mu", owner, low=0.0, low_closed=False)
+        self.mu_dec = _check_number(mu_dec, "mu_dec", owner, low=0.0, high=1.0, low_closed=False)
+        self.mu_inc = _check_number(mu_inc, "mu_inc", owner, low=1.0, low_closed=False)
+        self.mu_max = _check_number(mu_max, "mu_max", owner, low=0.0, low_closed=False)
+        self.weight_decay = _check_number(weight_decay, "weight_decay", owner, low=0.0)
+        self._config = {"mu": self.mu, "mu_dec": self.mu_dec, "mu_inc": self.mu_inc,
+                        "mu_max": self.mu_max, "goal": self.goal, "min_grad": self.min_grad,
+                        "max_fail": self.max_fail, "weight_decay": self.weight_decay,
+                        "chunk_size": self.chunk_size}
+
+    def _state(self) -> dict[str, float]:
+        return {"mu": float(self.mu)}
+
+    def _epoch(self, model: Sequential, loss: MSELoss, X: np.ndarray, target: np.ndarray
+               ) -> dict[str, float]:
+        residuals, value = self._evaluate(model, loss, X, target)
+        scale = 1.0 / X.shape[0] if loss.reduction == "mean" else 1.0
+        decay = self.weight_decay / scale  # λ on the unnormalised scale of JᵀJ
+        theta = model.params.astype(_F64)
+        if decay:
+            value += 0.5 * self.weight_decay * float(theta @ theta)
+        system = _NormalEquations(model, X, residuals, self.chunk_size,
+                                  self._use_dual(model, X))
+        gradient = system.jte + decay * theta if decay else system.jte
+        grad_norm = scale * float(np.linalg.norm(gradient))
+        info = {"loss": value, "mu": self.mu, "grad_norm": grad_norm}
+        if value <= self.goal:
+            self.stop_reason = "goal"
+            return info
+        if grad_norm < self.min_grad:
+            self.stop_reason = "min_grad"
+            return info
+        start = model.params.copy()
+        while self.mu <= self.mu_max:
+            try:
+                step = system.solve(1.0, self.mu + decay, decay, theta)
+            except np.linalg.LinAlgError:
+                step = None
+            if step is not None and np.all(np.isfinite(step)):
+                model.params[...] = theta - step
+                trial = self._evaluate(model, loss, X, target)[1]
+                if decay:
+                    new = model.params.astype(_F64)
+                    trial += 0.5 * self.weight_decay * float(new @ new)
+                if trial < value:
+                    self.mu = max(self.mu * self.mu_dec, 1e-20)
+                    info.update(loss=trial, mu=self.mu)
+                    return info
+                model.params[...] = start
+            self.mu *= self.mu_inc
+        self.stop_reason = "mu_max"
+        info["mu"] = self.mu
+        return info
+
+
+# ----------------------------------------------------------------------------- GN
+class GaussNewton(SecondOrderOptimizer):
+    """Gauss–Newton: the undamped step (JᵀJ) Δ = Jᵀe with a backtracking line search.
+
+    The step is Levenberg–Marquardt's with μ → 0: μ is 0 unless JᵀJ (or JJᵀ in the dual
+    form) is not positive definite, in which case the smallest of 1e-12·max diag, ×10,
+    … that makes Cholesky succeed is used. Then θ ← θ − tΔ with the largest t in 1, ½,
+    ¼, … that satisfies the Armijo condition loss(θ − tΔ) ≤ loss(θ) − c t ∇lossᵀΔ; the
+    loss never increases. If no t in ``max_backtracks`` halvings works, θ is kept and
+    ``stop_reason = "line_search"``.
+
+    Parameters
+    ----------
+    c : float, default 1e-4
+        Armijo's sufficient-decrease constant.
+    max_backtracks : int, default 30
+    goal, min_grad, max_fail, chunk_size
+        As for :class:`LevenbergMarquardt`.
+
+    Examples
+    --------
+    >>> from jacnet import mlp
+    >>> model = mlp([1, 4, 1], seed=0, dtype="float64")
+    >>> X = np.linspace(-1, 1, 40).reshape(-1, 1)
+    >>> history = GaussNewton().fit(model, X, np.tanh(2 * X), epochs=30)
+    >>> all(np.diff(history["loss"]) <= 0)
+    True
+    """
+
+    name: ClassVar[str] = "gn"
+
+    def __init__(self, c: float = 1e-4, max_backtracks: int = 30, goal: float = 0.0,
+                 min_grad: float = 1e-7, max_fail: int = 6,
+                 chunk_size: int | None = None) -> None:
+        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size)
+        owner = type(self).__name__
+        self.c = _check_number(c, "c", owner, low=0.0, high=1.0, low_closed=False)
+        self.max_backtracks = _check_number(max_backtracks, "max_backtracks", owner, low=1,
+                                            integer=True)
+        self._config = {"c": self.c, "max_backtracks": self.max_backtracks, "goal": self.goal,
+                        "min_grad": self.min_grad, "max_fail": self.max_fail,
+                        "chunk_size": self.chunk_size}
+
+    def _epoch(self, model: Sequential, loss: MSELoss, X: np.ndarray, target: np.ndarray
+               ) -> dict[str, float]:
+        residuals, value = self._evaluate(model, loss, X, target)
+        scale = 1.0 / X.shape[0] if loss.reduction == "mean" else 1.0
+        system = _NormalEquations(model, X, residuals, self.chunk_size,
+                                  self._use_dual(model, X))
+        grad_norm = scale * float(np.linalg.norm(system.jte))
+        info = {"loss": value, "mu": 0.0, "grad_norm": grad_norm, "step_size": 0.0}
+        if value <= self.goal:
+            self.stop_reason = "goal"
+            return info
+        if grad_norm < self.min_grad:
+            self.stop_reason = "min_grad"
+            return info
+        diagonal = np.diag(system.kernel if system.dual else system.jtj)
+        jitter, step = 0.0, None
+        while step is None:
+            try:
+                step = system.solve(1.0, jitter)
+            except np.linalg.LinAlgError:
+                jitter = 1e-12 * float(diagonal.max()) if jitter == 0.0 else jitter * 10.0
+                if jitter > float(diagonal.max()) or not math.isfinite(jitter):
+                    self.stop_reason = "line_search"
+                    return info
+        slope = scale * float(system.jte @ step)  # ∇lossᵀΔ > 0: −Δ is a descent direction
+        theta = model.params.astype(_F64)
+        start = model.params.copy()
+        t = 1.0
+        for _ in range(self.max_backtracks):
+            model.params[...] = theta - t * step
+            trial = self._evaluate(model, loss, X, target)[1]
+            if trial <= value - self.c * t * slope and trial <= value:
+                info.update(loss=trial, mu=jitter, step_size=t)
+                return info
+            t *= 0.5
+        model.params[...] = start
+        self.stop_reason = "line_search"
+        return info
+
+
+# ----------------------------------------------------------------------------- BR
+class BayesianRegularization(SecondOrderOptimizer):
+    """Bayesian regularisation (MATLAB ``trainbr``): LM on F = β E_D + α E_W, α and β by evidence.
+
+    E_D = Σ e² over all N residuals, E_W = Σ θ². Each epoch takes the LM step
+    (β JᵀJ + (α + μ) I) Δ = β Jᵀe + α θ on F, and after a successful step re-estimates
+    (MacKay): γ = P − α tr((β JᵀJ + α I)⁻¹) = Σ βλᵢ / (βλᵢ + α) over the eigenvalues λᵢ
+    of JᵀJ (the effective number of parameters), α = γ / (2 E_W), β = (N − γ) / (2 E_D).
+    Start as ``trainbr``: γ = P, β = (N − γ)/(2 E_D) (1 if not positive), α = γ/(2 E_W).
+
+    Parameters
+    ----------
+    mu : float, default 0.005
+        Initial damping (``trainbr``'s default).
+    mu_dec, mu_inc, mu_max, goal, min_grad, max_fail, chunk_size
+        As for :class:`LevenbergMarquardt` (``max_fail`` defaults to 0: off, as in
+        ``trainbr``).
+
+    Attributes
+    ----------
+    alpha, beta, gamma : float
+        The current hyperparameters and effective number of parameters (NaN before
+        the first epoch).
+
+    Examples
+    --------
+    >>> from jacnet import mlp
+    >>> model = mlp([1, 10, 1], seed=0, dtype="float64")
+    >>> X = np.linspace(-1, 1, 30).reshape(-1, 1)
+    >>> history = BayesianRegularization().fit(model, X, np.sin(3 * X), epochs=20)
+    >>> 0 < history["gamma"][-1] <= model.n_params
+    True
+    """
+
+    name: ClassVar[str] = "br"
+
+    def __init__(self, mu: float = 0.005, mu_dec: float = 0.1, mu_inc: float = 10.0,
+                 mu_max: float = 1e10, goal: float = 0.0, min_grad: float = 1e-7,
+                 max_fail: int = 0, chunk_size: int | None = None) -> None:
+        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size)
+        owner = type(self).__name__
+        self.mu = _check_number(mu, "mu", owner, low=0.0, low_closed=False)
+        self.mu_dec = _check_number(mu_dec, "mu_dec", owner, low=0.0, high=1.0, low_closed=False)
+        self.mu_inc = _check_number(mu_inc, "mu_inc", owner, low=1.0, low_closed=False)
+        self.mu_max = _check_number(mu_max, "mu_max", owner, low=0.0, low_closed=False)
+        self.alpha = self.beta = self.gamma = math.nan
+        self._config = {"mu": self.mu, "mu_dec": self.mu_dec, "mu_inc": self.mu_inc,
+                        "mu_max": self.mu_max, "goal": self.goal, "min_grad": self.min_grad,
+                        "max_fail": self.max_fail, "chunk_size": self.chunk_size}
+
+    def _state(self) -> dict[str, float]:
+        return {"mu": float(self.mu), "alpha": float(self.alpha), "beta": float(self.beta),
+                "gamma": float(self.gamma)}
+
+    def _epoch(self, model: Sequential, loss: MSELoss, X: np.ndarray, target: np.ndarray
+               ) -> dict[str, float]:
+        residuals, value = self._evaluate(model, loss, X, target)
+        scale = 1.0 / X.shape[0] if loss.reduction == "mean" else 1.0
+        n_residuals, n_params = residuals.size, model.n_params
+        theta = model.params.astype(_F64)
+        sse, ssw = 2.0 * value / scale, float(theta @ theta)
+        if math.isnan(self.gamma):
+            self.gamma = float(n_params)
+            self.beta = 1.0 if sse == 0.0 else (n_residuals - self.gamma) / (2.0 * sse)
+            if self.beta <= 0.0:
+                self.beta = 1.0
+            self.alpha = 1.0 if ssw == 0.0 else self.gamma / (2.0 * ssw)
+        alpha, beta = self.alpha, self.beta
+        objective = beta * sse + alpha * ssw
+        system = _NormalEquations(model, X, residuals, self.chunk_size,
+                                  self._use_dual(model, X))
+        grad_norm = 2.0 * float(np.linalg.norm(beta * system.jte + alpha * theta))
+        info = {"loss": value, "mu": self.mu, "grad_norm": grad_norm, "gamma": self.gamma,
+                "alpha": alpha, "beta": beta, "objective": objective}
+        if value <= self.goal:
+            self.stop_reason = "goal"
+            return info
+        if grad_norm < self.min_grad:
+            self.stop_reason = "min_grad"
+            return info
+        start = model.params.copy()
+        while self.mu <= self.mu_max:
+            try:
+                step = system.solve(beta, alpha + self.mu, alpha, theta)
+            except np.linalg.LinAlgError:
+                step = None
+            if step is not None and np.all(np.isfinite(step)):
+                model.params[...] = theta - step
+                new_value = self._evaluate(model, loss, X, target)[1]
+                new_theta = model.params.astype(_F64)
+                new_sse, new_ssw = 2.0 * new_value / scale, float(new_theta @ new_theta)
+                trial = beta * new_sse + alpha * new_ssw
+                if trial < objective:
+                    self.mu = max(self.mu * self.mu_dec, 1e-20)
+                    # MacKay's update, with JᵀJ at the start of the epoch (as trainbr).
+                    eig = np.clip(system.eigenvalues(), 0.0, None)
+                    self.gamma = float(np.sum(beta * eig / (beta * eig + alpha)))
+                    self.alpha = 1.0 if new_ssw == 0.0 else self.gamma / (2.0 * new_ssw)
+                    self.beta = 1.0 if new_sse == 0.0 else \
+                        (n_residuals - self.gamma) / (2.0 * new_sse)
+                    info.update(loss=new_value, mu=self.mu, gamma=self.gamma,
+                                alpha=self.alpha, beta=self.beta,
+                                objective=self.beta * new_sse + self.alpha * new_ssw)
+                    return info
+                model.params[...] = start
+            self.mu *= self.mu_inc
+        self.stop_reason = "mu_max"
+        info["mu"] = self.mu
+        return info
+
+
+# The registry is typed for first-order optimizers; these share its name-based lookup.
+for _cls in (LevenbergMarquardt, GaussNewton, BayesianRegularization):
+    cast(dict[str, Any], OPTIMIZERS)[_cls.name] = _cls

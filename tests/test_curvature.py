@@ -1,0 +1,126 @@
+"""JᵀJ, Jᵀv, per-sample gradients and the NTK from the factored Jacobian vs the dense one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jacnet import curvature
+from jacnet.curvature import gauss_newton, jtv, ntk, per_sample_gradients
+from jacnet.losses import MSELoss
+from jacnet.network import jacobian, mlp
+
+CASES = [
+    # sizes, activation, output activation, batch
+    ([1, 4, 1], "tanh", None, 7),
+    ([3, 5, 4, 2], "tanh", None, 9),
+    ([4, 6, 3], "sigmoid", "sigmoid", 5),
+    ([5, 7, 6, 3], "relu", "tanh", 11),
+]
+
+
+def _setup(sizes, activation, output_activation, batch, seed=0):
+    model = mlp(sizes, activation=activation, output_activation=output_activation, seed=seed,
+                dtype="float64")
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(batch, sizes[0]))
+    J = jacobian(model, X, wrt="params").reshape(batch * sizes[-1], -1)
+    return model, X, J, rng
+
+
+@pytest.mark.parametrize("sizes, activation, output_activation, batch", CASES)
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_gauss_newton_matches_dense(sizes, activation, output_activation, batch, chunk_size):
+    model, X, J, rng = _setup(sizes, activation, output_activation, batch)
+    e = rng.normal(size=(batch, sizes[-1]))
+    jtj, jte = gauss_newton(model, X, e, chunk_size=chunk_size)
+    np.testing.assert_allclose(jtj, J.T @ J, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jte, J.T @ e.ravel(), rtol=1e-12, atol=1e-12)
+    assert np.array_equal(jtj, jtj.T)
+
+
+def test_gauss_newton_kronecker_path_with_tiles(monkeypatch):
+    # Force small tiles so that the tiled Kronecker products and the mirroring run.
+    monkeypatch.setattr(curvature, "_KRON_TILE", 64)
+    model, X, J, _ = _setup([6, 9, 4], "tanh", "sigmoid", 13)
+    blocks = curvature._factors(model, X, np.dtype(np.float64))
+    direct, kron = curvature._pair_costs(blocks[0], blocks[0], 4, True)
+    assert kron < direct  # the path under test is the Kronecker one
+    jtj, _ = gauss_newton(model, X, chunk_size=5)
+    np.testing.assert_allclose(jtj, J.T @ J, rtol=1e-12, atol=1e-12)
+
+
+def test_gauss_newton_float32_accumulates_in_float64():
+    model = mlp([3, 8, 2], seed=1, dtype="float32")
+    X = np.random.default_rng(1).normal(size=(20, 3)).astype(np.float32)
+    jtj32, _ = gauss_newton(model, X)
+    jtj64, _ = gauss_newton(model, X, dtype="float64")
+    assert jtj32.dtype == np.float32 and jtj64.dtype == np.float64
+    J = jacobian(model.astype("float64"), X.astype(np.float64), wrt="params").reshape(40, -1)
+    np.testing.assert_allclose(jtj64, J.T @ J, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes, activation, output_activation, batch", CASES)
+def test_jtv_and_per_sample_gradients(sizes, activation, output_activation, batch):
+    model, X, J, rng = _setup(sizes, activation, output_activation, batch)
+    v = rng.normal(size=(batch, sizes[-1]))
+    np.testing.assert_allclose(jtv(model, X, v, chunk_size=3), J.T @ v.ravel(), atol=1e-12)
+    loss = MSELoss()
+    target = rng.normal(size=(batch, sizes[-1]))
+    grad_output = loss.grad(model.forward(X), target)
+    per_sample = per_sample_gradients(model, X, grad_output)
+    assert per_sample.shape == (batch, model.n_params)
+    model.forward(X)
+    model.backward(grad_output)
+    np.testing.assert_allclose(per_sample.sum(axis=0), model.grads, rtol=1e-12, atol=1e-14)
+    dense = np.einsum("bm,bmp->bp", grad_output, J.reshape(batch, sizes[-1], -1))
+    np.testing.assert_allclose(per_sample, dense, atol=1e-14)
+
+
+@pytest.mark.parametrize("sizes, activation, output_activation, batch", CASES)
+def test_ntk_matches_dense(sizes, activation, output_activation, batch):
+    model, X1, J1, rng = _setup(sizes, activation, output_activation, batch)
+    X2 = rng.normal(size=(3, sizes[0]))
+    J2 = jacobian(model, X2, wrt="params").reshape(3 * sizes[-1], -1)
+    np.testing.assert_allclose(ntk(model, X1, X2), J1 @ J2.T, atol=1e-12)
+    np.testing.assert_allclose(ntk(model, X1), J1 @ J1.T, atol=1e-12)
+    m = sizes[-1]
+    assert ntk(model, X1, X2, flatten=False).shape == (batch, m, 3, m)
+
+
+def test_against_torch_func():
+    torch = pytest.importorskip("torch")
+    from torch.func import functional_call, jacrev, vmap
+
+    model = mlp([4, 6, 3], activation="tanh", seed=2, dtype="float64")
+    X = np.random.default_rng(2).normal(size=(10, 4))
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
+    params = {name: torch.tensor(value.copy()) for (name, value), key in
+              zip(model.named_parameters(), ["0.weight", "0.bias", "2.weight", "2.bias"])}
+    params = dict(zip(["0.weight", "0.bias", "2.weight", "2.bias"], params.values()))
+
+    def single(p, x):
+        return functional_call(net, p, (x[None],))[0]
+
+    jac = vmap(jacrev(single), in_dims=(None, 0))(params, torch.tensor(X))
+    J = torch.cat([jac[k].reshape(10, 3, -1) for k in params], dim=2).reshape(30, -1).numpy()
+    jtj, _ = gauss_newton(model, X)
+    np.testing.assert_allclose(jtj, J.T @ J, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ntk(model, X), J @ J.T, rtol=1e-12, atol=1e-12)
+
+
+def test_error_paths():
+    model = mlp([3, 4, 2], seed=0, dtype="float64")
+    X = np.ones((5, 3))
+    with pytest.raises(TypeError, match="must be a jacnet Sequential"):
+        gauss_newton("not a model", X)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"residuals must have shape .*\(5, 2\)"):
+        gauss_newton(model, X, np.ones((5, 3)))
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        gauss_newton(model, X, chunk_size=0)
+    with pytest.raises(ValueError, match="columns"):
+        jtv(model, np.ones((5, 4)), np.ones((5, 2)))
+    with pytest.raises(ValueError, match=r"grad_output must have shape"):
+        per_sample_gradients(model, X, np.ones((4, 2)))
+    with pytest.raises(ValueError, match="columns"):
+        ntk(model, X, np.ones((2, 5)))
