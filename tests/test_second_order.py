@@ -1,0 +1,214 @@
+"""Levenberg–Marquardt, Gauss–Newton and Bayesian regularisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jacnet.losses import CrossEntropyLoss, MSELoss
+from jacnet.network import jacobian, mlp
+from jacnet.optim import (
+    OPTIMIZERS,
+    BayesianRegularization,
+    GaussNewton,
+    LevenbergMarquardt,
+    get_optimizer,
+)
+
+
+def _data(n_samples, n_in, n_out, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, (n_samples, n_in))
+    Y = np.sin(2 * X.sum(axis=1, keepdims=True) + np.arange(n_out))
+    return X, Y
+
+
+@pytest.mark.parametrize("sizes, n_samples", [
+    ([1, 5, 1], 50),      # primal, one output
+    ([2, 6, 3], 40),      # primal, multi-output
+    ([2, 8, 2], 5),       # dual: 10 residuals < 42 parameters
+])
+def test_lm_step_matches_dense_reference(sizes, n_samples):
+    model = mlp(sizes, seed=0, dtype="float64")
+    X, Y = _data(n_samples, sizes[0], sizes[-1])
+    lm = LevenbergMarquardt()
+    for _ in range(3):
+        before = model.params.copy()
+        J = jacobian(model, X, wrt="params").reshape(Y.size, -1)
+        e = (model.forward(X) - Y).ravel()
+        info = lm.epoch(model, MSELoss(), X, Y)
+        used = info["mu"] / lm.mu_dec  # the accepted μ, before the final decrease
+        reference = np.linalg.solve(J.T @ J + used * np.eye(J.shape[1]), J.T @ e)
+        step = before - model.params
+        rel = np.linalg.norm(step - reference) / np.linalg.norm(reference)
+        assert rel <= 1e-9, rel
+
+
+def test_lm_dual_and_primal_agree():
+    X, Y = _data(6, 2, 2)
+    a = mlp([2, 8, 2], seed=3, dtype="float64")
+    b = a.copy()
+    lm_dual, lm_primal = LevenbergMarquardt(), LevenbergMarquardt()
+    lm_primal._use_dual = lambda model, X: False  # type: ignore[method-assign]
+    for _ in range(3):
+        lm_dual.epoch(a, MSELoss(), X, Y)
+        lm_primal.epoch(b, MSELoss(), X, Y)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-9, atol=1e-10)
+
+
+def test_mu_schedule():
+    model = mlp([1, 5, 1], seed=0, dtype="float64")
+    X, Y = _data(50, 1, 1)
+    lm = LevenbergMarquardt(mu=1e-3)
+    info = lm.epoch(model, MSELoss(), X, Y)
+    assert lm.mu == pytest.approx(1e-4) and info["mu"] == lm.mu  # success: ×0.1
+
+
+def test_mu_grows_to_mu_max_when_no_step_helps(monkeypatch):
+    model = mlp([1, 5, 1], seed=0, dtype="float64")
+    X, Y = _data(50, 1, 1)
+    lm = LevenbergMarquardt(mu=1.0, mu_max=1e3)
+    original = lm._evaluate
+    calls = []
+
+    def every_trial_fails(model, loss, X, target):
+        residuals, value = original(model, loss, X, target)
+        calls.append(value)
+        return residuals, value + (0.0 if len(calls) == 1 else 1.0)
+
+    monkeypatch.setattr(lm, "_evaluate", every_trial_fails)
+    start = model.params.copy()
+    info = lm.epoch(model, MSELoss(), X, Y)
+    assert lm.stop_reason == "mu_max"
+    assert info["mu"] == pytest.approx(1e4)  # 1, 10, 100, 1000 tried, then > μ_max
+    assert len(calls) == 1 + 4
+    assert np.array_equal(model.params, start)
+
+
+def test_lm_failure_increases_mu(monkeypatch):
+    model = mlp([1, 5, 1], seed=0, dtype="float64")
+    X, Y = _data(50, 1, 1)
+    lm = LevenbergMarquardt(mu=1e-3)
+    calls = []
+    original = lm._evaluate
+
+    def worse_first(model, loss, X, target):
+        residuals, value = original(model, loss, X, target)
+        calls.append(value)
+        return residuals, value + (1.0 if len(calls) == 2 else 0.0)  # the first trial fails
+
+    monkeypatch.setattr(lm, "_evaluate", worse_first)
+    lm.epoch(model, MSELoss(), X, Y)
+    assert lm.mu == pytest.approx(1e-3)  # ×10 after the failure, ×0.1 after the success
+
+
+def test_lm_solves_sinc():
+    x = np.linspace(-1, 1, 1000).reshape(-1, 1)
+    y = np.sinc(10 * x / np.pi)
+    model = mlp([1, 20, 1], seed=0, dtype="float64")
+    # goal is on jacnet's ½·MSE: stop once the MSE is below 8e-6.
+    history = LevenbergMarquardt(goal=4e-6).fit(model, x, y, epochs=150)
+    assert history["stop_reason"] == "goal"
+    assert float(np.mean((model(x) - y) ** 2)) < 1e-5
+
+
+def test_lm_float32_stays_float32():
+    x = np.linspace(-1, 1, 200, dtype=np.float32).reshape(-1, 1)
+    model = mlp([1, 8, 1], seed=0, dtype="float32")
+    history = LevenbergMarquardt().fit(model, x, np.sin(3 * x), epochs=30)
+    assert model.params.dtype == np.float32
+    assert history["loss"][-1] < 1e-3
+
+
+def test_lm_validation_max_fail_restores_best():
+    X, Y = _data(40, 1, 1)
+    rng = np.random.default_rng(5)
+    X_val, Y_val = X[:10] + 0.01, rng.normal(size=(10, 1))  # unrelated targets: val fails
+    model = mlp([1, 12, 1], seed=0, dtype="float64")
+    history = LevenbergMarquardt(max_fail=3).fit(model, X, Y, epochs=200, X_val=X_val,
+                                                 y_val=Y_val)
+    assert history["stop_reason"] == "max_fail"
+    best = min(history["val_loss"])
+    residuals = model(X_val) - Y_val
+    assert 0.5 * float(np.mean(np.sum(residuals ** 2, axis=1))) == pytest.approx(best)
+
+
+def test_gauss_newton_line_search_never_increases_loss():
+    X, Y = _data(40, 1, 1, seed=1)
+    model = mlp([1, 4, 1], seed=1, dtype="float64")
+    start = 0.5 * float(np.mean((model(X) - Y) ** 2))
+    gn = GaussNewton()
+    history = gn.fit(model, X, Y, epochs=25)
+    losses = np.array(history["loss"])
+    assert losses[0] <= start
+    assert np.all(np.diff(losses) <= 0)
+    assert losses[-1] < start
+    assert all(0 < t <= 1 for t in history["step_size"][:-1])
+
+
+def test_bayesian_regularization_gamma():
+    X, Y = _data(30, 1, 1, seed=2)
+    Y = Y + 0.05 * np.random.default_rng(2).normal(size=Y.shape)
+    model = mlp([1, 30, 1], seed=2, dtype="float64")  # 91 parameters, 30 residuals
+    br = BayesianRegularization()
+    history = br.fit(model, X, Y, epochs=40)
+    gamma = np.array(history["gamma"])
+    assert np.all((gamma > 0) & (gamma <= model.n_params))
+    # Far fewer effective parameters than the 91 there are (and than the 30 residuals).
+    assert gamma[-1] < 30 < model.n_params
+    assert br.alpha > 0 and br.beta > 0
+    state = br.state_dict()
+    assert set(state) == {"n_epochs", "mu", "alpha", "beta", "gamma"}
+    clone = BayesianRegularization()
+    clone.load_state_dict(state)
+    assert clone.gamma == br.gamma and clone.n_epochs == br.n_epochs
+
+
+def test_bayesian_regularization_dual_matches_primal():
+    X, Y = _data(8, 1, 1, seed=3)
+    a = mlp([1, 6, 1], seed=3, dtype="float64")  # 19 parameters, 8 residuals: dual
+    b = a.copy()
+    dual, primal = BayesianRegularization(), BayesianRegularization()
+    primal._use_dual = lambda model, X: False  # type: ignore[method-assign]
+    for _ in range(3):
+        info_d = dual.epoch(a, MSELoss(), X, Y)
+        info_p = primal.epoch(b, MSELoss(), X, Y)
+        assert info_d["gamma"] == pytest.approx(info_p["gamma"], rel=1e-8)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-8, atol=1e-10)
+
+
+def test_registry_and_config():
+    assert {"lm", "gn", "br"} <= set(OPTIMIZERS)
+    lm = get_optimizer("lm", mu=0.01)
+    assert isinstance(lm, LevenbergMarquardt) and lm.full_batch  # type: ignore[attr-defined]
+    rebuilt = get_optimizer("lm", **lm.get_config())
+    assert rebuilt.get_config() == lm.get_config()
+    assert isinstance(get_optimizer("br"), BayesianRegularization)
+    assert isinstance(get_optimizer("gn"), GaussNewton)
+
+
+def test_fit_loop_accepts_second_order():
+    training = pytest.importorskip("jacnet.training")
+    x = np.linspace(-1, 1, 100).reshape(-1, 1)
+    model = mlp([1, 6, 1], seed=0, dtype="float64")
+    history = training.fit(model, x, np.sin(2 * x), optimizer="lm", epochs=5)
+    assert "mu" in history.columns
+
+
+def test_error_paths():
+    model = mlp([2, 3, 2], seed=0, dtype="float64")
+    X, Y = _data(10, 2, 2)
+    with pytest.raises(TypeError, match="MSELoss"):
+        LevenbergMarquardt().epoch(model, CrossEntropyLoss(), X, Y)
+    with pytest.raises(ValueError, match=r"target must have shape .*\(10, 2\)"):
+        LevenbergMarquardt().epoch(model, MSELoss(), X, Y[:, :1])
+    with pytest.raises(ValueError, match="columns"):
+        LevenbergMarquardt().epoch(model, MSELoss(), X[:, :1], Y)
+    with pytest.raises(ValueError, match="'mu' parameter of LevenbergMarquardt"):
+        LevenbergMarquardt(mu=-1.0)
+    with pytest.raises(ValueError, match="'mu_dec'"):
+        LevenbergMarquardt(mu_dec=2.0)
+    with pytest.raises(ValueError, match="both X_val and y_val"):
+        LevenbergMarquardt().fit(model, X, Y, X_val=X)
+    with pytest.raises(ValueError, match="needs"):
+        LevenbergMarquardt().load_state_dict({"mu": 1.0})
