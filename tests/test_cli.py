@@ -17,7 +17,8 @@ from jacnet.io import load_model
 TINY = ["--data", "xor", "--hidden", "4", "--epochs", "3", "--no-progress"]
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["explain"],
+                                     ["inspect"]])
 def test_help_on_every_subcommand(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -26,6 +27,19 @@ def test_help_on_every_subcommand(command, capsys):
     assert out.startswith("usage: jacnet")
     if command == ["train"]:
         assert "--checkpoint-every" in out and "--resume" in out
+
+
+def test_explain_and_inspect_from_the_command(tmp_path, capsys):
+    """`jacnet explain` runs the seed's network with every check passing; inspect reads a run."""
+    assert main(["explain", "--format", "text", "--markdown", str(tmp_path / "e.md")]) == 0
+    out = capsys.readouterr().out
+    assert "∂E/∂W = δ yᵀ" in out and "all passed" in out
+    assert "I₂ ⊗ yᵀ" in (tmp_path / "e.md").read_text()
+    assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "run" / "model.npz"), "--data", "xor",
+                 "--format", "text"]) == 0
+    assert "parameters" in capsys.readouterr().out
 
 
 def test_python_dash_m_jacnet_is_the_same_command():

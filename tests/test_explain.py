@@ -149,7 +149,8 @@ def test_inspect_command_with_a_saved_model(tmp_path, capsys, monkeypatch):
     model = mlp([2, 6, 2], seed=0)
     saved = tmp_path / "model.json"
     saved.write_text("{}")
-    monkeypatch.setattr("jacnet.explain._load_model", lambda path: model)
+    # the package exports the function jacnet.explain, so patch the module object itself
+    monkeypatch.setattr(sys.modules["jacnet.explain"], "_load_model", lambda path: model)
     args = _parse(add_inspect_arguments, [str(saved), "--data", "moons", "--format", "text"])
     assert inspect_command(args) == 0
     out = capsys.readouterr().out

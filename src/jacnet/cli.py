@@ -131,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", "-o", default=None,
                          help="output .csv or .npz file [CSV on standard output]")
     predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    from jacnet.explain import add_explain_arguments, add_inspect_arguments
+
+    explain = sub.add_parser(
+        "explain", help="back-propagation of one sample, step by step, in the seed's notation",
+        description="Follow one sample through a network (default: the seed's two-layer "
+        "network) and print every Jacobian of back-propagation with its structure, its "
+        "numbers and its check against finite differences.")
+    add_explain_arguments(explain)
+    explain.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    inspect = sub.add_parser(
+        "inspect", help="architecture, parameter count and Jacobian summary of a saved model",
+        description="Summarise a saved model: its layers, parameters and the structure and "
+        "singular values of its Jacobians on some data.")
+    add_inspect_arguments(inspect)
+    inspect.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
@@ -148,7 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        handler = {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command]
+        from jacnet.explain import explain_command, inspect_command
+
+        handler = {"train": _train, "evaluate": _evaluate, "predict": _predict,
+                   "explain": explain_command, "inspect": inspect_command}[args.command]
         return handler(args)
     except UsageError as exc:
         if args.debug:
