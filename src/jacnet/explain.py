@@ -986,7 +986,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def _load_model(path: str) -> Sequential:
     """Load a saved model with :mod:`jacnet.io` (``load_model`` or ``load``)."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"model file {path} not found; 'jacnet train' writes one as RUN_FOLDER/model.npz.")
+        raise FileNotFoundError(
+            f"model file {path} not found; 'jacnet train' writes one as RUN_FOLDER/model.npz.")
     try:
         jio = importlib.import_module("jacnet.io")
     except ImportError as exc:
