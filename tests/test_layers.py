@@ -242,6 +242,10 @@ def test_loss_gradient_and_curvature_finite_differences(case: LossCase) -> None:
     fd_h = np.stack([fd_h[b, :, b, :] for b in range(prediction.shape[0])])
     assert compare("curvature", hessian, fd_h).max_rel_error < 1e-6
     assert case.loss(prediction, target) == pytest.approx(value, rel=1e-15)  # checked path
+    per_sample = case.loss.per_sample(prediction, target)
+    assert per_sample.shape == (prediction.shape[0],)
+    reduce = np.mean if case.loss.reduction == "mean" else np.sum
+    assert float(reduce(per_sample)) == pytest.approx(value, rel=1e-14)
 
 
 @pytest.mark.parametrize("case", LOSSES, ids=lambda c: c.name)

@@ -86,6 +86,14 @@ class Loss:
         """The loss (a float) and ∂loss/∂prediction (same shape and dtype as ``prediction``)."""
         raise NotImplementedError
 
+    def per_sample(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Each sample's loss ℓᵢ (before the reduction), shape (B,).
+
+        The reduced loss is ``mean`` or ``sum`` of these; weighting samples (the fit
+        loop's ``sample_weight``) starts from them.
+        """
+        raise NotImplementedError
+
     def grad(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
         """∂loss/∂prediction, shape (B, m)."""
         return self.value_and_grad(prediction, target)[1]
@@ -121,6 +129,10 @@ class MSELoss(Loss):
     def residuals(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
         """r = z − d, shape (B, m); the loss is ½ Σ r² times the reduction factor."""
         return prediction - target
+
+    def per_sample(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        diff = prediction - target
+        return 0.5 * np.einsum("ij,ij->i", diff, diff)
 
     def value_and_grad(self, prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         diff = prediction - target
@@ -166,6 +178,12 @@ class CrossEntropyLoss(Loss):
         if arr.ndim == 2:
             return super().prepare_target(arr, n_outputs, dtype)
         return check_labels(arr, n_outputs)
+
+    def per_sample(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        log_p = _log_softmax(prediction)
+        if target.ndim == 1:
+            return -log_p[np.arange(prediction.shape[0]), target]
+        return -np.einsum("ij,ij->i", target, log_p)
 
     def value_and_grad(self, prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         log_p = _log_softmax(prediction)
@@ -242,11 +260,19 @@ class BCEWithLogitsLoss(Loss):
             )
         return arr
 
+    @staticmethod
+    def _per_output(z: np.ndarray, target: np.ndarray, e: np.ndarray) -> np.ndarray:
+        # softplus(z) − d z = max(z, 0) − d z + log1p(e^(−|z|)), stable on both tails
+        return np.maximum(z, 0.0) - target * z + np.log1p(e)
+
+    def per_sample(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        e = np.exp(-np.abs(prediction))
+        return self._per_output(prediction, target, e).sum(axis=1)
+
     def value_and_grad(self, prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         z = prediction
-        # softplus(z) − d z = max(z, 0) − d z + log1p(e^(−|z|)), stable on both tails
         e = np.exp(-np.abs(z))
-        per_output = np.maximum(z, 0.0) - target * z + np.log1p(e)
+        per_output = self._per_output(z, target, e)
         scale = self._scale(z.shape[0])
         sigma = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
         grad = sigma - target

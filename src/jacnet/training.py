@@ -926,7 +926,7 @@ class _Loop:
         """Batch loss Σ wᵢ ℓᵢ / Σ wᵢ and its gradient, from per-sample losses."""
         _, grad = self.loss.value_and_grad(out, tb)
         n = out.shape[0]
-        per_row = _per_sample_loss(self.loss, out, tb)
+        per_row = self.loss.per_sample(out.astype(np.float64), tb)
         total_w = float(wb.sum())
         if total_w <= 0.0:
             grad[...] = 0.0
@@ -991,19 +991,3 @@ class _Loop:
                 cb.load_state_dict(saved_cbs[key])
         if history.stop_reason is not None:
             state.stop(history.stop_reason)
-
-
-def _per_sample_loss(loss: Loss, out: np.ndarray, tb: np.ndarray) -> np.ndarray:
-    """ℓᵢ for each row, float64, for the built-in losses (used with sample weights)."""
-    z = out.astype(np.float64)
-    if isinstance(loss, MSELoss):
-        r = z - tb
-        return 0.5 * np.einsum("ij,ij->i", r, r)
-    if isinstance(loss, CrossEntropyLoss):
-        shifted = z - z.max(axis=1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        if tb.ndim == 1:
-            return -log_p[np.arange(z.shape[0]), tb]
-        return -np.einsum("ij,ij->i", tb, log_p)
-    per = np.maximum(z, 0.0) - tb * z + np.log1p(np.exp(-np.abs(z)))
-    return per.sum(axis=1)
