@@ -21,7 +21,7 @@ pytest.importorskip("sklearn")
 from sklearn import neural_network as sk_nn
 from sklearn.datasets import load_diabetes, load_digits, make_multilabel_classification
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import (
@@ -49,10 +49,28 @@ _FLOAT32_XFAIL = {
 }
 
 
+_NO_SAMPLE_WEIGHT = (
+    "solver='lm'/'br' reject sample_weight with a ValueError: jacnet's Levenberg-Marquardt "
+    "and Bayesian regularisation solve unweighted least squares (JᵀJ + μI)Δ = Jᵀe."
+)
+_SECOND_ORDER_XFAIL = {
+    name: _NO_SAMPLE_WEIGHT
+    for name in (
+        "check_sample_weights_pandas_series",
+        "check_sample_weights_not_an_array",
+        "check_sample_weights_list",
+        "check_sample_weights_shape",
+        "check_sample_weights_not_overwritten",
+        "check_sample_weight_equivalence_on_dense_data",
+    )
+}
+
+
 def _expected_failures(estimator: object) -> dict[str, str]:
-    if getattr(estimator, "dtype", None) == "float64":
-        return {}
-    return _FLOAT32_XFAIL
+    failures = {} if getattr(estimator, "dtype", None) == "float64" else dict(_FLOAT32_XFAIL)
+    if getattr(estimator, "solver", None) in ("lm", "br"):
+        failures.update(_SECOND_ORDER_XFAIL)
+    return failures
 
 
 @parametrize_with_checks(
@@ -61,6 +79,8 @@ def _expected_failures(estimator: object) -> dict[str, str]:
         MLPRegressor(max_iter=100),
         MLPClassifier(max_iter=100, solver="lbfgs", dtype="float64"),
         MLPRegressor(max_iter=100, solver="lbfgs", dtype="float64"),
+        MLPRegressor(hidden_layer_sizes=(10,), solver="lm", max_iter=20),
+        MLPRegressor(hidden_layer_sizes=(10,), solver="br", max_iter=20),
     ],
     expected_failed_checks=_expected_failures,
 )
@@ -204,6 +224,56 @@ def test_partial_fit_rules(digits):
     clf = MLPClassifier((5,), solver="adam", random_state=0).partial_fit(X, y, classes=np.arange(10))
     with pytest.raises(ValueError, match=r"`y` has classes not in `self\.classes_`"):
         clf.partial_fit(X, y + 10)
+
+
+# --------------------------------------------------------------------------- lm and br
+def _sinc(n_points=300):
+    x = np.linspace(-1.0, 1.0, n_points)[:, None]
+    return x, np.sinc(10.0 * x[:, 0] / np.pi)  # sin(10x) / (10x)
+
+
+def test_lm_fits_sinc_and_records_mu():
+    x, y = _sinc()
+    reg = MLPRegressor(hidden_layer_sizes=(20,), activation="tanh", solver="lm", tol=1e-6,
+                       max_iter=1000, random_state=0).fit(x, y)
+    assert float(np.mean((reg.predict(x) - y) ** 2)) < 1e-5
+    assert len(reg.mu_curve_) == len(reg.loss_curve_) == reg.n_iter_ > 1
+    assert all(mu > 0 for mu in reg.mu_curve_)
+    assert np.all(np.diff(reg.loss_curve_) < 0)  # LM accepts only steps that lower the loss
+    assert reg.best_loss_ == reg.loss_curve_[-1] == reg.loss_
+    assert reg.stop_reason_ in ("min_grad", "mu_max", None)
+    # a looser tol stops earlier: tol is the gradient-norm tolerance
+    loose = MLPRegressor(hidden_layer_sizes=(20,), activation="tanh", solver="lm", tol=1e-3,
+                         max_iter=1000, random_state=0).fit(x, y)
+    assert loose.stop_reason_ == "min_grad" and loose.n_iter_ < reg.n_iter_
+
+
+def test_br_reports_effective_number_of_parameters():
+    x = np.linspace(-1.0, 1.0, 60)[:, None]
+    y = np.sin(3.0 * x[:, 0]) + 0.05 * np.random.default_rng(0).standard_normal(60)
+    reg = MLPRegressor(hidden_layer_sizes=(10,), activation="tanh", solver="br", max_iter=50,
+                       random_state=1, dtype="float64").fit(x, y)
+    n_params = reg.model_.n_params
+    assert len(reg.gamma_curve_) == len(reg.mu_curve_) == reg.n_iter_
+    assert 2.0 < reg.effective_n_params_ < n_params / 2  # the noise is not fitted
+    assert reg.effective_n_params_ == reg.gamma_curve_[-1]
+    assert reg.score(x, y) > 0.99
+    assert not hasattr(MLPRegressor(solver="lm").fit(x, y), "gamma_curve_")
+
+
+def test_second_order_rules():
+    x, y = _sinc(50)
+    with pytest.raises(ValueError, match="The 'solver' parameter of MLPClassifier must be a str among"):
+        MLPClassifier(solver="lm").fit(x, y > 0.5)
+    with pytest.raises(ValueError, match="solver='lm' needs loss='squared_error'"):
+        MLPRegressor(loss="poisson", solver="lm").fit(x, y + 1.0)
+    with pytest.raises(ValueError, match="solver='br' does not support sample_weight"):
+        MLPRegressor(solver="br").fit(x, y, sample_weight=np.ones(len(y)))
+    assert not hasattr(MLPRegressor(solver="lm"), "partial_fit")
+    search = GridSearchCV(MLPRegressor(hidden_layer_sizes=(5,), max_iter=20, random_state=0),
+                          {"solver": ["lm", "adam"]}, cv=KFold(2, shuffle=True, random_state=0))
+    search.fit(x, y)
+    assert search.best_params_ == {"solver": "lm"}
 
 
 # --------------------------------------------------------------------------- scikit-learn tools
