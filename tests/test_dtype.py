@@ -125,8 +125,27 @@ def test_every_optimizer_stays_float32(name: str, kwargs: dict[str, Any]) -> Non
     assert optimizer.state_dict()["step"] == 4
 
 
+FULL_BATCH = sorted(name for name, cls in OPTIMIZERS.items() if getattr(cls, "full_batch", False))
+
+
+@pytest.mark.parametrize("name", FULL_BATCH)
+def test_full_batch_optimizers_keep_the_model_float32(name: str) -> None:
+    # Levenberg–Marquardt and friends solve their normal equations in float64 by design;
+    # the model, its parameters and every layer's output must stay float32.
+    model = jacnet.mlp([5, 4, 2], activation="tanh", seed=0, dtype="float32")
+    guard_model(model)
+    X, target = _data("mse", 2)
+    optimizer = get_optimizer(name)
+    loss = get_loss("mse")
+    guard_loss(loss)
+    for _ in range(2):
+        optimizer.epoch(model, loss, X, target)
+        _check(model.params, "model.params")
+    _check(model.forward(X), "model.forward")
+
+
 def test_every_registered_optimizer_is_covered() -> None:
-    assert {name for name, _ in OPTIMIZER_VARIANTS} >= set(OPTIMIZERS)
+    assert {name for name, _ in OPTIMIZER_VARIANTS} | set(FULL_BATCH) >= set(OPTIMIZERS)
 
 
 def test_every_registered_loss_is_covered() -> None:

@@ -243,11 +243,25 @@ class Kronecker(JacobianOperator):
         return projected if self.left is None else PerSample(self.left).jvp(projected)
 
     def dense(self) -> np.ndarray:
-        left = self.left
-        if left is None:
-            left = np.broadcast_to(np.eye(self.n_rows, dtype=self.x.dtype),
-                                   (self.batch_size, self.n_rows, self.n_rows))
-        return (left[:, :, :, None] * self.x[:, None, None, :]).reshape(self.shape)
+        out = np.empty(self.shape, dtype=self._dense_dtype())
+        self._write_dense(out)
+        return out
+
+    def _dense_dtype(self) -> np.dtype:
+        return self.x.dtype if self.left is None else np.result_type(self.left, self.x)
+
+    def _write_dense(self, out: np.ndarray) -> None:
+        """Write :meth:`dense` into ``out`` (B, m, k·n), which may be a column slice."""
+        n = self.x.shape[1]
+        # Splitting the contiguous last axis k·n into (k, n) is always a view.
+        out4 = out.reshape(self.batch_size, self.n_out, self.n_rows, n)
+        if self.left is None:
+            # I ⊗ xᵀ: zeros except x on the diagonal blocks; no multiplications by 0 or 1.
+            out4[...] = 0
+            rows = np.arange(self.n_rows)
+            out4[:, rows, rows, :] = self.x[:, None, :]
+        else:
+            np.multiply(self.left[:, :, :, None], self.x[:, None, None, :], out=out4)
 
 
 class BlockRow(JacobianOperator):
@@ -285,7 +299,15 @@ class BlockRow(JacobianOperator):
         return total
 
     def dense(self) -> np.ndarray:
-        return np.concatenate([block.dense() for block in self.blocks], axis=-1)
+        if not all(isinstance(block, Kronecker) for block in self.blocks):
+            return np.concatenate([block.dense() for block in self.blocks], axis=-1)
+        # Every block writes its own columns of one preallocated array: the (B, m, P)
+        # result is written once, not built per block and then copied by concatenate.
+        kron = [block for block in self.blocks if isinstance(block, Kronecker)]
+        out = np.empty(self.shape, dtype=np.result_type(*(b._dense_dtype() for b in kron)))
+        for block, cols in zip(kron, self.slices):
+            block._write_dense(out[..., cols])
+        return out
 
 
 def compose(outer: JacobianOperator, inner: JacobianOperator) -> JacobianOperator:
