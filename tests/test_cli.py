@@ -188,3 +188,15 @@ def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
     first = capsys.readouterr().out.split()
     assert first[:2] == ["test", "accuracy"]
     assert float(first[2]) >= 0.97
+
+
+@pytest.mark.parametrize("optimizer", ["lm", "gn", "br"])
+def test_full_batch_optimizers_from_the_command(optimizer, tmp_path, capsys):
+    """lm/gn/br train from the CLI (no default weight decay forced on them), μ in the history."""
+    out = tmp_path / optimizer
+    assert main(["train", "--data", "sinc", "--optimizer", optimizer, "--hidden", "8",
+                 "--activation", "tanh", "--epochs", "5", "--no-progress", "--out", str(out)]) == 0
+    header = (out / "history.csv").read_text().splitlines()[0].split(",")
+    assert "mu" in header
+    if optimizer == "br":
+        assert "gamma" in header

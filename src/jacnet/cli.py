@@ -27,7 +27,7 @@ __all__ = ["main"]
 
 _DEFAULTS: dict[str, Any] = {
     "data": "digits", "target": None, "task": None, "hidden": [64], "activation": "relu",
-    "loss": "auto", "optimizer": "adam", "lr": None, "weight_decay": 1e-3, "epochs": 100,
+    "loss": "auto", "optimizer": "adam", "lr": None, "weight_decay": None, "epochs": 100,
     "batch_size": 32, "seed": 0, "dtype": "float32", "test_size": 0.2,
     "validation_split": 0.0, "early_stopping": False, "patience": 10, "out": None,
     "checkpoint_every": None, "progress": None,
@@ -93,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dtype", default=None, choices=["float32", "float64"], help="[float32]")
     opt = train.add_argument_group("optimization")
     opt.add_argument("--optimizer", default=None,
-                     help="sgd, adam, adamw, rmsprop (and lm, gn, br when installed) [adam]")
+                     help="sgd, adam, adamw, rmsprop; full-batch lm, gn, br [adam]")
     opt.add_argument("--lr", type=float, default=None, help="learning rate [the optimizer's default]")
-    opt.add_argument("--weight-decay", type=float, default=None, help="L2 penalty, not on biases [1e-3]")
+    opt.add_argument("--weight-decay", type=float, default=None,
+                     help="L2 penalty, not on biases [1e-3; 0 for lm, gn, br]")
     opt.add_argument("--epochs", type=int, default=None, help="[100]")
     opt.add_argument("--batch-size", type=int, default=None, help="[32]")
     opt.add_argument("--seed", type=int, default=None, help="seeds weights, split and shuffling [0]")
@@ -186,6 +187,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- train
+def _weight_decay(options: dict[str, Any]) -> float:
+    """The L2 penalty: as given, else 1e-3 for mini-batch optimizers and 0 for lm/gn/br.
+
+    The full-batch optimizers regularise in their own way (Levenberg–Marquardt's damping,
+    Bayesian regularisation's evidence-based α), and gn/br take no weight decay at all.
+    """
+    if options["weight_decay"] is not None:
+        return float(options["weight_decay"])
+    from jacnet.optim import OPTIMIZERS
+
+    chosen = OPTIMIZERS.get(str(options["optimizer"]).lower())
+    return 0.0 if getattr(chosen, "full_batch", False) else 1e-3
+
+
 def _resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k, None) is not None}
     checkpoint = None
@@ -288,7 +303,7 @@ def _train(args: argparse.Namespace) -> int:
         model, X_train, y_train, loss=loss, optimizer=options["optimizer"], lr=options["lr"],
         epochs=options["epochs"], batch_size=options["batch_size"], seed=options["seed"],
         validation_split=options["validation_split"], early_stopping=options["early_stopping"],
-        patience=options["patience"], weight_decay=options["weight_decay"] or 0.0,
+        patience=options["patience"], weight_decay=_weight_decay(options),
         callbacks=[_Remember()], progress=options["progress"],
         checkpoint=ckpt_path if (options["checkpoint_every"] or checkpoint) else None,
         checkpoint_every=options["checkpoint_every"] or (1 if checkpoint else None),

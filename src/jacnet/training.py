@@ -16,7 +16,6 @@ run would have.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import io as _stdio
@@ -478,9 +477,8 @@ def resolve_optimizer(optimizer: str | Any, model: Sequential, *, lr: float | No
                       weight_decay: float = 0.0) -> Any:
     """An optimizer instance from a registry name (or the instance itself).
 
-    A name is looked up in ``jacnet.optim.OPTIMIZERS`` (importing
-    ``jacnet.optim.second_order`` first if the name is not there yet, so "lm", "gn",
-    "br" work once that module exists). Weight decay, when the optimizer takes a
+    A name is looked up in ``jacnet.optim.OPTIMIZERS`` ("sgd", "adam", "adamw",
+    "rmsprop", and the full-batch "lm", "gn", "br"). Weight decay, when the optimizer takes a
     ``weight_decay_mask``, is masked off the biases.
 
     Examples
@@ -500,9 +498,6 @@ def resolve_optimizer(optimizer: str | Any, model: Sequential, *, lr: float | No
                              "optimizer object instead.")
         return optimizer
     key = optimizer.lower()
-    if key not in OPTIMIZERS:
-        with contextlib.suppress(ImportError):
-            import jacnet.optim.second_order  # noqa: F401  (registers lm/gn/br)
     if key not in OPTIMIZERS:
         options = ", ".join(repr(o) for o in sorted(OPTIMIZERS))
         raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {options}.")
