@@ -77,8 +77,8 @@ def _expected_failures(estimator: object) -> dict[str, str]:
     [
         MLPClassifier(max_iter=100),
         MLPRegressor(max_iter=100),
-        MLPClassifier(max_iter=100, solver="lbfgs", dtype="float64"),
-        MLPRegressor(max_iter=100, solver="lbfgs", dtype="float64"),
+        MLPClassifier(max_iter=50, solver="lbfgs", dtype="float64"),
+        MLPRegressor(max_iter=50, solver="lbfgs", dtype="float64"),
         MLPRegressor(hidden_layer_sizes=(10,), solver="lm", max_iter=20),
         MLPRegressor(hidden_layer_sizes=(10,), solver="br", max_iter=20),
     ],
