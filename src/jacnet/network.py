@@ -102,6 +102,10 @@ class Sequential:
                 self._slices[f"{i}.{name}"] = slice(offset, offset + n)
                 offset += n
         self.training = True
+        # Found once, not per backward call: Layer.n_params is a Python-level sum, and the
+        # search showed in the profile of a small training step.
+        self._lowest_with_params = next(
+            (i for i, layer in enumerate(layers) if layer.n_params), 0)
 
     @staticmethod
     def _check_chain(layers: list[Layer]) -> tuple[int, int]:
@@ -251,7 +255,7 @@ class Sequential:
                 f"{getattr(grad, 'shape', type(grad).__name__)}."
             )
         # Layers below the first one with parameters need no gradient at all.
-        lowest = next((i for i, layer in enumerate(self.layers) if layer.n_params), 0)
+        lowest = self._lowest_with_params
         for i in range(len(self.layers) - 1, -1, -1):
             need_input = input_grad or i > lowest
             result = self.layers[i].backward(grad, need_input)
