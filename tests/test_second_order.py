@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jacnet.losses import CrossEntropyLoss, MSELoss
+from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from jacnet.network import jacobian, mlp
 from jacnet.optim import (
     OPTIMIZERS,
@@ -199,7 +199,20 @@ def test_error_paths():
     model = mlp([2, 3, 2], seed=0, dtype="float64")
     X, Y = _data(10, 2, 2)
     with pytest.raises(TypeError, match="MSELoss"):
-        LevenbergMarquardt().epoch(model, CrossEntropyLoss(), X, Y)
+        BayesianRegularization().epoch(model, CrossEntropyLoss(), X, Y)
+    with pytest.raises(TypeError, match=r"a jacnet\.losses\.Loss with a curvature"):
+        LevenbergMarquardt().epoch(model, "mse", X, Y)
+    with pytest.raises(ValueError, match="sample_weight must hold one non-negative weight"):
+        LevenbergMarquardt().epoch(model, MSELoss(), X, Y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="sample_weight must hold one non-negative weight"):
+        LevenbergMarquardt().epoch(model, MSELoss(), X, Y, sample_weight=-np.ones(10))
+    with pytest.raises(ValueError, match="BayesianRegularization does not take sample_weight"):
+        BayesianRegularization().epoch(model, MSELoss(), X, Y, sample_weight=np.ones(10))
+    with pytest.raises(ValueError, match=r"weight_decay_mask has shape \(3,\)"):
+        LevenbergMarquardt(weight_decay=1.0, weight_decay_mask=np.ones(3, dtype=bool)).epoch(
+            model, MSELoss(), X, Y)
+    with pytest.raises(TypeError, match="'weight_decay_mask' parameter of LevenbergMarquardt"):
+        LevenbergMarquardt(weight_decay_mask=np.ones(3))
     with pytest.raises(ValueError, match=r"target must have shape .*\(10, 2\)"):
         LevenbergMarquardt().epoch(model, MSELoss(), X, Y[:, :1])
     with pytest.raises(ValueError, match="columns"):
@@ -212,3 +225,130 @@ def test_error_paths():
         LevenbergMarquardt().fit(model, X, Y, X_val=X)
     with pytest.raises(ValueError, match="needs"):
         LevenbergMarquardt().load_state_dict({"mu": 1.0})
+
+
+# --------------------------------------------------------------------------- any loss
+def _dense_step(model, loss, X, target, mu, weights=None, decay=None):
+    """The GGN step from a materialised J and H: (JᵀHJ + μI + D)⁻¹ (Jᵀg + Dθ), on Σ wᵢ ℓᵢ."""
+    z = model.forward(X)
+    n = X.shape[0]
+    unscale = n if loss.reduction == "mean" else 1.0
+    J = jacobian(model, X, wrt="params")  # (N, m, P)
+    H = loss.curvature(z, target).dense() * unscale  # (N, m, m)
+    g = loss.grad(z, target) * unscale  # (N, m)
+    w = np.ones(n) if weights is None else weights
+    jhj = np.einsum("b,bmp,bmk,bkq->pq", w, J, H, J)
+    jtg = np.einsum("b,bmp,bm->p", w, J, g)
+    D = np.zeros(J.shape[2]) if decay is None else decay
+    theta = model.params
+    return np.linalg.solve(jhj + np.diag(mu + D), jtg + D * theta)
+
+
+def _check_steps(model, loss, X, target, lm, weights=None, decay=None, n_steps=3):
+    worst = 0.0
+    for _ in range(n_steps):
+        before = model.params.copy()
+        probe = model.copy()
+        info = lm.epoch(model, loss, X, target, sample_weight=weights)
+        used = info["mu"] / lm.mu_dec
+        reference = _dense_step(probe, loss, X, target, used, weights, decay)
+        step = before - model.params
+        rel = np.linalg.norm(step - reference) / np.linalg.norm(reference)
+        worst = max(worst, rel)
+    return worst
+
+
+@pytest.mark.parametrize("loss, sizes, labels", [
+    (CrossEntropyLoss(), [2, 6, 3], True),          # softmax: S = diag(√p) − √p pᵀ
+    (CrossEntropyLoss(reduction="sum"), [2, 5, 4], True),
+    (BCEWithLogitsLoss(), [2, 6, 1], True),          # one logit: a scalar C_b
+    (BCEWithLogitsLoss(), [2, 5, 3], False),         # multi-label: a diagonal C_b
+])
+def test_lm_any_loss_matches_dense_ggn(loss, sizes, labels):
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, (40, sizes[0]))
+    m = sizes[-1]
+    if isinstance(loss, CrossEntropyLoss):
+        target = rng.integers(0, m, 40)
+    else:
+        target = (rng.uniform(size=(40, m)) < 0.5).astype(float)
+    model = mlp(sizes, seed=0, dtype="float64")
+    worst = _check_steps(model, loss, X, target, LevenbergMarquardt())
+    assert worst <= 1e-9, worst
+
+
+def test_lm_cross_entropy_lowers_the_loss_and_classifies():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 2))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0).astype(int)  # three classes
+    model = mlp([2, 8, 3], seed=0, dtype="float64")
+    history = LevenbergMarquardt().fit(model, X, y, loss=CrossEntropyLoss(), epochs=30)
+    assert np.all(np.diff(history["loss"]) <= 0) and history["loss"][-1] < 0.1 * history["loss"][0]
+    assert np.mean(model(X).argmax(axis=1) == y) > 0.95
+
+
+@pytest.mark.parametrize("sizes, n_samples, loss", [
+    ([1, 5, 1], 30, MSELoss()),          # primal, scalar √w on the inputs
+    ([2, 8, 2], 5, MSELoss()),           # dual: ĴĴᵀ = S K S
+    ([2, 6, 3], 30, CrossEntropyLoss()),
+])
+def test_lm_sample_weight_matches_dense_reference(sizes, n_samples, loss):
+    X, Y = _data(n_samples, sizes[0], sizes[-1])
+    target = Y.argmax(axis=1) if isinstance(loss, CrossEntropyLoss) else Y
+    weights = np.random.default_rng(4).uniform(0, 2, n_samples)
+    weights[0] = 0.0
+    model = mlp(sizes, seed=0, dtype="float64")
+    worst = _check_steps(model, loss, X, target, LevenbergMarquardt(), weights)
+    assert worst <= 1e-9, worst
+
+
+def test_lm_integer_weights_equal_repeated_rows():
+    X, Y = _data(12, 1, 1)
+    counts = np.arange(12) % 3  # 0, 1 or 2 copies
+    a = mlp([1, 4, 1], seed=0, dtype="float64")
+    b = a.copy()
+    lm_w, lm_r = LevenbergMarquardt(), LevenbergMarquardt()
+    for _ in range(3):
+        lm_w.epoch(a, MSELoss(), X, Y, sample_weight=counts.astype(float))
+        lm_r.epoch(b, MSELoss(), np.repeat(X, counts, axis=0), np.repeat(Y, counts, axis=0))
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-10, atol=1e-12)
+
+
+def test_lm_weight_decay_mask_matches_dense_reference():
+    X, Y = _data(30, 2, 2)
+    model = mlp([2, 6, 2], seed=0, dtype="float64")
+    names = model.parameter_slices()
+    mask = np.zeros(model.n_params, dtype=bool)
+    for name, cols in names.items():
+        mask[cols] = name.endswith(".weight")
+    lam = 0.3
+    lm = LevenbergMarquardt(weight_decay=lam, weight_decay_mask=mask)
+    worst = _check_steps(model, MSELoss(), X, Y, lm, decay=lam * X.shape[0] * mask)
+    assert worst <= 1e-9, worst
+    # The penalty leaves the biases alone: ½λ‖W‖², not ½λ‖θ‖².
+    info = lm.epoch(model, MSELoss(), X, Y)
+    data = 0.5 * float(np.mean(np.sum((model(X) - Y) ** 2, axis=1)))
+    weights = model.params[mask]
+    assert info["loss"] == pytest.approx(data + 0.5 * lam * float(weights @ weights), rel=1e-12)
+    assert get_optimizer("lm", **lm.get_config()).weight_decay_mask is not None
+
+
+def test_gauss_newton_any_loss():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    y = (X[:, 0] * X[:, 1] > 0).astype(float)
+    model = mlp([2, 6, 1], seed=0, dtype="float64")
+    history = GaussNewton().fit(model, X, y, loss=BCEWithLogitsLoss(), epochs=10)
+    assert np.all(np.diff(history["loss"]) <= 0) and history["loss"][-1] < history["loss"][0]
+
+
+# --------------------------------------------------------------------------- BR robustness
+@pytest.mark.parametrize("seed", range(5))
+def test_bayesian_regularization_fits_sinc_on_100_points(seed):
+    """From Glorot-small weights trainbr's α₀ = γ/(2E_W) collapsed every seed to γ ≈ 1."""
+    x = np.linspace(-1, 1, 100).reshape(-1, 1)
+    y = np.sinc(10 * x / np.pi)
+    model = mlp([1, 20, 1], seed=seed, dtype="float64")
+    history = BayesianRegularization().fit(model, x, y, epochs=100)
+    assert float(np.mean((model(x) - y) ** 2)) < 1e-4
+    assert history["gamma"][-1] > 8

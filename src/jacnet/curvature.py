@@ -184,11 +184,17 @@ def gauss_newton(
     *,
     chunk_size: int | None = None,
     dtype: DTypeLike | None = None,
+    curvature_sqrt: Any = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """JᵀJ and Jᵀe of the network's outputs w.r.t. θ, summed over samples, without forming J.
 
     J stacks every sample's (m × P) parameter Jacobian: it is (B·m, P), rows in sample
     order then output order, columns in the order of ``model.params``.
+
+    With ``curvature_sqrt`` = C the first result is the generalised Gauss–Newton matrix
+    Σ_b J_bᵀ H_b J_b with H_b = C_bᵀ C_b (the loss's per-sample Hessian w.r.t. the output):
+    each block's left factor L_b becomes C_b L_b (C_b itself for the output layer), so the
+    same factored products serve any loss. Jᵀe stays the unweighted Σ_b J_bᵀ e_b.
 
     Parameters
     ----------
@@ -202,11 +208,14 @@ def gauss_newton(
     dtype : float32 or float64, optional
         Accumulate and return in this dtype (default the model's). Levenberg–Marquardt
         asks for float64 also for float32 models (see :mod:`jacnet.optim.second_order`).
+    curvature_sqrt : array-like, optional
+        C_b per sample: shape (B,) for a scalar c_b (H_b = c_b² I, e.g. √(sample weight)),
+        (B, m) for a diagonal (H_b = diag(c_b²)), or (B, r, m) for a matrix. None: H_b = I.
 
     Returns
     -------
     jtj : ndarray, shape (P, P)
-        Symmetric positive semi-definite.
+        JᵀJ (or JᵀHJ), symmetric positive semi-definite.
     jte : ndarray, shape (P,), or None when ``residuals`` is None.
 
     Raises
@@ -232,6 +241,10 @@ def gauss_newton(
     n_samples, n_outputs = X.shape[0], model.out_features
     e = None if residuals is None else _check_per_sample(
         residuals, "residuals", n_samples, n_outputs, owner, acc)
+    sqrt_h = None if curvature_sqrt is None else _check_curvature_sqrt(
+        curvature_sqrt, n_samples, n_outputs, owner, acc)
+    if sqrt_h is not None and sqrt_h.ndim == 3:
+        n_outputs = sqrt_h.shape[1]  # the rows of C_b L_b
 
     jtj = np.zeros((model.n_params, model.n_params), dtype=acc)
     jte = None if e is None else np.zeros(model.n_params, dtype=acc)
@@ -241,6 +254,8 @@ def gauss_newton(
         blocks = _factors(model, X[rows], acc)
         if jte is not None and e is not None:
             jte += _jtv_blocks(blocks, e[rows])
+        if sqrt_h is not None:
+            blocks = _scale_blocks(blocks, sqrt_h[rows])
         if not plan:  # block shapes do not change from chunk to chunk
             for ia, a in enumerate(blocks):
                 for ib in range(ia, len(blocks)):
@@ -271,6 +286,44 @@ def gauss_newton(
             elif use_kron and not (a.left is None and b.left is None):
                 _mirror_kron_diagonal(a, jtj[a.cols, a.cols])
     return jtj, jte
+
+
+def _check_curvature_sqrt(values: Any, n_samples: int, n_outputs: int, owner: str,
+                          dtype: np.dtype[Any]) -> np.ndarray:
+    arr = check_array(values, "curvature_sqrt", ndim=(1, 2, 3), dtype=dtype, owner=owner)
+    if arr.ndim == 2 and n_outputs == 1:
+        arr = arr[:, 0]  # one output: a diagonal is a scalar per sample
+    if arr.shape[0] != n_samples or (arr.ndim > 1 and arr.shape[-1] != n_outputs):
+        raise ValueError(
+            f"{owner}: curvature_sqrt must have shape ({n_samples},), ({n_samples}, "
+            f"{n_outputs}) or ({n_samples}, r, {n_outputs}), one C_b per sample of X with "
+            f"C_bᵀC_b the loss's Hessian w.r.t. the {n_outputs} outputs; got {arr.shape}."
+        )
+    return arr
+
+
+def _scale_blocks(blocks: list[_Block], sqrt_h: np.ndarray) -> list[_Block]:
+    """Blocks of C J from those of J: L_b → C_b L_b (C_b for an identity L_b).
+
+    A scalar C_b (shape (B,)) scales the inputs x_b instead, which keeps an output
+    layer's identity factor (and its cheap I ⊗ XᵀX pair).
+    """
+    out = []
+    for block in blocks:
+        if sqrt_h.ndim == 1:
+            out.append(_Block(block.x * sqrt_h[:, None], block.n_rows, block.left, block.cols))
+            continue
+        if sqrt_h.ndim == 2:
+            if block.left is None:
+                left = np.zeros((sqrt_h.shape[0], block.n_rows, block.n_rows), dtype=sqrt_h.dtype)
+                idx = np.arange(block.n_rows)
+                left[:, idx, idx] = sqrt_h
+            else:
+                left = sqrt_h[:, :, None] * block.left
+        else:
+            left = sqrt_h if block.left is None else np.matmul(sqrt_h, block.left)
+        out.append(_Block(block.x, block.n_rows, left, block.cols))
+    return out
 
 
 def _jtv_blocks(blocks: list[_Block], v: np.ndarray) -> np.ndarray:
