@@ -6,7 +6,7 @@ Each measurement is a fresh Python process (an import is only cold once per proc
   process (interpreter start-up excluded), and the heavy optional libraries found in
   ``sys.modules`` afterwards (there must be none: PyTorch, scikit-learn, matplotlib,
   SciPy, pandas and rich are imported only by the functions that use them);
-- memory: peak resident set size (``ru_maxrss``) of one epoch of ``jacnet.training.fit``
+- memory: peak resident set size (``VmHWM``) of one epoch of ``jacnet.training.fit``
   on 60,000 × 784 float32 samples (784-256-10, Adam, batch 128), next to the same epoch
   in PyTorch, and to the process holding only the data.
 
@@ -44,7 +44,13 @@ rng = np.random.default_rng(0)
 X = rng.random((60_000, 784), dtype=np.float32)
 y = rng.integers(0, 10, 60_000)
 def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    # VmHWM belongs to this process image; ru_maxrss would keep the parent's high-water
+    # mark across fork + exec.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # KiB -> MiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 if who == "data":
     pass
 elif who == "jacnet":

@@ -73,7 +73,7 @@ def run(repeats: int) -> tuple[str, list[str]]:
         "torch J (concatenated)": torch_dense,
         "jacnet JᵀJ": lambda: gauss_newton(model, X),
         "torch JᵀJ": torch_jtj,
-    }, repeats, warmup=2, min_time=0.05)
+    }, repeats, warmup=1, min_time=0.05, budget=90.0)
     t = {k: median(v) for k, v in samples.items()}
     r_dict = t["jacnet J"] / t["torch J (dict)"]
     r_cat = t["jacnet J"] / t["torch J (concatenated)"]

@@ -110,6 +110,7 @@ def interleaved(
     warmup: int = 2,
     inner: int = 1,
     min_time: float = 0.0,
+    budget: float | None = None,
 ) -> dict[str, list[float]]:
     """Time each contender ``repeats`` times, round-robin in rotating order.
 
@@ -122,7 +123,11 @@ def interleaved(
         Untimed rounds first (allocations, caches, lazy initialisation).
     inner : int
         Calls per sample (the sample is the mean over them); raised automatically so
-        that one sample lasts at least ``min_time`` seconds.
+        that one sample lasts at least ``min_time`` seconds (from the median of three
+        calibration calls).
+    budget : float, optional
+        Stop after this many seconds once 5 repeats are done (a loaded machine can make
+        a contender's calls many times slower than usual).
 
     Returns
     -------
@@ -132,21 +137,27 @@ def interleaved(
     for _ in range(warmup):
         for name in names:
             contenders[name]()
+    inners = dict.fromkeys(names, inner)
     if min_time > 0:
         for name in names:
-            start = time.perf_counter()
-            contenders[name]()
-            once = time.perf_counter() - start
-            inner = max(inner, int(min_time / max(once, 1e-9)) + 1)
+            calls = []
+            for _ in range(3):
+                start = time.perf_counter()
+                contenders[name]()
+                calls.append(time.perf_counter() - start)
+            inners[name] = max(inner, int(min_time / max(median(calls), 1e-9)) + 1)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    began = time.perf_counter()
     for r in range(repeats):
+        if budget is not None and r >= 5 and time.perf_counter() - began > budget:
+            break
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            fn = contenders[name]
+            fn, n_calls = contenders[name], inners[name]
             start = time.perf_counter()
-            for _ in range(inner):
+            for _ in range(n_calls):
                 fn()
-            samples[name].append((time.perf_counter() - start) / inner)
+            samples[name].append((time.perf_counter() - start) / n_calls)
     return samples
 
 
