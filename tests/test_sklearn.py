@@ -50,8 +50,8 @@ _FLOAT32_XFAIL = {
 
 
 _NO_SAMPLE_WEIGHT = (
-    "solver='lm'/'br' reject sample_weight with a ValueError: jacnet's Levenberg-Marquardt "
-    "and Bayesian regularisation solve unweighted least squares (JᵀJ + μI)Δ = Jᵀe."
+    "solver='br' rejects sample_weight with a ValueError: Bayesian regularisation's "
+    "β = (N - γ)/(2 E_D) counts unweighted residuals (solver='lm' takes weights)."
 )
 _SECOND_ORDER_XFAIL = {
     name: _NO_SAMPLE_WEIGHT
@@ -68,7 +68,7 @@ _SECOND_ORDER_XFAIL = {
 
 def _expected_failures(estimator: object) -> dict[str, str]:
     failures = {} if getattr(estimator, "dtype", None) == "float64" else dict(_FLOAT32_XFAIL)
-    if getattr(estimator, "solver", None) in ("lm", "br"):
+    if getattr(estimator, "solver", None) == "br":
         failures.update(_SECOND_ORDER_XFAIL)
     return failures
 
@@ -79,7 +79,8 @@ def _expected_failures(estimator: object) -> dict[str, str]:
         MLPRegressor(max_iter=100),
         MLPClassifier(max_iter=50, solver="lbfgs", dtype="float64"),
         MLPRegressor(max_iter=50, solver="lbfgs", dtype="float64"),
-        MLPRegressor(hidden_layer_sizes=(10,), solver="lm", max_iter=20),
+        MLPRegressor(hidden_layer_sizes=(10,), solver="lm", max_iter=20, dtype="float64"),
+        MLPClassifier(hidden_layer_sizes=(10,), solver="lm", max_iter=20, dtype="float64"),
         MLPRegressor(hidden_layer_sizes=(10,), solver="br", max_iter=20),
     ],
     expected_failed_checks=_expected_failures,
@@ -264,9 +265,9 @@ def test_br_reports_effective_number_of_parameters():
 def test_second_order_rules():
     x, y = _sinc(50)
     with pytest.raises(ValueError, match="The 'solver' parameter of MLPClassifier must be a str among"):
-        MLPClassifier(solver="lm").fit(x, y > 0.5)
-    with pytest.raises(ValueError, match="solver='lm' needs loss='squared_error'"):
-        MLPRegressor(loss="poisson", solver="lm").fit(x, y + 1.0)
+        MLPClassifier(solver="br").fit(x, y > 0.5)
+    with pytest.raises(ValueError, match="solver='br' needs loss='squared_error'"):
+        MLPRegressor(loss="poisson", solver="br").fit(x, y + 1.0)
     with pytest.raises(ValueError, match="solver='br' does not support sample_weight"):
         MLPRegressor(solver="br").fit(x, y, sample_weight=np.ones(len(y)))
     assert not hasattr(MLPRegressor(solver="lm"), "partial_fit")
@@ -274,6 +275,35 @@ def test_second_order_rules():
                           {"solver": ["lm", "adam"]}, cv=KFold(2, shuffle=True, random_state=0))
     search.fit(x, y)
     assert search.best_params_ == {"solver": "lm"}
+
+
+def test_classifier_lm_fits_digits_with_weights_and_unpenalised_intercepts(digits):
+    X, y = digits
+    clf = MLPClassifier((8,), solver="lm", max_iter=15, random_state=0, dtype="float64").fit(X, y)
+    assert clf.score(X, y) > 0.95
+    assert np.all(np.diff(clf.loss_curve_) < 0) and len(clf.mu_curve_) == clf.n_iter_
+    # A huge alpha zeroes the weights but not the intercepts (scikit-learn's penalty):
+    # the logits become the intercepts alone, fitted to the class frequencies.
+    yb = (y > 6).astype(int)
+    heavy = MLPClassifier((4,), solver="lm", alpha=1e6, max_iter=30, random_state=0,
+                          dtype="float64").fit(X, yb)
+    assert max(np.abs(c).max() for c in heavy.coefs_) < 1e-3
+    np.testing.assert_allclose(heavy.predict_proba(X)[:, 1], yb.mean(), atol=1e-3)
+    # Integer weights are repeated rows (multi-class: the cross-entropy's GGN).
+    counts = np.arange(len(y)) % 3
+    kwargs = dict(hidden_layer_sizes=(5,), solver="lm", max_iter=3, random_state=0,
+                  dtype="float64")
+    weighted = MLPClassifier(**kwargs).fit(X, y, sample_weight=counts)
+    repeated = MLPClassifier(**kwargs).fit(np.repeat(X, counts, axis=0), np.repeat(y, counts))
+    _same_coefs(weighted, repeated, atol=1e-8)
+
+
+def test_regressor_lm_poisson():
+    x = np.linspace(0, 1, 80)[:, None]
+    y = np.exp(1.0 + np.sin(4 * x[:, 0]))
+    reg = MLPRegressor(loss="poisson", hidden_layer_sizes=(6,), activation="tanh", solver="lm",
+                       max_iter=40, random_state=0, dtype="float64").fit(x, y)
+    assert np.all(np.diff(reg.loss_curve_) <= 0) and reg.score(x, y) > 0.99
 
 
 # --------------------------------------------------------------------------- scikit-learn tools

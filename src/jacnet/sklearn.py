@@ -63,6 +63,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "it with `pip install 'jacnet[sklearn]'` or `pip install -U scikit-learn`."
     ) from exc
 
+from jacnet.jacobians import Diagonal
 from jacnet.layers import Linear
 from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from jacnet.network import Sequential, mlp
@@ -84,6 +85,9 @@ class _HalfPoissonLoss(Loss):
     "exp"``); the gradient w.r.t. s is eˢ − d, the curvature diag(eˢ).
     """
 
+    def curvature(self, prediction: np.ndarray, target: np.ndarray) -> Diagonal:
+        return Diagonal(np.exp(prediction) * self._scale(prediction.shape[0]))
+
     def value_and_grad(self, prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         per_row = self.per_sample(prediction, target)
         scale = self._scale(prediction.shape[0])
@@ -92,26 +96,11 @@ class _HalfPoissonLoss(Loss):
         grad *= scale
         return scale * float(per_row.sum()), grad
 
-    @staticmethod
-    def per_sample(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    def per_sample(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
         """The loss of each row, shape (B,), float64."""
         s, d = prediction.astype(np.float64), target.astype(np.float64)
         d_log_d = np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)
         return (np.exp(s) - d * s + d_log_d - d).sum(axis=1)
-
-
-def _per_sample_loss(loss: Loss, out: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """ℓᵢ per row (float64), for the weighted average scikit-learn reports with sample_weight."""
-    if isinstance(loss, _HalfPoissonLoss):
-        return loss.per_sample(out, target)
-    z = out.astype(np.float64)
-    if isinstance(loss, MSELoss):
-        return 0.5 * np.einsum("ij,ij->i", z - target, z - target)
-    if isinstance(loss, CrossEntropyLoss):
-        shifted = z - z.max(axis=1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return -np.einsum("ij,ij->i", target, log_p)
-    return (np.maximum(z, 0.0) - target * z + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
 
 
 # --------------------------------------------------------------------------- solvers
@@ -419,7 +408,8 @@ class _BaseMLP(BaseEstimator):
         else:
             sw_sum = float(sample_weight.sum())
             grad = loss.grad(out, y)
-            per_row = _per_sample_loss(loss, out, y)
+            # ℓᵢ per row in float64, for the weighted average scikit-learn reports.
+            per_row = loss.per_sample(out.astype(np.float64), y)
             if sw_sum > 0.0:
                 value = float(np.dot(per_row, sample_weight)) / sw_sum
                 grad *= (sample_weight * (X.shape[0] / sw_sum))[:, None]
@@ -585,31 +575,40 @@ class _BaseMLP(BaseEstimator):
 
         ``tol`` is the gradient-norm tolerance (as ``gtol`` for ``"lbfgs"``): the solver
         stops when ‖∂loss/∂θ‖ < tol, when its damping μ exceeds ``mu_max`` (no step lowers
-        the loss), or after ``max_iter`` iterations. ``alpha`` is LM's L2 penalty
-        ``alpha/(2 n) ‖θ‖²``, which in jacnet's LM also covers the intercepts; BR chooses
-        its own regularisation and ignores ``alpha``.
+        the loss), or after ``max_iter`` iterations. ``"lm"`` minimises scikit-learn's
+        objective, the (sample-weighted) mean loss plus ``alpha / (2 n) Σ‖W‖²`` on the
+        weights only (a weight-decay mask leaves the intercepts out), for every loss, in
+        the generalised Gauss–Newton form. ``"br"`` (regressor, squared error, no
+        ``sample_weight``) chooses its own regularisation and ignores ``alpha``.
         """
         from jacnet.optim.second_order import BayesianRegularization, LevenbergMarquardt
 
-        if not isinstance(self._loss, MSELoss):
-            raise ValueError(
-                f"solver={self.solver!r} needs loss='squared_error' (least-squares residuals); "
-                f"got loss={self._loss_name()!r}. Use solver='lbfgs' or 'adam' for it."
-            )
-        if sample_weight is not None:
-            raise ValueError(
-                f"solver={self.solver!r} does not support sample_weight (its full-batch "
-                "Gauss–Newton system has unweighted residuals); use solver='lbfgs' or 'adam'."
-            )
-        n_samples = X.shape[0]
+        if self.solver == "br":
+            if not isinstance(self._loss, MSELoss):
+                raise ValueError(
+                    f"solver='br' needs loss='squared_error' (least-squares residuals, whose "
+                    f"noise level it estimates); got loss={self._loss_name()!r}. Use "
+                    "solver='lm', 'lbfgs' or 'adam' for it."
+                )
+            if sample_weight is not None:
+                raise ValueError(
+                    "solver='br' does not support sample_weight (its evidence update counts "
+                    "unweighted residuals); use solver='lm', 'lbfgs' or 'adam'."
+                )
+        model, params = self.model_, self.model_.params
         optimizer: LevenbergMarquardt | BayesianRegularization
+        mask = np.zeros(model.n_params, dtype=bool)
+        for s in self._weight_slices:
+            mask[s] = True
         if self.solver == "lm":
-            decay = float(self.alpha) / n_samples
-            optimizer = LevenbergMarquardt(min_grad=float(self.tol), weight_decay=decay)
+            sw_sum = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
+            decay = float(self.alpha) / sw_sum if sw_sum > 0 else 0.0
+            optimizer = LevenbergMarquardt(min_grad=float(self.tol), weight_decay=decay,
+                                           weight_decay_mask=mask)
         else:
             decay = 0.0
             optimizer = BayesianRegularization(min_grad=float(self.tol))
-        model, params = self.model_, self.model_.params
+        per_output = self.n_outputs_ if isinstance(self._loss, MSELoss) else 1
         self.loss_curve_ = []
         self.mu_curve_: list[float] = []
         if self.solver == "br":
@@ -618,12 +617,13 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         try:
             for _ in range(self.max_iter):
-                info = optimizer.epoch(model, self._loss, X, y)
+                info = optimizer.epoch(model, self._loss, X, y, sample_weight=sample_weight)
                 if optimizer.stop_reason in ("goal", "min_grad") and self.n_iter_ > 0:
                     break  # converged before stepping: nothing new to record
                 self.n_iter_ += 1
-                penalty = 0.5 * decay * float(np.dot(params, params)) if decay else 0.0
-                self.loss_ = (info["loss"] - penalty) / self.n_outputs_ + penalty
+                weights = params[mask]
+                penalty = 0.5 * decay * float(np.dot(weights, weights)) if decay else 0.0
+                self.loss_ = (info["loss"] - penalty) / per_output + penalty
                 self.loss_curve_.append(self.loss_)
                 self.best_loss_ = min(self.best_loss_, self.loss_)
                 self.mu_curve_.append(float(info["mu"]))
@@ -689,7 +689,7 @@ class _BaseMLP(BaseEstimator):
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Class labels (classification) or real numbers (regression).
         sample_weight : array-like of shape (n_samples,), optional
-            Per-sample weights (first-order and L-BFGS solvers).
+            Per-sample weights (every solver but ``"br"``).
 
         Returns
         -------
@@ -716,8 +716,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     hidden_layer_sizes : array-like of int, default (100,)
         Width of each hidden layer.
     activation : {"identity", "logistic", "tanh", "relu"}, default "relu"
-    solver : {"lbfgs", "sgd", "adam"}, default "adam"
-        (:class:`MLPRegressor` also has ``"lm"`` and ``"br"``.)
+    solver : {"lbfgs", "sgd", "adam", "lm"}, default "adam"
+        ``"lm"``: Levenberg–Marquardt on the log-loss in the generalised Gauss–Newton form
+        (Jᵀ H J + μI) Δ = Jᵀ g, H the log-loss's Hessian w.r.t. the logits; full batch,
+        with ``sample_weight``; ``alpha`` penalises the weights only, as scikit-learn.
+        There is no ``"br"`` here (:class:`MLPRegressor` has it): Bayesian regularisation
+        as in ``trainbr`` re-estimates a noise precision β = (N − γ)/(2 E_D) from
+        least-squares residuals, and the log-loss has no noise level to estimate. MacKay's
+        evidence framework for classifiers keeps only α and needs the Laplace
+        approximation of a non-Gaussian posterior (and predictive moderation), which is
+        a different algorithm, not a change of loss.
     alpha : float, default 1e-4
         L2 penalty: ``alpha / (2 n_samples) Σ‖W‖²`` (weights only).
     batch_size : int or "auto", default "auto"
@@ -756,6 +764,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     >>> clf.predict([[0.0, 1.0], [1.0, 1.0]])
     array([1, 0])
     """
+
+    _parameter_constraints: dict = {  # noqa: RUF012
+        **_BaseMLP._parameter_constraints,
+        # Levenberg-Marquardt on the log-loss; no "br" (see the solver parameter).
+        "solver": [StrOptions({"lbfgs", "sgd", "adam", "lm"})],
+    }
 
     def __init__(
         self,
@@ -914,9 +928,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         ``"poisson"`` predicts exp of the network's output (``out_activation_ = "exp"``).
     solver : {"lbfgs", "sgd", "adam", "lm", "br"}, default "adam"
         ``"lm"``: Levenberg–Marquardt; ``"br"``: Bayesian regularisation (MATLAB
-        ``trainlm`` / ``trainbr``), full batch, for ``loss="squared_error"`` without
-        ``sample_weight``. For them ``tol`` is the gradient-norm tolerance (as for
-        ``"lbfgs"``), ``alpha`` LM's L2 penalty (also on the intercepts); BR chooses its
+        ``trainlm`` / ``trainbr``), full batch. ``"lm"`` takes either loss (Poisson in the
+        generalised Gauss–Newton form) and ``sample_weight``; ``"br"`` needs
+        ``loss="squared_error"`` and no ``sample_weight``. For them ``tol`` is the
+        gradient-norm tolerance (as for ``"lbfgs"``), ``alpha`` LM's L2 penalty on the
+        weights (not the intercepts, as scikit-learn); BR chooses its
         own regularisation.
 
     Attributes
