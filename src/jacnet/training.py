@@ -36,7 +36,14 @@ from jacnet.io import atomic_write, load_checkpoint, save_checkpoint
 from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, get_loss
 from jacnet.metrics import Metric, default_metrics, get_metric
 from jacnet.network import Sequential
-from jacnet.optim import OPTIMIZERS, LRSchedule, Optimizer, ReduceLROnPlateau, get_schedule
+from jacnet.optim import (
+    OPTIMIZERS,
+    LRSchedule,
+    Optimizer,
+    ReduceLROnPlateau,
+    clip_grad_norm,
+    get_schedule,
+)
 
 __all__ = [
     "Callback",
@@ -883,35 +890,29 @@ class _Loop:
         params, grads = model.params, model.grads
         metrics, clip, weights = self.metrics, self.clip_norm, self.weights
         X, target, n, bs = self.X, self.target, self.X.shape[0], self.batch_size
-        if self.shuffle:
-            order = self.rng.permutation(n)
-            X, target = X[order], target[order]
-            if weights is not None:
-                weights = weights[order]
+        # Each batch gathers its own rows: the same bytes as shuffling the whole data set
+        # up front, but they stay in cache and the data set is never copied whole.
+        order = self.rng.permutation(n) if self.shuffle else None
         for metric in metrics:
             metric.reset()
         total = 0.0
         isfinite = math.isfinite
         for start in range(0, n, bs):
-            xb, tb = X[start:start + bs], target[start:start + bs]
+            rows = slice(start, start + bs) if order is None else order[start:start + bs]
+            xb, tb = X[rows], target[rows]
             out = model.forward(xb)
             if weights is None:
                 value, grad = loss.value_and_grad(out, tb)
-                if not isfinite(value):
-                    return {"diverged": f"the loss is {value} at batch {start // bs + 1}"}
-                total += value * xb.shape[0]
             else:
-                value, grad = self._weighted(out, tb, weights[start:start + bs])
-                if not isfinite(value):
-                    return {"diverged": f"the loss is {value} at batch {start // bs + 1}"}
-                total += value * xb.shape[0]
+                value, grad = self._weighted(out, tb, weights[rows])
+            if not isfinite(value):
+                return {"diverged": f"the loss is {value} at batch {start // bs + 1}"}
+            total += value * xb.shape[0]
             for metric in metrics:
                 metric.update(out, tb)
             model.backward(grad, input_grad=False)
             if clip is not None:
-                norm = math.sqrt(float(np.dot(grads, grads)))
-                if norm > clip:
-                    grads *= clip / (norm + 1e-6)
+                clip_grad_norm(grads, clip)
             optimizer.step(params, grads)
         record: dict[str, Any] = {"loss": total / n}
         record.update({metric.name: metric.result() for metric in metrics})
