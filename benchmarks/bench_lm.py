@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from jacnet import mlp
-from jacnet.optim import LevenbergMarquardt
+from jacnet.optim import BayesianRegularization, LevenbergMarquardt
 
 
 def sinc_data() -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +42,19 @@ def run_lm(X: np.ndarray, y: np.ndarray, seed: int, epochs: int, goal_mse: float
     elapsed = time.perf_counter() - start
     mse = float(np.mean((model(X)[:, 0] - y) ** 2))
     return mse, elapsed, len(history["loss"])
+
+
+def run_br(X: np.ndarray, y: np.ndarray, seed: int, epochs: int) -> tuple[float, float, int]:
+    model = mlp([1, 20, 1], activation="tanh", seed=seed, dtype="float64")
+    start = time.perf_counter()
+    history = BayesianRegularization().fit(model, X, y, epochs=epochs)
+    elapsed = time.perf_counter() - start
+    mse = float(np.mean((model(X)[:, 0] - y) ** 2))
+    run_br.gammas.append(history["gamma"][-1])  # type: ignore[attr-defined]
+    return mse, elapsed, len(history["loss"])
+
+
+run_br.gammas = []  # type: ignore[attr-defined]
 
 
 def run_sklearn(X: np.ndarray, y: np.ndarray, seed: int, max_iter: int
@@ -95,13 +108,16 @@ def main() -> None:
     parser.add_argument("--goal", type=float, default=1e-6,
                         help="training MSE at which the second LM row stops (trainlm's goal)")
     parser.add_argument("--adam-epochs", type=int, default=200)
+    parser.add_argument("--br-epochs", type=int, default=300)
     args = parser.parse_args()
     X, y = sinc_data()
     rows: dict[str, list[tuple[float, float, int]]] = {
-        "lm": [], "lm_goal": [], "sklearn": [], "adam": []}
+        "lm": [], "lm_goal": [], "br": [], "br100": [], "sklearn": [], "adam": []}
     for seed in range(args.seeds):  # interleaved: each seed runs every contender
         rows["lm"].append(run_lm(X, y, seed, args.lm_epochs))
         rows["lm_goal"].append(run_lm(X, y, seed, args.lm_epochs, args.goal))
+        rows["br"].append(run_br(X, y, seed, args.br_epochs))
+        rows["br100"].append(run_br(X[::10], y[::10], seed, args.br_epochs))
         rows["sklearn"].append(run_sklearn(X, y, seed, args.lbfgs_iter))
         rows["adam"].append(run_adam(X, y, seed, args.adam_epochs))
         print(f"seed {seed}: " + ", ".join(
@@ -110,6 +126,9 @@ def main() -> None:
 
     names = {"lm": f"jacnet LevenbergMarquardt (trainlm defaults, ≤{args.lm_epochs} epochs)",
              "lm_goal": f"jacnet LevenbergMarquardt, goal MSE {args.goal:g}",
+             "br": f"jacnet BayesianRegularization (trainbr defaults), {args.br_epochs} epochs",
+             "br100": f"jacnet BayesianRegularization, 100 points (every 10th; MSE on them), "
+                      f"{args.br_epochs} epochs",
              "sklearn": f"sklearn MLPRegressor lbfgs (tol 1e-12, ≤{args.lbfgs_iter} iter)",
              "adam": f"jacnet Adam lr 1e-2, batch 32, {args.adam_epochs} epochs"}
     t_sk = float(np.median([r[1] for r in rows["sklearn"]]))
@@ -124,6 +143,9 @@ def main() -> None:
         iters = int(np.median([r[2] for r in values]))
         print(f"| {names[key]} | {np.median(mse):.2e} | {mse.max():.2e} | {t:.2f} | "
               f"{t / t_sk:.2f} | {iters} |")
+    gammas = np.array(run_br.gammas).reshape(args.seeds, 2)  # type: ignore[attr-defined]
+    print(f"\nBR effective parameters γ (of 61), per seed: 1000 points {np.round(gammas[:, 0], 1)}"
+          f", 100 points {np.round(gammas[:, 1], 1)}")
 
 
 if __name__ == "__main__":
