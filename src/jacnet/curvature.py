@@ -252,19 +252,25 @@ def gauss_newton(
     blocks: list[_Block] = []
     for rows in _chunks(n_samples, step):
         blocks = _factors(model, X[rows], acc)
-        if jte is not None and e is not None:
+        if not plan:  # block shapes do not change from chunk to chunk
+            scaled = blocks if sqrt_h is None else _scale_blocks(blocks, sqrt_h[rows])
+            for ia, a in enumerate(scaled):
+                for ib in range(ia, len(scaled)):
+                    direct, kron = _pair_costs(a, scaled[ib], n_outputs, ia == ib)
+                    plan.append((ia, ib, kron < direct))
+        all_direct = not any(use_kron for _, _, use_kron in plan)
+        if jte is not None and e is not None and not (all_direct and sqrt_h is None):
             jte += _jtv_blocks(blocks, e[rows])
         if sqrt_h is not None:
             blocks = _scale_blocks(blocks, sqrt_h[rows])
-        if not plan:  # block shapes do not change from chunk to chunk
-            for ia, a in enumerate(blocks):
-                for ib in range(ia, len(blocks)):
-                    direct, kron = _pair_costs(a, blocks[ib], n_outputs, ia == ib)
-                    plan.append((ia, ib, kron < direct))
-        if not any(use_kron for _, _, use_kron in plan):
-            # Every pair is cheaper materialised: one symmetric product of the chunk's rows.
-            dense = np.concatenate([block.rows() for block in blocks], axis=1)
+        if all_direct:
+            # Every pair is cheaper materialised: one symmetric product of the chunk's rows
+            # (and, unweighted, Jᵀe from the same rows).
+            dense = BlockRow([Kronecker(b.x, b.n_rows, b.left) for b in blocks]).dense()
+            dense = dense.reshape(-1, dense.shape[-1])
             jtj += dense.T @ dense
+            if jte is not None and e is not None and sqrt_h is None:
+                jte += dense.T @ e[rows].reshape(-1)
             continue
         dense_rows: dict[int, np.ndarray] = {}
         for ia, ib, use_kron in plan:

@@ -257,9 +257,15 @@ class Kronecker(JacobianOperator):
         out4 = out.reshape(self.batch_size, self.n_out, self.n_rows, n)
         if self.left is None:
             # I ⊗ xᵀ: zeros except x on the diagonal blocks; no multiplications by 0 or 1.
+            if self.n_rows == 1:
+                out4[:, 0, 0, :] = self.x
+                return
             out4[...] = 0
             rows = np.arange(self.n_rows)
             out4[:, rows, rows, :] = self.x[:, None, :]
+        elif n == 1:
+            # A bias, or a one-input layer: keep the innermost loop over k, not over n = 1.
+            np.multiply(self.left, self.x[:, :, None], out=out4[:, :, :, 0])
         else:
             np.multiply(self.left[:, :, :, None], self.x[:, None, None, :], out=out4)
 
@@ -352,5 +358,7 @@ def compose(outer: JacobianOperator, inner: JacobianOperator) -> JacobianOperato
         return Matrix(outer.matrix @ inner.matrix, outer.batch_size)
     if isinstance(outer, Diagonal) and isinstance(inner, Matrix):
         return PerSample(outer.diagonal[:, :, None] * inner.matrix)
+    if isinstance(outer, Matrix) and isinstance(inner, Diagonal):
+        return PerSample(outer.matrix * inner.diagonal[:, None, :])
     # General case: push every row of the outer Jacobian through the inner VJP.
     return PerSample(inner.vjp(outer.dense()))
