@@ -124,3 +124,28 @@ def test_error_paths():
         per_sample_gradients(model, X, np.ones((4, 2)))
     with pytest.raises(ValueError, match="columns"):
         ntk(model, X, np.ones((2, 5)))
+
+
+@pytest.mark.parametrize("sizes", [[3, 6, 2], [12, 40, 10], [5, 30, 20, 10]])
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_gauss_newton_writes_every_entry_of_a_reused_buffer(sizes, chunk_size) -> None:
+    """The first chunk writes (not adds) every entry: stale buffer contents never leak."""
+    model = mlp(sizes, activation="tanh", seed=0, dtype="float64")
+    X = np.random.default_rng(0).normal(size=(9, sizes[0]))
+    J = jacobian(model, X, wrt="params").reshape(-1, model.n_params)
+    buffer = np.full((model.n_params, model.n_params), np.nan)
+    result, _ = gauss_newton(model, X, chunk_size=chunk_size, out=buffer)
+    assert result is buffer
+    np.testing.assert_allclose(result, J.T @ J, rtol=1e-12, atol=1e-12)
+    # the Kronecker path must be among those exercised
+    blocks = curvature._factors(model, X, np.dtype(np.float64))
+    uses_kron = any(kron < direct for i, a in enumerate(blocks) for j, b in enumerate(blocks)
+                    if j >= i for direct, kron in [curvature._pair_costs(a, b, sizes[-1], i == j)])
+    assert uses_kron or sizes == [3, 6, 2]
+
+
+def test_gauss_newton_out_must_fit() -> None:
+    model = mlp([3, 6, 2], activation="tanh", seed=0, dtype="float64")
+    X = np.random.default_rng(0).normal(size=(7, 3))
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous float64 array of shape"):
+        gauss_newton(model, X, out=np.zeros((3, 3)))

@@ -134,8 +134,12 @@ def _pair_costs(a: _Block, b: _Block, n_outputs: int, diagonal: bool) -> tuple[f
     return direct, kron + 4.0 * a.size * b.size * half / max(1, n_outputs)
 
 
-def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool) -> None:
-    """Add Σ_b (L_bᵀL′_b) ⊗ (x_b x′_bᵀ) to ``out`` (the (P_a, P_b) block, a view)."""
+def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate: bool) -> None:
+    """Write (or with ``accumulate`` add) Σ_b (L_bᵀL′_b) ⊗ (x_b x′_bᵀ) into ``out``.
+
+    ``out`` is the (P_a, P_b) block, a view. For a ``diagonal`` pair only the upper block
+    triangle (i′ ≥ the tile's first i) is written; :func:`_mirror_kron_diagonal` fills the rest.
+    """
     k1, n1 = a.n_rows, a.x.shape[1]
     k2, n2 = b.n_rows, b.x.shape[1]
     out4 = out.reshape(k1, n1, k2, n2)
@@ -143,7 +147,11 @@ def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool) -> None:
     if a.left is None and b.left is None:
         # Output layer: L = I for both, so M_b = I and the pair is I_k ⊗ XᵀX′.
         idx = np.arange(k1)
-        out4[idx, :, idx, :] += gram
+        if accumulate:
+            out4[idx, :, idx, :] += gram
+        else:
+            out4[...] = 0.0
+            out4[idx, :, idx, :] = gram
         return
     if a.left is None:
         m_b = b.left  # (B, k1, k2): Iᵀ L′
@@ -164,7 +172,11 @@ def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool) -> None:
         coeff = m_b[:, i0:i1, j0:].reshape(n_samples, -1)
         tile = scratch[:coeff.shape[1] * n1 * n2].reshape(coeff.shape[1], n1 * n2)
         np.matmul(coeff.T, outer, out=tile)
-        out4[i0:i1, :, j0:, :] += tile.reshape(i1 - i0, k2 - j0, n1, n2).transpose(0, 2, 1, 3)
+        reordered = tile.reshape(i1 - i0, k2 - j0, n1, n2).transpose(0, 2, 1, 3)
+        if accumulate:
+            out4[i0:i1, :, j0:, :] += reordered
+        else:
+            out4[i0:i1, :, j0:, :] = reordered
 
 
 def _mirror_kron_diagonal(block: _Block, out: np.ndarray) -> None:
@@ -185,6 +197,7 @@ def gauss_newton(
     chunk_size: int | None = None,
     dtype: DTypeLike | None = None,
     curvature_sqrt: Any = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """JᵀJ and Jᵀe of the network's outputs w.r.t. θ, summed over samples, without forming J.
 
@@ -211,6 +224,10 @@ def gauss_newton(
     curvature_sqrt : array-like, optional
         C_b per sample: shape (B,) for a scalar c_b (H_b = c_b² I, e.g. √(sample weight)),
         (B, m) for a diagonal (H_b = diag(c_b²)), or (B, r, m) for a matrix. None: H_b = I.
+    out : ndarray, shape (P, P), optional
+        Write JᵀJ here (C-contiguous, of the accumulation dtype) instead of a new array.
+        For large P the first write to fresh memory costs more than the arithmetic, so a
+        caller that builds JᵀJ repeatedly (an optimizer, every epoch) reuses one buffer.
 
     Returns
     -------
@@ -246,11 +263,23 @@ def gauss_newton(
     if sqrt_h is not None and sqrt_h.ndim == 3:
         n_outputs = sqrt_h.shape[1]  # the rows of C_b L_b
 
-    jtj = np.zeros((model.n_params, model.n_params), dtype=acc)
+    shape = (model.n_params, model.n_params)
+    if out is None:
+        # Not zeroed: the first chunk writes every entry (later chunks add to them).
+        jtj = np.empty(shape, dtype=acc)
+    else:
+        if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != acc \
+                or not out.flags.c_contiguous:
+            got = (f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray)
+                   else type(out).__name__)
+            raise ValueError(f"{owner}: out must be a C-contiguous {acc} array of shape "
+                             f"{shape}; got {got}.")
+        jtj = out
     jte = None if e is None else np.zeros(model.n_params, dtype=acc)
     plan: list[tuple[int, int, bool]] = []
     blocks: list[_Block] = []
     for rows in _chunks(n_samples, step):
+        first = rows.start == 0
         blocks = _factors(model, X[rows], acc)
         if not plan:  # block shapes do not change from chunk to chunk
             scaled = blocks if sqrt_h is None else _scale_blocks(blocks, sqrt_h[rows])
@@ -268,7 +297,10 @@ def gauss_newton(
             # (and, unweighted, Jᵀe from the same rows).
             dense = BlockRow([Kronecker(b.x, b.n_rows, b.left) for b in blocks]).dense()
             dense = dense.reshape(-1, dense.shape[-1])
-            jtj += dense.T @ dense
+            if first:
+                np.matmul(dense.T, dense, out=jtj)
+            else:
+                jtj += dense.T @ dense
             if jte is not None and e is not None and sqrt_h is None:
                 jte += dense.T @ e[rows].reshape(-1)
             continue
@@ -277,11 +309,14 @@ def gauss_newton(
             a, b = blocks[ia], blocks[ib]
             target = jtj[a.cols, b.cols]
             if use_kron:
-                _kron_pair(a, b, target, ia == ib)
+                _kron_pair(a, b, target, ia == ib, accumulate=not first)
             else:
                 ra = dense_rows[ia] if ia in dense_rows else dense_rows.setdefault(ia, a.rows())
                 rb = dense_rows[ib] if ib in dense_rows else dense_rows.setdefault(ib, b.rows())
-                target += ra.T @ rb
+                if first:
+                    target[...] = ra.T @ rb
+                else:
+                    target += ra.T @ rb
     if any(use_kron for _, _, use_kron in plan):
         # Only the upper block triangle was accumulated (and, for a diagonal pair done the
         # Kronecker way, its upper half): complete it by symmetry.

@@ -98,7 +98,8 @@ class _NormalEquations:
     """
 
     def __init__(self, model: Sequential, X: np.ndarray, grad_rows: np.ndarray,
-                 chunk_size: int | None, dual: bool, sqrt_h: np.ndarray | None = None) -> None:
+                 chunk_size: int | None, dual: bool, sqrt_h: np.ndarray | None = None,
+                 buffer: np.ndarray | None = None) -> None:
         self.model, self.X, self.dual = model, X, dual
         self.n_params = model.n_params
         self.row_scale = sqrt_h
@@ -114,7 +115,7 @@ class _NormalEquations:
             self.jte = jtv(model, X, grad_rows, chunk_size=chunk_size).astype(_F64)
         else:
             jtj, jte = gauss_newton(model, X, grad_rows, chunk_size=chunk_size, dtype=_F64,
-                                    curvature_sqrt=sqrt_h)
+                                    curvature_sqrt=sqrt_h, out=buffer)
             assert jte is not None
             self.jtj, self.jte = jtj, jte
         self._jw: np.ndarray | None = None
@@ -182,6 +183,7 @@ class SecondOrderOptimizer:
         self.stop_reason: str | None = None
         self.n_epochs = 0
         self._memo: tuple[Any, ...] | None = None
+        self._buffer: np.ndarray | None = None
 
     #: Whether this optimizer trains with any loss that has a curvature (else MSE only).
     _any_loss: ClassVar[bool] = True
@@ -276,9 +278,11 @@ class SecondOrderOptimizer:
         if isinstance(loss, MSELoss):
             rows = loss.residuals(prediction, target)
             if weights is None:
-                return _NormalEquations(model, X, rows, self.chunk_size, dual)
+                return _NormalEquations(model, X, rows, self.chunk_size, dual,
+                                        buffer=self._gram_buffer(model, dual))
             rows = rows.astype(_F64) * weights[:, None]
-            return _NormalEquations(model, X, rows, self.chunk_size, dual, np.sqrt(weights))
+            return _NormalEquations(model, X, rows, self.chunk_size, dual, np.sqrt(weights),
+                                    buffer=self._gram_buffer(model, dual))
         z = prediction.astype(_F64)
         unscale = 1.0 / loss._scale(X.shape[0])
         rows = loss.grad(z, target) * unscale
@@ -304,7 +308,18 @@ class SecondOrderOptimizer:
             rows = rows * weights[:, None]
             root_w = np.sqrt(weights)
             sqrt_h = sqrt_h * (root_w[:, None] if sqrt_h.ndim == 2 else root_w[:, None, None])
-        return _NormalEquations(model, X, rows, self.chunk_size, False, sqrt_h)
+        return _NormalEquations(model, X, rows, self.chunk_size, False, sqrt_h,
+                                buffer=self._gram_buffer(model, False))
+
+    def _gram_buffer(self, model: Sequential, dual: bool) -> np.ndarray | None:
+        """One (P, P) float64 array reused for JᵀJ every epoch (fresh pages cost more than
+        the products for large P); None in the dual form, which never forms JᵀJ."""
+        if dual:
+            return None
+        shape = (model.n_params, model.n_params)
+        if self._buffer is None or self._buffer.shape != shape:
+            self._buffer = np.empty(shape, dtype=_F64)
+        return self._buffer
 
     def _use_dual(self, model: Sequential, X: np.ndarray) -> bool:
         return X.shape[0] * model.out_features < model.n_params
