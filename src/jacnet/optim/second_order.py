@@ -46,6 +46,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -169,6 +170,11 @@ class SecondOrderOptimizer:
 
     full_batch: ClassVar[bool] = True
     name: ClassVar[str] = ""
+    # The damping schedule of _damped_search (set by the optimizers that use it).
+    mu: float
+    mu_dec: float
+    mu_inc: float
+    mu_max: float
     _config: dict[str, Any]
 
     def __init__(self, *, goal: float, min_grad: float, max_fail: int,
@@ -310,6 +316,42 @@ class SecondOrderOptimizer:
             sqrt_h = sqrt_h * (root_w[:, None] if sqrt_h.ndim == 2 else root_w[:, None, None])
         return _NormalEquations(model, X, rows, self.chunk_size, False, sqrt_h,
                                 buffer=self._gram_buffer(model, False))
+
+    def _converged(self, value: float, grad_norm: float) -> bool:
+        """trainlm's first two stopping rules: the loss reached ``goal``, or the gradient
+        norm fell below ``min_grad``; sets ``stop_reason``."""
+        if value <= self.goal:
+            self.stop_reason = "goal"
+        elif grad_norm < self.min_grad:
+            self.stop_reason = "min_grad"
+        return self.stop_reason is not None
+
+    def _damped_search(self, model: Sequential, theta: np.ndarray,
+                       solve: Callable[[float], np.ndarray],
+                       accept: Callable[[], Any]) -> Any:
+        """trainlm's μ loop: try θ − Δ(μ); keep the first step that ``accept`` takes.
+
+        ``solve(mu)`` gives Δ; ``accept()`` judges the parameters now in ``model`` and
+        returns None to reject them. On acceptance μ ← μ·μ_dec and ``accept``'s result is
+        returned; on rejection (or a failed factorisation) θ is restored and μ ← μ·μ_inc.
+        When μ passes μ_max, ``stop_reason`` is "mu_max" and None is returned.
+        """
+        start = model.params.copy()
+        while self.mu <= self.mu_max:
+            try:
+                step: np.ndarray | None = solve(self.mu)
+            except np.linalg.LinAlgError:
+                step = None
+            if step is not None and np.all(np.isfinite(step)):
+                model.params[...] = theta - step
+                result = accept()
+                if result is not None:
+                    self.mu = max(self.mu * self.mu_dec, 1e-20)
+                    return result
+                model.params[...] = start
+            self.mu *= self.mu_inc
+        self.stop_reason = "mu_max"
+        return None
 
     def _gram_buffer(self, model: Sequential, dual: bool) -> np.ndarray | None:
         """One (P, P) float64 array reused for JᵀJ every epoch (fresh pages cost more than
@@ -571,31 +613,20 @@ class LevenbergMarquardt(SecondOrderOptimizer):
         gradient = system.jte + decay_term * theta if decay else system.jte
         grad_norm = scale * float(np.linalg.norm(gradient))
         info = {"loss": value, "mu": self.mu, "grad_norm": grad_norm}
-        if value <= self.goal:
-            self.stop_reason = "goal"
+        if self._converged(value, grad_norm):
             return info
-        if grad_norm < self.min_grad:
-            self.stop_reason = "min_grad"
-            return info
-        start = model.params.copy()
-        while self.mu <= self.mu_max:
-            try:
-                step = system.solve(1.0, self.mu + decay_term, decay_term, theta)
-            except np.linalg.LinAlgError:
-                step = None
-            if step is not None and np.all(np.isfinite(step)):
-                model.params[...] = theta - step
-                trial = self._evaluate(model, loss, X, target)[1]
-                if decay:
-                    trial += self._penalty(model.params.astype(_F64), mask)
-                if trial < value:
-                    self.mu = max(self.mu * self.mu_dec, 1e-20)
-                    info.update(loss=trial, mu=self.mu)
-                    return info
-                model.params[...] = start
-            self.mu *= self.mu_inc
-        self.stop_reason = "mu_max"
+
+        def accept() -> float | None:
+            trial = self._evaluate(model, loss, X, target)[1]
+            if decay:
+                trial += self._penalty(model.params.astype(_F64), mask)
+            return trial if trial < value else None
+
+        trial = self._damped_search(
+            model, theta, lambda mu: system.solve(1.0, mu + decay_term, decay_term, theta), accept)
         info["mu"] = self.mu
+        if trial is not None:
+            info["loss"] = trial
         return info
 
 
@@ -650,11 +681,7 @@ class GaussNewton(SecondOrderOptimizer):
         system = self._system(model, loss, X, target, prediction, dual)
         grad_norm = scale * float(np.linalg.norm(system.jte))
         info = {"loss": value, "mu": 0.0, "grad_norm": grad_norm, "step_size": 0.0}
-        if value <= self.goal:
-            self.stop_reason = "goal"
-            return info
-        if grad_norm < self.min_grad:
-            self.stop_reason = "min_grad"
+        if self._converged(value, grad_norm):
             return info
         diagonal = np.diag(system.kernel if system.dual else system.jtj)
         jitter, step = 0.0, None
@@ -776,40 +803,29 @@ class BayesianRegularization(SecondOrderOptimizer):
         grad_norm = 2.0 * float(np.linalg.norm(beta * system.jte + alpha * theta))
         info = {"loss": value, "mu": self.mu, "grad_norm": grad_norm, "gamma": self.gamma,
                 "alpha": alpha, "beta": beta, "objective": objective}
-        if value <= self.goal:
-            self.stop_reason = "goal"
+        if self._converged(value, grad_norm):
             return info
-        if grad_norm < self.min_grad:
-            self.stop_reason = "min_grad"
-            return info
-        start = model.params.copy()
-        while self.mu <= self.mu_max:
-            try:
-                step = system.solve(beta, alpha + self.mu, alpha, theta)
-            except np.linalg.LinAlgError:
-                step = None
-            if step is not None and np.all(np.isfinite(step)):
-                model.params[...] = theta - step
-                new_value = self._evaluate(model, loss, X, target)[1]
-                new_theta = model.params.astype(_F64)
-                new_sse, new_ssw = 2.0 * new_value / scale, float(new_theta @ new_theta)
-                trial = beta * new_sse + alpha * new_ssw
-                if trial < objective:
-                    self.mu = max(self.mu * self.mu_dec, 1e-20)
-                    # MacKay's update, with JᵀJ at the start of the epoch (as trainbr).
-                    eig = np.clip(system.eigenvalues(), 0.0, None)
-                    self.gamma = float(np.sum(beta * eig / (beta * eig + alpha)))
-                    self.alpha = 1.0 if new_ssw == 0.0 else self.gamma / (2.0 * new_ssw)
-                    self.beta = 1.0 if new_sse == 0.0 else \
-                        (n_residuals - self.gamma) / (2.0 * new_sse)
-                    info.update(loss=new_value, mu=self.mu, gamma=self.gamma,
-                                alpha=self.alpha, beta=self.beta,
-                                objective=self.beta * new_sse + self.alpha * new_ssw)
-                    return info
-                model.params[...] = start
-            self.mu *= self.mu_inc
-        self.stop_reason = "mu_max"
+        def accept() -> tuple[float, float, float] | None:
+            new_value = self._evaluate(model, loss, X, target)[1]
+            new_theta = model.params.astype(_F64)
+            new_sse, new_ssw = 2.0 * new_value / scale, float(new_theta @ new_theta)
+            if beta * new_sse + alpha * new_ssw >= objective:
+                return None
+            return new_value, new_sse, new_ssw
+
+        accepted = self._damped_search(
+            model, theta, lambda mu: system.solve(beta, alpha + mu, alpha, theta), accept)
         info["mu"] = self.mu
+        if accepted is None:
+            return info
+        new_value, new_sse, new_ssw = accepted
+        # MacKay's update, with JᵀJ at the start of the epoch (as trainbr).
+        eig = np.clip(system.eigenvalues(), 0.0, None)
+        self.gamma = float(np.sum(beta * eig / (beta * eig + alpha)))
+        self.alpha = 1.0 if new_ssw == 0.0 else self.gamma / (2.0 * new_ssw)
+        self.beta = 1.0 if new_sse == 0.0 else (n_residuals - self.gamma) / (2.0 * new_sse)
+        info.update(loss=new_value, gamma=self.gamma, alpha=self.alpha, beta=self.beta,
+                    objective=self.beta * new_sse + self.alpha * new_ssw)
         return info
 
 
