@@ -4,7 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip >/dev/null
 # PyTorch is the tests' oracle; the CPU wheel of this pinned release is what the machine image carries.
 .venv/bin/pip install -q -e '.[test]' 'torch==2.13.0'
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
