@@ -177,3 +177,18 @@ def test_unsaveable_values_are_refused_before_writing(tmp_path, model):
     with pytest.raises(TypeError, match="only arrays, numbers, strings"):
         save_model(tmp_path / "m.npz", model, metadata={"bad": {1, 2}})
     assert not list(tmp_path.iterdir())
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through mkstemp (0600); the result must be as readable as open() makes it."""
+    import os
+
+    from jacnet.io import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644

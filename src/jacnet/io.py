@@ -58,7 +58,8 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     Parameters
     ----------
     path : str or PathLike
-        The file to (re)write; its folder must exist.
+        The file to (re)write; its folder must exist. It gets the permissions a plain
+        ``open`` would give it (0666 less the umask).
     mode : {"wb", "w"}
         Binary or text (UTF-8).
 
@@ -77,6 +78,9 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise FileNotFoundError(f"cannot write {target}: the folder {folder} does not exist.")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp creates the file private (0600); give it the permissions a plain open()
+        # would have, so a saved model or figure is as readable as any other file.
+        os.chmod(tmp_name, 0o666 & ~_umask())
         handle: IO[Any] = (open(fd, "wb") if "b" in mode  # noqa: SIM115 (closed below)
                            else open(fd, "w", encoding="utf-8", newline=""))  # noqa: SIM115
         with handle as f:
@@ -89,6 +93,12 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             os.unlink(tmp_name)
         raise
     _fsync_folder(folder)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -16,7 +16,6 @@ Examples
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,16 +60,12 @@ def _save(fig: Any, path: str | os.PathLike[str] | None) -> None:
     """Write ``fig`` as PNG to ``path`` atomically (nothing when ``path`` is None)."""
     if path is None:
         return
+    from jacnet.io import atomic_write
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as handle:
+        fig.savefig(handle, dpi=DPI, format="png")
 
 
 def _finish(fig: Any, path: str | os.PathLike[str] | None) -> Any:
