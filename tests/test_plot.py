@@ -52,6 +52,20 @@ class FakeHistory:
                 "accuracy": [0.5, 0.7, 0.9], "mu": [1e-2, 1e-3, 1e-4]}
 
 
+def test_plot_history_takes_the_fit_loops_history(tmp_path):
+    """The History that jacnet.training.fit returns, not a stand-in for it."""
+    from jacnet.training import fit
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    y = (X[:, 0] > 0).astype(int)
+    history = fit(mlp([2, 4, 2], seed=0), X, y, loss="cross_entropy", epochs=3,
+                  validation_split=0.25, progress=False)
+    fig = plot_history(history, tmp_path / "fit.png")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy", "lr"]
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), history["loss"])
+
+
 def test_plot_history_takes_a_history_or_a_dict(tmp_path):
     fig = plot_history(FakeHistory(), tmp_path / "h.png")
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy", "mu"]

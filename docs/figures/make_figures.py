@@ -13,7 +13,6 @@ import numpy as np
 
 from jacnet.data import Dataset, load_dataset, train_test_split
 from jacnet.explain import explain, seed_network
-from jacnet.losses import CrossEntropyLoss
 from jacnet.network import Sequential, mlp
 from jacnet.optim import SGD
 from jacnet.plot import (
@@ -23,6 +22,7 @@ from jacnet.plot import (
     plot_history,
     plot_jacobian,
 )
+from jacnet.training import History, fit
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,31 +37,15 @@ SIZES = {
 }
 
 
-def train_moons(epochs: int = 120) -> tuple[Sequential, dict[str, list[float]], Dataset]:
+def train_moons(epochs: int = 120) -> tuple[Sequential, History, Dataset]:
     """A small tanh network on two moons: SGD, step-decayed η, a validation split."""
     data = load_dataset("moons", n_samples=300, seed=0)
     X_train, X_val, y_train, y_val = train_test_split(data.X, data.y, test_size=0.3, seed=0)
     model = mlp([2, 16, 16, 2], activation="tanh", seed=0)
-    loss = CrossEntropyLoss()
-    optimizer = SGD(lr=0.2, momentum=0.9)
-    rng = np.random.default_rng(0)
-    X, y = model.check_input(X_train), y_train
-    history: dict[str, list[float]] = {k: [] for k in
-                                       ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr")}
-    for epoch in range(1, epochs + 1):
-        optimizer.lr = 0.2 * 0.5 ** (epoch // 40)
-        order = rng.permutation(len(y))
-        for start in range(0, len(y), 32):
-            batch = order[start:start + 32]
-            _, grad = loss.value_and_grad(model.forward(X[batch]), y[batch])
-            model.backward(grad, input_grad=False)
-            optimizer.step(model.params, model.grads)
-        history["epoch"].append(epoch)
-        history["lr"].append(optimizer.lr)
-        for prefix, inputs, labels in (("", X_train, y_train), ("val_", X_val, y_val)):
-            out = model(inputs)
-            history[prefix + "loss"].append(loss(out, labels))
-            history[prefix + "accuracy"].append(float(np.mean(out.argmax(axis=1) == labels)))
+    history = fit(model, X_train, y_train, loss="cross_entropy",
+                  optimizer=SGD(lr=0.2, momentum=0.9), epochs=epochs, batch_size=32, seed=0,
+                  validation_data=(X_val, y_val),
+                  schedule=("step", {"step_size": 40, "gamma": 0.5}), progress=False)
     return model, history, data
 
 

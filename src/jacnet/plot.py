@@ -83,6 +83,8 @@ _NOT_METRICS = {"epoch", "loss", "val_loss", "lr", "mu", "time", "step", "second
 
 def _history_dict(history: Any) -> dict[str, list[float]]:
     data = history.to_dict() if hasattr(history, "to_dict") else history
+    if isinstance(data, Mapping) and isinstance(data.get("columns"), Mapping):
+        data = data["columns"]  # History.to_dict(): {"records": ..., "columns": {key: [...]}}
     if not isinstance(data, Mapping):
         raise TypeError(
             "history must be a History (with .to_dict()) or a dict of lists such as "
