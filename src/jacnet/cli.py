@@ -367,40 +367,13 @@ def _predict_values(model: Any, X_scaled: np.ndarray, y_scaler: Any) -> np.ndarr
 
 
 def _plot(history: Any, path: Path) -> bool:
-    try:
-        import matplotlib
+    """The run's curves (loss, metric, learning rate or μ) as PNG; False without matplotlib."""
+    from jacnet.plot import plot_history
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:
+        plot_history(history, path)
     except ImportError:
         return False
-    columns = history.columns
-    metric_keys = [k for k in columns if k not in ("epoch", "loss", "val_loss", "lr", "time")
-                   and not k.startswith("val_")]
-    fig, axes = plt.subplots(1, 1 + bool(metric_keys), figsize=(10 if metric_keys else 5, 3.6))
-    axes = np.atleast_1d(axes)
-    epochs = history["epoch"]
-    for key in ("loss", "val_loss"):
-        if key in columns:
-            axes[0].plot(epochs, history[key], label=key)
-    axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("loss")
-    axes[0].set_yscale("log")
-    axes[0].legend()
-    if metric_keys:
-        key = metric_keys[0]
-        for name in (key, f"val_{key}"):
-            if name in columns:
-                axes[1].plot(epochs, history[name], label=name)
-        axes[1].set_xlabel("epoch")
-        axes[1].set_ylabel(key)
-        axes[1].legend()
-    fig.tight_layout()
-    from jacnet.io import atomic_write
-
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
     return True
 
 
