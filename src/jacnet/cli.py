@@ -26,7 +26,7 @@ import numpy as np
 __all__ = ["main"]
 
 _DEFAULTS: dict[str, Any] = {
-    "data": "digits", "target": None, "task": None, "hidden": [64], "activation": "relu",
+    "data": "digits", "target": None, "task": None, "hidden": [128], "activation": "relu",
     "loss": "auto", "optimizer": "adam", "lr": None, "weight_decay": None, "epochs": 100,
     "batch_size": 32, "seed": 0, "dtype": "float32", "test_size": 0.2,
     "validation_split": 0.0, "early_stopping": False, "patience": 10, "out": None,
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train", help="train a network and write a run folder",
-        description="Train a multilayer perceptron. With no options: 64 ReLU units on the "
+        description="Train a multilayer perceptron. With no options: 128 ReLU units on the "
         "built-in digits data, printing the test accuracy.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fraction of the training rows used for validation [0]")
     model = train.add_argument_group("model")
     model.add_argument("--hidden", type=_hidden, default=None,
-                       help="hidden sizes, e.g. 64 or 128,64 [64]")
+                       help="hidden sizes, e.g. 64 or 128,64 [128]")
     model.add_argument("--activation", default=None,
                        choices=["relu", "tanh", "sigmoid", "leaky_relu", "softplus", "gelu"],
                        help="hidden activation [relu]")
