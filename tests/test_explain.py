@@ -145,16 +145,38 @@ def test_explain_command_reports_bad_input(capsys):
     assert "--x must be numbers" in capsys.readouterr().err
 
 
-def test_inspect_command_with_a_saved_model(tmp_path, capsys, monkeypatch):
+def test_inspect_command_with_a_saved_model(tmp_path, capsys):
+    from jacnet.io import save_model
+
     model = mlp([2, 6, 2], seed=0)
-    saved = tmp_path / "model.json"
-    saved.write_text("{}")
-    # the package exports the function jacnet.explain, so patch the module object itself
-    monkeypatch.setattr(sys.modules["jacnet.explain"], "_load_model", lambda path: model)
-    args = _parse(add_inspect_arguments, [str(saved), "--data", "moons", "--format", "text"])
+    save_model(tmp_path / "model.npz", model)
+    args = _parse(add_inspect_arguments, [str(tmp_path / "model.npz"), "--data", "moons",
+                                          "--format", "text"])
     assert inspect_command(args) == 0
     out = capsys.readouterr().out
     assert "Linear(in_features=2, out_features=6, bias=True)" in out and "‖∂E/∂θ‖" in out
+
+
+def test_inspect_applies_the_scaler_saved_by_jacnet_train(tmp_path, capsys):
+    """A model trained on standardised inputs is inspected on standardised inputs."""
+    from jacnet.cli import main
+    from jacnet.data import load_dataset
+    from jacnet.io import load_model
+    from jacnet.losses import CrossEntropyLoss
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", "iris", "--epochs", "5", "--no-progress",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    args = _parse(add_inspect_arguments, [str(run / "model.npz"), "--data", "iris",
+                                          "--n-samples", "20", "--format", "text"])
+    assert inspect_command(args) == 0
+    tail = capsys.readouterr().out.rsplit("Loss on these samples:", 1)[1]
+    reported = float(tail.split()[0].rstrip("."))
+    saved, data = load_model(run / "model.npz"), load_dataset("iris")
+    X = saved.preprocessing["X"].transform(data.X[:20])
+    expected = CrossEntropyLoss()(saved.model.astype("float64")(X), data.y[:20])
+    assert reported == pytest.approx(expected, rel=1e-4)
 
 
 def test_inspect_command_missing_file(tmp_path, capsys):

@@ -18,7 +18,6 @@ structure and singular values of its Jacobians. ``explain_command`` and
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -977,24 +976,24 @@ def _atomic_write_text(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _load_model(path: str) -> Sequential:
-    """Load a saved model with :mod:`jacnet.io` (``load_model`` or ``load``)."""
+def _load_saved(path: str) -> tuple[Sequential, Any, dict[str, Any]]:
+    """The model, its preprocessing and its metadata from a file written by :mod:`jacnet.io`."""
     if not Path(path).exists():
         raise FileNotFoundError(
             f"model file {path} not found; 'jacnet train' writes one as RUN_FOLDER/model.npz.")
-    try:
-        jio = importlib.import_module("jacnet.io")
-    except ImportError as exc:
-        raise RuntimeError("loading saved models needs jacnet.io, which this installation "
-                           "lacks.") from exc
-    loader = getattr(jio, "load_model", None) or getattr(jio, "load", None)
-    if loader is None:
-        raise RuntimeError("jacnet.io has no load_model/load function.")
-    loaded = loader(path)
-    model = loaded if isinstance(loaded, Sequential) else getattr(loaded, "model", None)
-    if not isinstance(model, Sequential):
-        raise TypeError(f"{path} does not hold a jacnet Sequential model.")
-    return model
+    from jacnet.io import load_model
+
+    saved = load_model(path)
+    return saved.model, saved.preprocessing, dict(saved.metadata or {})
+
+
+def _load_model(path: str) -> Sequential:
+    return _load_saved(path)[0]
+
+
+def _scaler(preprocessing: Any, key: str) -> Any:
+    """The scaler ``jacnet train`` saved for the inputs ("X") or targets ("y"), if any."""
+    return preprocessing.get(key) if isinstance(preprocessing, dict) else None
 
 
 def _print_report(report: Any, fmt: str) -> None:
@@ -1085,18 +1084,21 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 def inspect_command(args: argparse.Namespace) -> int:
     """Body of ``jacnet inspect``: 0 on success, 2 on bad input."""
     try:
-        model = _load_model(args.model)
+        model, preprocessing, metadata = _load_saved(args.model)
         y = None
-        loss: str | Loss = args.loss or "mse"
+        loss: str | Loss = args.loss or metadata.get("loss") or "mse"
         if args.data:
             from jacnet.data import load
 
             dataset = load(args.data, seed=args.seed)
-            X = dataset.X
+            # The network sees data as it was trained on: scaled with the saved statistics.
+            x_scaler, y_scaler = _scaler(preprocessing, "X"), _scaler(preprocessing, "y")
+            X = dataset.X if x_scaler is None else x_scaler.transform(dataset.X)
             if dataset.task == "classification" and model.out_features > 1:
-                y, loss = dataset.y, args.loss or "cross_entropy"
+                y, loss = dataset.y, args.loss or metadata.get("loss") or "cross_entropy"
             elif dataset.task == "regression":
-                y = dataset.y
+                y = dataset.y.reshape(len(dataset.y), -1)
+                y = y if y_scaler is None else y_scaler.transform(y)
         else:
             X = np.random.default_rng(args.seed).normal(size=(args.n_samples, model.in_features))
         info = inspect_model(model, X, y, loss=loss, max_samples=args.n_samples)
