@@ -719,3 +719,14 @@ def test_load_errors(tmp_path):
     anonymous = write_idx(tmp_path / "numbers.idx", np.zeros(2, np.uint8), compress=False)
     with pytest.raises(ValueError, match="images or labels"):
         load(anonymous)
+
+
+def test_npz_labels_that_are_not_codes_are_encoded(tmp_path):
+    """{7, 2000} must give a 2-class problem, not a 2001-way softmax with dead outputs."""
+    X = np.arange(8.0).reshape(4, 2)
+    np.savez(tmp_path / "lab.npz", X=X, y=np.array([2000, 7, 7, 2000]))
+    ds = load_npz(tmp_path / "lab.npz")
+    assert ds.n_classes == 2 and ds.y.tolist() == [1, 0, 0, 1]
+    assert ds.target_names == ["7", "2000"]
+    np.savez(tmp_path / "codes.npz", X=X, y=np.array([0, 1, 2, 1]))
+    assert load_npz(tmp_path / "codes.npz").target_names is None  # already codes: kept

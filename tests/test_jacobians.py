@@ -106,3 +106,8 @@ def test_compose_rejects_mismatched_shapes() -> None:
         compose(Matrix(np.ones((2, 3)), B), Matrix(np.ones((4, 2)), B))
     with pytest.raises(ValueError, match="needs at least one block"):
         BlockRow([])
+
+
+def test_block_row_rejects_blocks_of_different_heights() -> None:
+    with pytest.raises(ValueError, match="blocks side by side must share both"):
+        BlockRow([Matrix(np.ones((2, 3)), B), Matrix(np.ones((4, 3)), B)])

@@ -365,3 +365,23 @@ def test_progress_is_off_when_stderr_is_not_a_terminal(capsys):
     X, y = regression_data(16)
     fit(jacnet.mlp([2, 1], seed=0), X, y, epochs=2)
     assert capsys.readouterr().err == ""
+
+
+def test_sum_reduction_reports_the_summed_loss_on_one_scale():
+    """With reduction="sum" the epoch loss is Σ over samples, like val_loss on the same rows."""
+    from jacnet.losses import MSELoss
+
+    X, y = regression_data(40)
+    h = fit(jacnet.mlp([2, 1], seed=0), X, y, loss=MSELoss("sum"), validation_data=(X, y),
+            batch_size=10, optimizer="sgd", lr=1e-30, shuffle=False, epochs=1, progress=False)
+    assert h["loss"][0] == pytest.approx(h["val_loss"][0], rel=1e-5)
+
+
+def test_a_missing_checkpoint_folder_fails_before_training(tmp_path):
+    X, y = regression_data(16)
+    calls = []
+    with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
+        fit(jacnet.mlp([2, 1], seed=0), X, y, epochs=2, checkpoint=tmp_path / "no" / "c.npz",
+            callbacks=[LambdaCallback(on_epoch_end=lambda e, logs: calls.append(e))],
+            progress=False)
+    assert calls == []

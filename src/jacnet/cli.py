@@ -1,6 +1,6 @@
-"""The ``jacnet`` command: ``train``, ``evaluate`` and ``predict``.
+"""The ``jacnet`` command: ``train``, ``evaluate``, ``predict``, ``explain`` and ``inspect``.
 
-``jacnet train`` with no arguments trains the seed's two-layer network (64 ReLU hidden
+``jacnet train`` with no arguments trains the seed's two-layer network (128 ReLU hidden
 units, cross-entropy, Adam) on the built-in ``digits`` data and prints the test
 accuracy. Each run writes a folder with the model (``model.npz``), the history
 (``history.csv``, ``history.json``), a loss/metric figure (``curves.png``, when
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -178,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jacnet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`jacnet predict ... | head`): not an error of ours. Point
+        # stdout at devnull so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if args.debug:
             raise

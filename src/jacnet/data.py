@@ -848,7 +848,9 @@ def load_npz(path: str | Path, *, task: str | None = None) -> Dataset:
     if task is None:
         task = "classification" if text or y.dtype.kind in "biu" else "regression"
     target_names = _string_list(arrays.get("target_names"))
-    if task == "classification" and (text or (y.dtype.kind in "iuf" and y.size and y.min() < 0)):
+    if task == "classification" and y.ndim == 1 and y.size and not _are_codes(y, target_names):
+        # Labels such as {7, 2000} or {1, 2} become codes 0..K-1 (one output per class
+        # present), and the original values are kept as the class names.
         y, classes = encode_labels(y)
         target_names = [str(c) for c in classes.tolist()]
     return Dataset(
@@ -860,6 +862,17 @@ def load_npz(path: str | Path, *, task: str | None = None) -> Dataset:
         target_names=target_names,
         description=f"NPZ file {path}",
     )
+
+
+def _are_codes(y: np.ndarray, target_names: list[str] | None) -> bool:
+    """Whether integer labels already are class codes: 0..K-1 with every class present, or
+    indices into the file's own ``target_names``."""
+    if y.dtype.kind not in "biu" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
+        return False
+    present = np.unique(y)
+    if target_names is not None:
+        return bool(present.min() >= 0 and present.max() < len(target_names))
+    return bool(np.array_equal(present, np.arange(present.size)))
 
 
 def _string_list(array: np.ndarray | None) -> list[str] | None:

@@ -291,6 +291,12 @@ class BlockRow(JacobianOperator):
         self.names = list(names) if names is not None else [str(i) for i in range(len(blocks))]
         self.batch_size = self.blocks[0].batch_size
         self.n_out = self.blocks[0].n_out
+        for i, block in enumerate(self.blocks):
+            if (block.batch_size, block.n_out) != (self.batch_size, self.n_out):
+                raise ValueError(
+                    f"BlockRow: block {i} is {block.shape} (batch, out, in) but block 0 has "
+                    f"batch {self.batch_size} and {self.n_out} outputs; blocks side by side "
+                    "must share both.")
         self.n_in = sum(block.n_in for block in self.blocks)
         bounds = np.cumsum([0] + [block.n_in for block in self.blocks])
         self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]

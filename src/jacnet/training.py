@@ -27,6 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -711,6 +712,11 @@ def fit(
         cbs.append(EarlyStopping("val_loss", patience=patience, min_delta=min_delta,
                                  restore_best=restore_best))
     if checkpoint is not None:
+        folder = Path(checkpoint).parent
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"checkpoint={str(checkpoint)!r}: the folder {folder} does not exist; create "
+                "it first (checked before training, so no epoch is lost).")
         cbs.append(ModelCheckpoint(checkpoint, every=checkpoint_every or 1))
     elif checkpoint_every is not None:
         raise ValueError("checkpoint_every= needs checkpoint= a file path to write to.")
@@ -897,6 +903,7 @@ class _Loop:
             metric.reset()
         total = 0.0
         isfinite = math.isfinite
+        mean = loss.reduction == "mean"  # the epoch's loss: mean over samples, or their sum
         for start in range(0, n, bs):
             rows = slice(start, start + bs) if order is None else order[start:start + bs]
             xb, tb = X[rows], target[rows]
@@ -907,14 +914,14 @@ class _Loop:
                 value, grad = self._weighted(out, tb, weights[rows])
             if not isfinite(value):
                 return {"diverged": f"the loss is {value} at batch {start // bs + 1}"}
-            total += value * xb.shape[0]
+            total += value * xb.shape[0] if mean else value
             for metric in metrics:
                 metric.update(out, tb)
             model.backward(grad, input_grad=False)
             if clip is not None:
                 clip_grad_norm(grads, clip)
             optimizer.step(params, grads)
-        record: dict[str, Any] = {"loss": total / n}
+        record: dict[str, Any] = {"loss": total / n if mean else total}
         record.update({metric.name: metric.result() for metric in metrics})
         return record
 
