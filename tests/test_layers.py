@@ -380,3 +380,10 @@ def test_loss_errors() -> None:
         get_loss("hinge")
     with pytest.raises(TypeError, match="must hold numbers"):
         MSELoss()(np.zeros((1, 1)), np.array(["a"]))
+
+
+def test_label_mistakes_get_the_right_hint() -> None:
+    with pytest.raises(ValueError, match="look like class labels: train with loss='cross_entropy'"):
+        MSELoss().prepare_target(np.array([0, 2, 1]), 3)
+    codes = CrossEntropyLoss().prepare_target(np.array([[0], [2], [1]]), 3)  # a label column
+    assert codes.tolist() == [0, 2, 1]

@@ -61,9 +61,13 @@ class Loss:
         target = check_array(target, "target", ndim=(1, 2), dtype=dtype, owner=name)
         if target.ndim == 1:
             if n_outputs != 1:
+                labels = target.size and bool(np.all(target == np.round(target)))
+                hint = (" These look like class labels: train with loss='cross_entropy'."
+                        if labels and not self.takes_labels else "")
                 raise ValueError(
                     f"{name}: target has shape {target.shape} but the network has "
                     f"{n_outputs} outputs; pass a target of shape (n_samples, {n_outputs})."
+                    + hint
                 )
             target = target.reshape(-1, 1)
         if target.shape[1] != n_outputs:
@@ -175,6 +179,8 @@ class CrossEntropyLoss(Loss):
                 "class); for a single logit use BCEWithLogitsLoss."
             )
         arr = check_array(target, "target", ndim=(1, 2), owner="CrossEntropyLoss")
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]  # a column of labels (e.g. a one-column DataFrame)
         if arr.ndim == 2:
             return super().prepare_target(arr, n_outputs, dtype)
         return check_labels(arr, n_outputs)
