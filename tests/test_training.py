@@ -385,3 +385,26 @@ def test_a_missing_checkpoint_folder_fails_before_training(tmp_path):
             callbacks=[LambdaCallback(on_epoch_end=lambda e, logs: calls.append(e))],
             progress=False)
     assert calls == []
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    X, y = regression_data(32)
+    ckpt = tmp_path / "c.npz"
+    fit(jacnet.mlp([2, 1], seed=0), X, y, epochs=2, lr=0.01, checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match=r"trained with batch_size=32 \(now 8\).*lr=0\.01"):
+        fit(jacnet.mlp([2, 1], seed=0), X, y, epochs=4, lr=0.5, batch_size=8, resume_from=ckpt,
+            progress=False)
+    resumed = fit(jacnet.mlp([2, 1], seed=0), X, y, epochs=4, resume_from=ckpt, progress=False)
+    assert resumed["lr"] == [0.01] * 4  # lr left out: the checkpoint's
+
+
+def test_a_diverged_run_cannot_be_resumed(tmp_path):
+    X, y = regression_data(32)
+    y = y * 1e30
+    ckpt = tmp_path / "c.npz"
+    with pytest.warns(DivergenceWarning):
+        fit(jacnet.mlp([2, 4, 1], seed=0), X, y, epochs=5, lr=10.0, optimizer="sgd",
+            checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="resuming it would repeat the same steps"):
+        fit(jacnet.mlp([2, 4, 1], seed=0), X, y, epochs=6, lr=10.0, optimizer="sgd",
+            resume_from=ckpt, progress=False)

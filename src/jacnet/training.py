@@ -750,6 +750,12 @@ class _Loop:
         if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm > 0):
             raise ValueError(f"clip_norm must be a number > 0 or None; got {clip_norm!r}.")
         self.clip_norm = None if clip_norm is None else float(clip_norm)
+        # What a resumed run must share with the run it continues (checked in _resume).
+        self.settings: dict[str, Any] = {
+            "loss": self.loss.get_config(), "batch_size": self.batch_size, "lr": lr,
+            "validation_split": float(validation_split),
+            "validation_data": validation_data is not None, "clip_norm": self.clip_norm,
+        }
         self.optimizer = resolve_optimizer(optimizer, model, lr=lr, weight_decay=weight_decay)
         self.full_batch = bool(getattr(self.optimizer, "full_batch", False))
         self.schedule = _resolve_schedule(schedule, self.optimizer, self.epochs)
@@ -807,6 +813,7 @@ class _Loop:
         history = History(monitor=monitor)
         state = TrainingState(model, self.loss, self.optimizer, self.schedule, history, self.epochs)
         state.extra_state["seed"] = self.seed
+        state.extra_state["settings"] = self.settings
         if resume_from is not None:
             self._resume(state, callbacks, resume_from)
         for cb in callbacks:
@@ -968,6 +975,17 @@ class _Loop:
                 f"the checkpoint {path} was trained with seed={s['seed']}; resume with the "
                 "same seed (it fixes the validation split and the shuffling)."
             )
+        saved_settings = s.get("settings") or {}
+        changed = sorted(k for k, v in self.settings.items()
+                         if k in saved_settings and saved_settings[k] != v
+                         and not (k == "lr" and v is None))  # lr=None: keep the saved one
+        if changed:
+            were = ", ".join(f"{k}={saved_settings[k]!r} (now {self.settings[k]!r})"
+                             for k in changed)
+            raise ValueError(
+                f"the checkpoint {path} was trained with {were}; a resumed run continues "
+                "that run, so pass the same settings (or leave lr out), or start a new run."
+            )
         model.params[...] = saved.model.params
         opt = s.get("optimizer") or {}
         name = getattr(self.optimizer, "name", type(self.optimizer).__name__)
@@ -992,5 +1010,11 @@ class _Loop:
             key = f"{i}:{type(cb).__name__}"
             if key in saved_cbs:
                 cb.load_state_dict(saved_cbs[key])
+        if history.stop_reason is not None and history.stop_reason.startswith("diverged"):
+            raise ValueError(
+                f"the checkpoint {path} ends a run that {history.stop_reason.split(';')[0]}; "
+                "resuming it would repeat the same steps. Start a new run with a lower "
+                "learning rate (or clip_norm=), optionally from these parameters."
+            )
         if history.stop_reason is not None:
             state.stop(history.stop_reason)
