@@ -136,6 +136,16 @@ def test_train_regression_on_a_csv_then_evaluate_and_predict(tmp_path, capsys):
     assert lines[0] == "prediction" and len(lines) == 3
     assert abs(float(lines[1]) - 11.0) < 1.0  # 3*0.5 - 0.5 + 10, in target units
 
+    # the file a user predicts for: the target column present but empty, in any position
+    blank = tmp_path / "blank.csv"
+    blank.write_text("price,a,b\n,0.5,0.5\n,-0.5,0.0\n")
+    assert main(["predict", str(out / "model.npz"), str(blank)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == lines[1:]
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("a,b\n")
+    assert main(["predict", str(out / "model.npz"), str(header_only)]) == 1
+    assert "has a header but no data rows" in capsys.readouterr().err
+
 
 def test_evaluate_and_predict_classification_to_csv_and_npz(tmp_path, capsys):
     out = tmp_path / "run"

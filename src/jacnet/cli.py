@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -446,20 +447,44 @@ def _features_for_predict(saved: Any, spec: str, target: Any) -> np.ndarray:
     lower = str(spec).lower()
     n_in = saved.model.in_features
     if lower.endswith(".csv") and Path(spec).is_file():
-        with open(spec, encoding="utf-8-sig", newline="") as f:
-            header = next(csv.reader(f), [])
-        if len(header) == n_in and target is None:
-            # No target column: every column is a feature.
-            try:
-                return np.loadtxt(spec, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
-            except ValueError as exc:
-                raise ValueError(f"{spec}: every cell must be a number ({exc}).") from exc
+        return _csv_features(spec, n_in, target if target is not None
+                             else saved.metadata.get("target"))
     if lower.endswith(".npz") and Path(spec).is_file():
         with np.load(spec, allow_pickle=False) as archive:
             if "X" not in archive.files:
                 raise ValueError(f"{spec} has no array named 'X'; found {archive.files}.")
             return np.asarray(archive["X"], dtype=np.float64)
     return np.asarray(_dataset_for(saved, spec, target).X)
+
+
+def _csv_features(spec: str, n_in: int, target: Any) -> np.ndarray:
+    """The feature columns of a CSV: all of them, or all but the target column (whose cells
+    may be empty: predict never reads it)."""
+    with open(spec, encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f), [])
+    columns = list(range(len(header)))
+    if len(header) == n_in + 1:
+        target = _target_arg(target)
+        if isinstance(target, int):
+            drop = target % len(header)
+        elif target in header:
+            drop = header.index(target)
+        else:
+            drop = len(header) - 1  # the training default: the last column is the target
+        columns.remove(drop)
+    elif len(header) != n_in:
+        raise ValueError(f"{spec} has {len(header)} columns but the model takes {n_in} "
+                         f"features (plus, optionally, the target column).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # loadtxt's own "no data" warning
+        try:
+            X = np.loadtxt(spec, delimiter=",", skiprows=1, ndmin=2, usecols=columns,
+                           dtype=np.float64)
+        except ValueError as exc:
+            raise ValueError(f"{spec}: every feature cell must be a number ({exc}).") from exc
+    if X.shape[0] == 0:
+        raise ValueError(f"{spec} has a header but no data rows.")
+    return X
 
 
 def _predict(args: argparse.Namespace) -> int:
