@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -352,3 +354,54 @@ def test_bayesian_regularization_fits_sinc_on_100_points(seed):
     history = BayesianRegularization().fit(model, x, y, epochs=100)
     assert float(np.mean((model(x) - y) ** 2)) < 1e-4
     assert history["gamma"][-1] > 8
+
+
+def test_a_reused_optimizer_starts_each_fit_afresh():
+    """mu (and BR's alpha, beta, gamma) from a previous fit must not leak into the next."""
+    x = np.linspace(-1, 1, 100)[:, None]
+    lm = LevenbergMarquardt(min_grad=0.0)
+    lm.fit(mlp([1, 4, 1], activation="identity", dtype="float64", seed=0), x, 2 * x + 1)
+    assert lm.stop_reason == "mu_max"
+    fresh = mlp([1, 6, 1], seed=1, dtype="float64")
+    start = fresh.params.copy()
+    history = lm.fit(fresh, x, np.sin(3 * x), epochs=20)
+    assert len(history["loss"]) == 20 and not np.array_equal(fresh.params, start)
+
+
+def test_the_loss_memo_sees_data_changed_in_place():
+    rng = np.random.default_rng(0)
+    X, t = rng.normal(size=(30, 2)), rng.normal(size=(30, 1))
+    model = mlp([2, 5, 1], seed=0, dtype="float64")
+    lm, loss = LevenbergMarquardt(), MSELoss()
+    lm.epoch(model, loss, X, t)
+    t[...] = 100.0  # same arrays and loss object, new targets
+    before, start = loss(model(X), t), model.params.copy()
+    info = lm.epoch(model, loss, X, t)
+    # judged against the loss on the new targets (a remembered small loss would reject
+    # every step until mu_max)
+    assert lm.stop_reason is None and not np.array_equal(model.params, start)
+    assert info["loss"] < before
+
+
+def test_a_system_too_large_for_memory_is_refused_with_the_way_out(monkeypatch):
+    from jacnet.optim import second_order
+
+    monkeypatch.setattr(second_order, "_physical_memory", lambda: 1000)
+    x = np.linspace(-1, 1, 50)[:, None]
+    with pytest.raises(MemoryError, match=r"JᵀJ \(P × P, float64\) needs .* dual form"):
+        LevenbergMarquardt().fit(mlp([1, 4, 1], seed=0, dtype="float64"), x, x, epochs=1)
+
+
+def test_br_warns_when_it_collapses_to_a_constant_fit():
+    """Small-amplitude targets let the prior win (γ → 1): say so instead of failing quietly."""
+    from jacnet.optim.second_order import CollapseWarning
+
+    x = np.linspace(-1, 1, 200)[:, None]
+    y = 0.01 * np.sinc(10 * x / np.pi)
+    with pytest.warns(CollapseWarning, match="standardise or min-max scale the targets"):
+        BayesianRegularization().fit(mlp([1, 20, 1], activation="tanh", seed=0,
+                                         dtype="float64"), x, y, epochs=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapseWarning)  # unit-scale targets: no warning
+        BayesianRegularization().fit(mlp([1, 20, 1], activation="tanh", seed=0,
+                                         dtype="float64"), x, y / 0.01, epochs=100)

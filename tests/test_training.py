@@ -408,3 +408,17 @@ def test_a_diverged_run_cannot_be_resumed(tmp_path):
     with pytest.raises(ValueError, match="resuming it would repeat the same steps"):
         fit(jacnet.mlp([2, 4, 1], seed=0), X, y, epochs=6, lr=10.0, optimizer="sgd",
             resume_from=ckpt, progress=False)
+
+
+def test_a_schedule_of_another_optimizer_is_refused():
+    from jacnet.optim import Adam, StepLR
+
+    X, y = regression_data(16)
+    other = Adam(lr=0.01)
+    with pytest.raises(ValueError, match="drives another optimizer object"):
+        fit(jacnet.mlp([2, 1], seed=0), X, y, optimizer="adam", lr=0.01,
+            schedule=StepLR(other, step_size=1), epochs=2, progress=False)
+    mine = Adam(lr=0.01)
+    h = fit(jacnet.mlp([2, 1], seed=0), X, y, optimizer=mine,
+            schedule=StepLR(mine, step_size=1, gamma=0.5), epochs=3, progress=False)
+    assert h["lr"] == [0.01, 0.005, 0.0025]

@@ -78,7 +78,9 @@ def _finish(fig: Any, path: str | os.PathLike[str] | None) -> Any:
 # Training curves
 # ======================================================================================
 
-_NOT_METRICS = {"epoch", "loss", "val_loss", "lr", "mu", "time", "step", "seconds"}
+_NOT_METRICS = {"epoch", "loss", "val_loss", "lr", "mu", "time", "step", "seconds",
+                # the full-batch optimizers' diagnostics, not quality measures
+                "grad_norm", "alpha", "beta", "gamma", "objective", "step_size"}
 
 
 def _history_dict(history: Any) -> dict[str, list[float]]:

@@ -536,7 +536,15 @@ def _no_bias_mask(model: Sequential) -> np.ndarray:
 
 
 def _resolve_schedule(schedule: Any, optimizer: Any, epochs: int) -> LRSchedule | None:
-    if schedule is None or isinstance(schedule, LRSchedule):
+    if schedule is None:
+        return None
+    if isinstance(schedule, LRSchedule):
+        if schedule.optimizer is not optimizer:
+            raise ValueError(
+                "schedule= drives another optimizer object than the one being trained, so "
+                "it would change nothing here; pass that optimizer as optimizer=, or give the "
+                "schedule by name (schedule='step')."
+            )
         return schedule
     if not isinstance(optimizer, Optimizer):
         raise ValueError("schedule= needs a first-order optimizer with a learning rate.")
@@ -814,6 +822,8 @@ class _Loop:
         state = TrainingState(model, self.loss, self.optimizer, self.schedule, history, self.epochs)
         state.extra_state["seed"] = self.seed
         state.extra_state["settings"] = self.settings
+        if self.full_batch and hasattr(self.optimizer, "reset"):
+            self.optimizer.reset()  # μ (and BR's α, β, γ) from their start, as MATLAB's train
         if resume_from is not None:
             self._resume(state, callbacks, resume_from)
         for cb in callbacks:

@@ -46,6 +46,8 @@ True
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
@@ -58,7 +60,13 @@ from jacnet.losses import CrossEntropyLoss, Loss, MSELoss
 from jacnet.network import Sequential
 from jacnet.optim.first_order import OPTIMIZERS, _check_mask, _check_number
 
-__all__ = ["BayesianRegularization", "GaussNewton", "LevenbergMarquardt", "SecondOrderOptimizer"]
+__all__ = [
+    "BayesianRegularization",
+    "CollapseWarning",
+    "GaussNewton",
+    "LevenbergMarquardt",
+    "SecondOrderOptimizer",
+]
 
 _F64 = np.dtype(np.float64)
 
@@ -85,6 +93,26 @@ def _add_to_diagonal(matrix: np.ndarray, value: float | np.ndarray) -> np.ndarra
     out = matrix.copy()
     out.flat[:: out.shape[0] + 1] += value
     return out
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits_in_memory(n_params: int, owner: str) -> None:
+    """Refuse, with the way out, a P × P system larger than half of this machine's memory."""
+    needed, available = 8 * n_params * n_params, _physical_memory()
+    if available is not None and needed > available // 2:
+        raise MemoryError(
+            f"{owner}: the network has {n_params} parameters, so JᵀJ (P × P, float64) needs "
+            f"{needed / 2**30:.1f} GiB of this machine's {available / 2**30:.1f} GiB. Use a "
+            "smaller network, a first-order optimizer, or (MSE without a weight-decay mask, "
+            "e.g. MLPRegressor(alpha=0)) fewer samples than parameters, where the dual form "
+            "solves an N × N system instead."
+        )
 
 
 class _NormalEquations:
@@ -258,11 +286,13 @@ class SecondOrderOptimizer:
         weights = self._sample_weight
         memo = self._memo
         key = (model, loss, X, target, weights)
+        # The same arrays may hold new values (data scaled in place): their sums go with them.
+        contents = (float(X.sum()), float(np.sum(target)))
         if (memo is not None and all(a is b for a, b in zip(memo[0], key))
-                and np.array_equal(memo[1], model.params)):
-            return memo[2], memo[3]
+                and memo[1] == contents and np.array_equal(memo[2], model.params)):
+            return memo[3], memo[4]
         prediction, value = self._loss_at(model, loss, X, target)
-        self._memo = (key, model.params.copy(), prediction, value)
+        self._memo = (key, contents, model.params.copy(), prediction, value)
         return prediction, value
 
     def _loss_at(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
@@ -317,6 +347,17 @@ class SecondOrderOptimizer:
         return _NormalEquations(model, X, rows, self.chunk_size, False, sqrt_h,
                                 buffer=self._gram_buffer(model, False))
 
+    def reset(self) -> None:
+        """Start afresh: μ back to its configured value, no stop reason, no cached loss or
+        JᵀJ buffer (:meth:`fit` and ``jacnet.training.fit`` call this before training, as
+        MATLAB's ``train`` starts every call from ``trainParam``)."""
+        if "mu" in self._config:
+            self.mu = float(self._config["mu"])
+        self.stop_reason = None
+        self.n_epochs = 0
+        self._memo = None
+        self._buffer = None
+
     def _converged(self, value: float, grad_norm: float) -> bool:
         """trainlm's first two stopping rules: the loss reached ``goal``, or the gradient
         norm fell below ``min_grad``; sets ``stop_reason``."""
@@ -360,6 +401,7 @@ class SecondOrderOptimizer:
             return None
         shape = (model.n_params, model.n_params)
         if self._buffer is None or self._buffer.shape != shape:
+            _check_fits_in_memory(model.n_params, type(self).__name__)
             self._buffer = np.empty(shape, dtype=_F64)
         return self._buffer
 
@@ -440,6 +482,7 @@ class SecondOrderOptimizer:
         owner = type(self).__name__
         epochs = _check_number(epochs, "epochs", owner, low=1, integer=True)
         model, loss, X, target = self._check(model, MSELoss() if loss is None else loss, X, y)
+        self.reset()
         val = None
         if X_val is not None or y_val is not None:
             if X_val is None or y_val is None:
@@ -641,6 +684,11 @@ class GaussNewton(SecondOrderOptimizer):
     loss never increases. If no t in ``max_backtracks`` halvings works, θ is kept and
     ``stop_reason = "line_search"``.
 
+    Undamped steps are only as good as JᵀJ's conditioning: for softmax cross-entropy
+    JᵀHJ is always singular (adding a constant to every logit changes nothing), and on
+    ill-conditioned networks the line search accepts only tiny steps. Prefer
+    :class:`LevenbergMarquardt` there; Gauss–Newton is for well-posed least squares.
+
     Parameters
     ----------
     c : float, default 1e-4
@@ -762,9 +810,15 @@ class BayesianRegularization(SecondOrderOptimizer):
         self.mu_inc = _check_number(mu_inc, "mu_inc", owner, low=1.0, low_closed=False)
         self.mu_max = _check_number(mu_max, "mu_max", owner, low=0.0, low_closed=False)
         self.alpha = self.beta = self.gamma = math.nan
+        self._collapse_warned = False
         self._config = {"mu": self.mu, "mu_dec": self.mu_dec, "mu_inc": self.mu_inc,
                         "mu_max": self.mu_max, "goal": self.goal, "min_grad": self.min_grad,
                         "max_fail": self.max_fail, "chunk_size": self.chunk_size}
+
+    def reset(self) -> None:
+        super().reset()
+        self.alpha = self.beta = self.gamma = math.nan  # re-initialised from the data
+        self._collapse_warned = False
 
     def _state(self) -> dict[str, float]:
         return {"mu": float(self.mu), "alpha": float(self.alpha), "beta": float(self.beta),
@@ -826,7 +880,20 @@ class BayesianRegularization(SecondOrderOptimizer):
         self.beta = 1.0 if new_sse == 0.0 else (n_residuals - self.gamma) / (2.0 * new_sse)
         info.update(loss=new_value, gamma=self.gamma, alpha=self.alpha, beta=self.beta,
                     objective=self.beta * new_sse + self.alpha * new_ssw)
+        if self.gamma < 1.5 and self.n_epochs >= 5 and not self._collapse_warned:
+            self._collapse_warned = True
+            warnings.warn(
+                f"BayesianRegularization: γ = {self.gamma:.2f} effective parameters after "
+                f"{self.n_epochs + 1} epochs: the prior has won and the fit is close to a "
+                "constant. This happens when the targets are small next to the weights' "
+                "scale; standardise or min-max scale the targets (MATLAB's trainbr maps them "
+                "to [-1, 1]), or use LevenbergMarquardt.",
+                CollapseWarning, stacklevel=3)
         return info
+
+
+class CollapseWarning(UserWarning):
+    """Bayesian regularisation has driven the effective number of parameters to about one."""
 
 
 #: BR's initial α as a fraction of β's mean curvature β tr(JᵀJ)/P (see BayesianRegularization).
