@@ -134,6 +134,11 @@ class _NormalEquations:
         self.row_scale = sqrt_h
         if dual:
             assert sqrt_h is None or sqrt_h.ndim == 1
+            if model.dtype != _F64:
+                # As the primal form accumulates JᵀJ in float64: a float32 kernel JJᵀ has
+                # eigenvalues of ±1e-6 that break Cholesky at small μ.
+                model, X = model.astype(_F64), X.astype(_F64)
+                self.model, self.X = model, X
             e = grad_rows.astype(_F64)
             kernel = ntk(model, X).astype(_F64, copy=False)
             if sqrt_h is not None:
@@ -141,7 +146,7 @@ class _NormalEquations:
                 s = np.repeat(sqrt_h, model.out_features)
                 kernel = kernel * s[:, None] * s[None, :]
             self.e, self.kernel = e.ravel(), kernel
-            self.jte = jtv(model, X, grad_rows, chunk_size=chunk_size).astype(_F64)
+            self.jte = jtv(model, X, grad_rows.astype(_F64), chunk_size=chunk_size)
         else:
             jtj, jte = gauss_newton(model, X, grad_rows, chunk_size=chunk_size, dtype=_F64,
                                     curvature_sqrt=sqrt_h, out=buffer)
@@ -167,8 +172,7 @@ class _NormalEquations:
         coeff_rhs = self.e
         if a != 0.0 and w is not None:
             if self._jw is None:
-                params = w.astype(self.model.dtype)
-                jw = self.model.jvp(self.X, param_tangent=params)[1].astype(_F64)
+                jw = self.model.jvp(self.X, param_tangent=w)[1].astype(_F64)
                 if self.row_scale is not None:
                     jw *= self.row_scale[:, None]
                 self._jw = jw.ravel()
@@ -177,7 +181,7 @@ class _NormalEquations:
         coeff_rows = coeff.reshape(self.X.shape[0], -1)
         if self.row_scale is not None:
             coeff_rows = coeff_rows * self.row_scale[:, None]
-        step = jtv(self.model, self.X, coeff_rows.astype(self.model.dtype)).astype(_F64)
+        step = jtv(self.model, self.X, coeff_rows).astype(_F64)
         if a != 0.0 and w is not None:
             step += (a / d) * w
         return step
