@@ -425,3 +425,20 @@ def test_max_iter_warns_convergence(digits):
         warnings.simplefilter("error", ConvergenceWarning)
         with pytest.raises(ConvergenceWarning, match="Maximum iterations"):
             MLPClassifier((4,), max_iter=1, random_state=0).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("amplitude", [0.01, 100.0])
+def test_br_is_indifferent_to_the_targets_scale(amplitude):
+    """trainbr maps targets to [-1, 1]; so does solver='br', folding the map back after."""
+    x = np.linspace(-1, 1, 120)[:, None]
+    y = amplitude * np.sinc(10 * x[:, 0] / np.pi)
+    kwargs = dict(hidden_layer_sizes=(20,), activation="tanh", solver="br", random_state=0,
+                  dtype="float64", max_iter=150)
+    reg = MLPRegressor(**kwargs).fit(x, y)
+    unit = MLPRegressor(**kwargs).fit(x, y / amplitude)
+    assert reg.score(x, y) > 0.999 and reg.effective_n_params_ > 8
+    assert reg.effective_n_params_ == pytest.approx(unit.effective_n_params_, rel=1e-6)
+    np.testing.assert_allclose(reg.predict(x), amplitude * unit.predict(x), rtol=1e-6,
+                               atol=1e-9 * amplitude)
+    assert reg.loss_ == pytest.approx(amplitude**2 * unit.loss_, rel=1e-6)

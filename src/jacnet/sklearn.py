@@ -322,7 +322,7 @@ class _BaseMLP(BaseEstimator):
             elif self.solver == "lbfgs":
                 self._fit_lbfgs(X, y, sample_weight)
             else:
-                self._fit_second_order(X, y, sample_weight)
+                self._fit_second_order(X, y, sample_weight, fresh=first_pass)
 
         if not np.isfinite(self.model_.params).all():
             raise ValueError(
@@ -570,7 +570,7 @@ class _BaseMLP(BaseEstimator):
                       else float(result.fun))
 
     def _fit_second_order(self, X: np.ndarray, y: np.ndarray,
-                          sample_weight: np.ndarray | None) -> None:
+                          sample_weight: np.ndarray | None, fresh: bool = True) -> None:
         """Levenberg–Marquardt or Bayesian regularisation, one full-batch epoch per iteration.
 
         ``tol`` is the gradient-norm tolerance (as ``gtol`` for ``"lbfgs"``): the solver
@@ -609,6 +609,19 @@ class _BaseMLP(BaseEstimator):
             decay = 0.0
             optimizer = BayesianRegularization(min_grad=float(self.tol))
         per_output = self.n_outputs_ if isinstance(self._loss, MSELoss) else 1
+        # "br" trains on targets mapped to [-1, 1], as MATLAB's trainbr does through
+        # mapminmax: its evidence updates weigh the data term against the weights' scale,
+        # and small targets let the prior win (a constant fit). The map is folded back
+        # into the output layer afterwards, so the network predicts in the original units.
+        unit, center = 1.0, 0.0
+        if self.solver == "br":
+            low, high = y.min(axis=0), y.max(axis=0)
+            unit = float(np.max(high - low)) / 2.0 or 1.0
+            center = (high + low) / 2.0
+            y = ((y - center) / unit).astype(y.dtype, copy=False)
+            if not fresh:  # a warm start: express the trained network in the scaled units
+                self._rescale_output_layer(1.0 / unit, -center / unit)
+        loss_unit = unit * unit
         self.loss_curve_ = []
         self.mu_curve_: list[float] = []
         if self.solver == "br":
@@ -623,7 +636,7 @@ class _BaseMLP(BaseEstimator):
                 self.n_iter_ += 1
                 weights = params[mask]
                 penalty = 0.5 * decay * float(np.dot(weights, weights)) if decay else 0.0
-                self.loss_ = (info["loss"] - penalty) / per_output + penalty
+                self.loss_ = loss_unit * (info["loss"] - penalty) / per_output + penalty
                 self.loss_curve_.append(self.loss_)
                 self.best_loss_ = min(self.best_loss_, self.loss_)
                 self.mu_curve_.append(float(info["mu"]))
@@ -641,7 +654,18 @@ class _BaseMLP(BaseEstimator):
                     "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
+        finally:
+            if self.solver == "br":
+                self._rescale_output_layer(unit, center)
         self.stop_reason_ = optimizer.stop_reason
+
+    def _rescale_output_layer(self, scale: float, shift: Any) -> None:
+        """Make the last Linear layer compute scale · (W y + b) + shift, in place."""
+        last = [layer for layer in self.model_.layers if isinstance(layer, Linear)][-1]
+        last.weight *= scale
+        if last.bias is not None:
+            last.bias *= scale
+            last.bias += np.asarray(shift, dtype=last.bias.dtype)
 
     # --- prediction -----------------------------------------------------------------
     def _forward_pass_fast(self, X: Any, check_input: bool = True) -> np.ndarray:
