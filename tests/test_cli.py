@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,13 @@ def test_full_batch_optimizers_from_the_command(optimizer, tmp_path, capsys):
     assert "mu" in header
     if optimizer == "br":
         assert "gamma" in header
+
+
+@pytest.mark.parametrize("script", sorted(Path(__file__).parents[1].glob("examples/*.py")),
+                         ids=lambda p: p.name)
+def test_examples_run(script):
+    """The README points at examples/: each must run as written."""
+    env = {**os.environ, "PYTHONPATH": str(Path(jacnet.__file__).parents[1])}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
