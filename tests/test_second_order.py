@@ -405,3 +405,30 @@ def test_br_warns_when_it_collapses_to_a_constant_fit():
         warnings.simplefilter("error", CollapseWarning)  # unit-scale targets: no warning
         BayesianRegularization().fit(mlp([1, 20, 1], activation="tanh", seed=0,
                                          dtype="float64"), x, y / 0.01, epochs=100)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_lm_masked_decay_in_the_dual_form_matches_dense_reference(weighted, monkeypatch):
+    """Fewer residuals than parameters and a weights-only decay: Woodbury with two dampings."""
+    from jacnet.optim import second_order
+
+    X, Y = _data(8, 2, 2)
+    model = mlp([2, 12, 2], seed=0, dtype="float64")  # 62 parameters, 16 residuals
+    mask = np.zeros(model.n_params, dtype=bool)
+    for name, cols in model.parameter_slices().items():
+        mask[cols] = name.endswith(".weight")
+    lam = 0.3
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, 8) if weighted else None
+    dual_systems = []
+    original = second_order._NormalEquations.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        dual_systems.append(self.dual and self.mask is not None)
+
+    monkeypatch.setattr(second_order._NormalEquations, "__init__", spy)
+    lm = LevenbergMarquardt(weight_decay=lam, weight_decay_mask=mask)
+    total = X.shape[0] if weights is None else float(weights.sum())
+    worst = _check_steps(model, MSELoss(), X, Y, lm, weights, decay=lam * total * mask)
+    assert all(dual_systems) and dual_systems
+    assert worst <= 1e-9, worst

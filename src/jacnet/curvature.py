@@ -453,7 +453,8 @@ def per_sample_gradients(model: Sequential, X: Any, grad_output: Any) -> np.ndar
 
 
 # ------------------------------------------------------------------------------ NTK
-def ntk(model: Sequential, X1: Any, X2: Any = None, *, flatten: bool = True) -> np.ndarray:
+def ntk(model: Sequential, X1: Any, X2: Any = None, *, flatten: bool = True,
+        block_weights: Any = None) -> np.ndarray:
     """The empirical neural tangent kernel J(X₁) J(X₂)ᵀ, never forming either Jacobian.
 
     Block by block, (L₁ ⊗ x₁ᵀ)(L₂ ⊗ x₂ᵀ)ᵀ = (L₁ L₂ᵀ)(x₁ · x₂): a kernel of the layer inputs
@@ -468,6 +469,9 @@ def ntk(model: Sequential, X1: Any, X2: Any = None, *, flatten: bool = True) -> 
     flatten : bool, default True
         Return (B1·m, B2·m), rows in sample-then-output order (the row order of the
         stacked Jacobian J); otherwise (B1, m, B2, m).
+    block_weights : sequence of float, optional
+        One factor per parameter block (weight, bias, … in θ order): Σ_l w_l J_l J_lᵀ,
+        i.e. J diag(w) Jᵀ for a diagonal constant on each block. Default all ones.
 
     Returns
     -------
@@ -490,9 +494,18 @@ def ntk(model: Sequential, X1: Any, X2: Any = None, *, flatten: bool = True) -> 
     m = model.out_features
     blocks1 = _factors(model, X1, model.dtype)
     blocks2 = blocks1 if X2 is X1 else _factors(model, X2, model.dtype)
+    if block_weights is None:
+        factors = [1.0] * len(blocks1)
+    else:
+        factors = [float(f) for f in block_weights]
+        if len(factors) != len(blocks1):
+            raise ValueError(f"{owner}: block_weights needs one factor per parameter block "
+                             f"({len(blocks1)}); got {len(factors)}.")
     kernel = np.zeros((X1.shape[0], m, X2.shape[0], m), dtype=model.dtype)
-    for a, b in zip(blocks1, blocks2):
-        inputs = a.x @ b.x.T  # (B1, B2)
+    for a, b, factor in zip(blocks1, blocks2, factors):
+        if factor == 0.0:
+            continue
+        inputs = factor * (a.x @ b.x.T)  # (B1, B2)
         if a.left is None and b.left is None:
             idx = np.arange(m)
             kernel[:, idx, :, idx] += inputs

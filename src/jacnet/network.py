@@ -139,6 +139,11 @@ class Sequential:
         """Where each named parameter lives in ``params``/``grads``."""
         return dict(self._slices)
 
+    def layer_block_slices(self) -> list[slice]:
+        """Where each parameter block (``"0.weight"``, ``"0.bias"``, …) lives, in θ order:
+        the column blocks of the parameter Jacobian."""
+        return list(self._slices.values())
+
     def _shape_of(self, name: str) -> tuple[int, ...]:
         index, attr = name.split(".")
         return self.layers[int(index)].param_shapes[attr]

@@ -95,6 +95,12 @@ def _add_to_diagonal(matrix: np.ndarray, value: float | np.ndarray) -> np.ndarra
     return out
 
 
+def _whole_blocks(model: Sequential, mask: np.ndarray) -> bool:
+    """Whether a weight-decay mask covers whole parameter blocks (weights, biases) only."""
+    return all(bool(mask[cols].all()) or not mask[cols].any()
+               for cols in model.layer_block_slices())
+
+
 def _physical_memory() -> int | None:
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -128,8 +134,9 @@ class _NormalEquations:
 
     def __init__(self, model: Sequential, X: np.ndarray, grad_rows: np.ndarray,
                  chunk_size: int | None, dual: bool, sqrt_h: np.ndarray | None = None,
-                 buffer: np.ndarray | None = None) -> None:
+                 buffer: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
         self.model, self.X, self.dual = model, X, dual
+        self.mask = mask  # the dual form with a weight-decay mask made of whole blocks
         self.n_params = model.n_params
         self.row_scale = sqrt_h
         if dual:
@@ -140,12 +147,18 @@ class _NormalEquations:
                 model, X = model.astype(_F64), X.astype(_F64)
                 self.model, self.X = model, X
             e = grad_rows.astype(_F64)
-            kernel = ntk(model, X).astype(_F64, copy=False)
+            if mask is None:
+                kernels = [ntk(model, X)]
+            else:  # K = K_masked + K_free, kept apart: each gets its own damping
+                in_mask = [bool(mask[cols].all()) for cols in model.layer_block_slices()]
+                kernels = [ntk(model, X, block_weights=[float(f) for f in in_mask]),
+                           ntk(model, X, block_weights=[float(not f) for f in in_mask])]
             if sqrt_h is not None:
                 e = e / np.where(sqrt_h > 0, sqrt_h, 1.0)[:, None]  # ê = S e = S⁻¹ g
                 s = np.repeat(sqrt_h, model.out_features)
-                kernel = kernel * s[:, None] * s[None, :]
-            self.e, self.kernel = e.ravel(), kernel
+                kernels = [k * s[:, None] * s[None, :] for k in kernels]
+            self.e, self.kernels = e.ravel(), [k.astype(_F64, copy=False) for k in kernels]
+            self.kernel = self.kernels[0] if mask is None else self.kernels[0] + self.kernels[1]
             self.jte = jtv(model, X, grad_rows.astype(_F64), chunk_size=chunk_size)
         else:
             jtj, jte = gauss_newton(model, X, grad_rows, chunk_size=chunk_size, dtype=_F64,
@@ -153,6 +166,39 @@ class _NormalEquations:
             assert jte is not None
             self.jtj, self.jte = jtj, jte
         self._jw: np.ndarray | None = None
+
+    def _row_scaled_jvp(self, direction: np.ndarray) -> np.ndarray:
+        """Ĵ v for a parameter direction v, flattened like the residuals."""
+        rows = self.model.jvp(self.X, param_tangent=direction)[1].astype(_F64)
+        if self.row_scale is not None:
+            rows *= self.row_scale[:, None]
+        return rows.ravel()
+
+    def _row_scaled_jtv(self, coeff: np.ndarray) -> np.ndarray:
+        """Ĵᵀ u for u indexed like the residuals."""
+        rows = coeff.reshape(self.X.shape[0], -1)
+        if self.row_scale is not None:
+            rows = rows * self.row_scale[:, None]
+        return jtv(self.model, self.X, rows).astype(_F64)
+
+    def _solve_masked_dual(self, c: float, d: float | np.ndarray, a: float | np.ndarray,
+                           w: np.ndarray | None) -> np.ndarray:
+        """(c ĴᵀĴ + D) Δ = c Ĵᵀê + a ⊙ w with D = diag(d) constant on the masked and on the
+        free parameters, by Woodbury: Δ = D⁻¹ Ĵᵀ (c ê − v) + (a/d) ⊙ w, where
+        v = (I/c + Ĵ D⁻¹ Ĵᵀ)⁻¹ Ĵ D⁻¹ (c Ĵᵀê + a ⊙ w) and Ĵ D⁻¹ Ĵᵀ = K_m/d_m + K_f/d_f."""
+        assert self.mask is not None
+        d_vec = np.broadcast_to(np.asarray(d, dtype=_F64), self.mask.shape)
+        a_vec = np.broadcast_to(np.asarray(a, dtype=_F64), self.mask.shape)
+        d_masked = float(d_vec[self.mask][0]) if self.mask.any() else 1.0
+        d_free = float(d_vec[~self.mask][0]) if (~self.mask).any() else 1.0
+        weighted = self.kernels[0] / d_masked + self.kernels[1] / d_free
+        projected = c * (weighted @ self.e)
+        decay = None if w is None or not a_vec.any() else (a_vec / d_vec) * w
+        if decay is not None:
+            projected = projected + self._row_scaled_jvp(decay)
+        v = _cholesky_solve(_add_to_diagonal(weighted, 1.0 / c), projected)
+        step = self._row_scaled_jtv(c * self.e - v) / d_vec
+        return step if decay is None else step + decay
 
     def trace(self) -> float:
         """tr(JᵀHJ) (= tr(ĴĴᵀ) in the dual form)."""
@@ -168,6 +214,8 @@ class _NormalEquations:
         if not self.dual:
             rhs = c * self.jte if no_decay or w is None else c * self.jte + a * w
             return _cholesky_solve(_add_to_diagonal(c * self.jtj, d), rhs)
+        if self.mask is not None:
+            return self._solve_masked_dual(c, d, a, w)
         assert isinstance(a, float) and isinstance(d, float)
         coeff_rhs = self.e
         if a != 0.0 and w is not None:
@@ -312,17 +360,19 @@ class SecondOrderOptimizer:
         return prediction, self._scale(loss, X.shape[0]) * total
 
     def _system(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
-                prediction: np.ndarray, dual: bool) -> _NormalEquations:
+                prediction: np.ndarray, dual: bool, mask: np.ndarray | None = None
+                ) -> _NormalEquations:
         """The normal equations of the loss on the unnormalised scale (Σ wᵢ ℓᵢ)."""
         weights = self._sample_weight
+        dual_mask = mask if dual else None
         if isinstance(loss, MSELoss):
             rows = loss.residuals(prediction, target)
             if weights is None:
                 return _NormalEquations(model, X, rows, self.chunk_size, dual,
-                                        buffer=self._gram_buffer(model, dual))
+                                        buffer=self._gram_buffer(model, dual), mask=dual_mask)
             rows = rows.astype(_F64) * weights[:, None]
             return _NormalEquations(model, X, rows, self.chunk_size, dual, np.sqrt(weights),
-                                    buffer=self._gram_buffer(model, dual))
+                                    buffer=self._gram_buffer(model, dual), mask=dual_mask)
         z = prediction.astype(_F64)
         unscale = 1.0 / loss._scale(X.shape[0])
         rows = loss.grad(z, target) * unscale
@@ -654,8 +704,10 @@ class LevenbergMarquardt(SecondOrderOptimizer):
         theta = model.params.astype(_F64)
         if decay:
             value += self._penalty(theta, mask)
-        dual = isinstance(loss, MSELoss) and mask is None and self._use_dual(model, X)
-        system = self._system(model, loss, X, target, prediction, dual)
+        dual = (isinstance(loss, MSELoss) and self._use_dual(model, X)
+                and (mask is None or _whole_blocks(model, mask)))
+        system = self._system(model, loss, X, target, prediction, dual,
+                              None if mask is None else mask.astype(bool))
         decay_term: float | np.ndarray = decay if mask is None else decay * mask
         gradient = system.jte + decay_term * theta if decay else system.jte
         grad_norm = scale * float(np.linalg.norm(gradient))
