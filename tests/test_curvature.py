@@ -40,7 +40,7 @@ def test_gauss_newton_matches_dense(sizes, activation, output_activation, batch,
 
 
 def test_gauss_newton_kronecker_path_with_tiles(monkeypatch):
-    # Force small tiles so that the tiled Kronecker products and the mirroring run.
+    # Force small tiles so that the tiled Kronecker products and their mirror images run.
     monkeypatch.setattr(curvature, "_KRON_TILE", 64)
     model, X, J, _ = _setup([6, 9, 4], "tanh", "sigmoid", 13)
     blocks = curvature._factors(model, X, np.dtype(np.float64))

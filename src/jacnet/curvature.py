@@ -137,8 +137,10 @@ def _pair_costs(a: _Block, b: _Block, n_outputs: int, diagonal: bool) -> tuple[f
 def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate: bool) -> None:
     """Write (or with ``accumulate`` add) Σ_b (L_bᵀL′_b) ⊗ (x_b x′_bᵀ) into ``out``.
 
-    ``out`` is the (P_a, P_b) block, a view. For a ``diagonal`` pair only the upper block
-    triangle (i′ ≥ the tile's first i) is written; :func:`_mirror_kron_diagonal` fills the rest.
+    ``out`` is the (P_a, P_b) block, a view. For a ``diagonal`` pair (a block with itself,
+    symmetric) each tile of rows i computes the columns i′ ≥ its first row only, and writes
+    them twice while they are in cache: in place, and transposed into the rows i′ below the
+    tile — so the lower triangle is never read back from memory.
     """
     k1, n1 = a.n_rows, a.x.shape[1]
     k2, n2 = b.n_rows, b.x.shape[1]
@@ -172,21 +174,18 @@ def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate
         coeff = m_b[:, i0:i1, j0:].reshape(n_samples, -1)
         tile = scratch[:coeff.shape[1] * n1 * n2].reshape(coeff.shape[1], n1 * n2)
         np.matmul(coeff.T, outer, out=tile)
-        reordered = tile.reshape(i1 - i0, k2 - j0, n1, n2).transpose(0, 2, 1, 3)
+        tile4 = tile.reshape(i1 - i0, k2 - j0, n1, n2)
+        reordered = tile4.transpose(0, 2, 1, 3)
+        # The mirror image, rows i′ ≥ i1 (the tile's own square is already whole).
+        mirrored = tile4[:, i1 - j0:].transpose(1, 3, 0, 2) if diagonal else None
         if accumulate:
             out4[i0:i1, :, j0:, :] += reordered
+            if mirrored is not None:
+                out4[i1:, :, i0:i1, :] += mirrored
         else:
             out4[i0:i1, :, j0:, :] = reordered
-
-
-def _mirror_kron_diagonal(block: _Block, out: np.ndarray) -> None:
-    """Fill the lower half of a diagonal pair computed by :func:`_kron_pair`."""
-    k, n = block.n_rows, block.x.shape[1]
-    out4 = out.reshape(k, n, k, n)
-    step = max(1, _KRON_TILE // max(1, k * n * n))
-    for i0 in range(step, k, step):
-        i1 = min(i0 + step, k)
-        out4[i0:i1, :, :i0, :] = out4[:i0, :, i0:i1, :].transpose(2, 3, 0, 1)
+            if mirrored is not None:
+                out4[i1:, :, i0:i1, :] = mirrored
 
 
 def gauss_newton(
@@ -318,14 +317,11 @@ def gauss_newton(
                 else:
                     target += ra.T @ rb
     if any(use_kron for _, _, use_kron in plan):
-        # Only the upper block triangle was accumulated (and, for a diagonal pair done the
-        # Kronecker way, its upper half): complete it by symmetry.
-        for ia, ib, use_kron in plan:
-            a, b = blocks[ia], blocks[ib]
+        # Only the upper block triangle was accumulated: complete it by symmetry.
+        for ia, ib, _ in plan:
             if ia != ib:
+                a, b = blocks[ia], blocks[ib]
                 jtj[b.cols, a.cols] = jtj[a.cols, b.cols].T
-            elif use_kron and not (a.left is None and b.left is None):
-                _mirror_kron_diagonal(a, jtj[a.cols, a.cols])
     return jtj, jte
 
 
