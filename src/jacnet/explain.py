@@ -996,6 +996,13 @@ def _scaler(preprocessing: Any, key: str) -> Any:
     return preprocessing.get(key) if isinstance(preprocessing, dict) else None
 
 
+def _emit(report: Any, args: argparse.Namespace) -> None:
+    """Print a report in the chosen format and, with --markdown, also write it as Markdown."""
+    _print_report(report, args.format)
+    if args.markdown:
+        _atomic_write_text(Path(args.markdown), report.to_markdown())
+
+
 def _print_report(report: Any, fmt: str) -> None:
     if fmt == "markdown":
         print(report.to_markdown())
@@ -1054,9 +1061,7 @@ def explain_command(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
         print(f"jacnet explain: error: {exc}", file=sys.stderr)
         return 2
-    _print_report(result, args.format)
-    if args.markdown:
-        _atomic_write_text(Path(args.markdown), result.to_markdown())
+    _emit(result, args)
     if args.figures:
         from jacnet.plot import plot_explanation
         for path in plot_explanation(result, args.figures):
@@ -1105,9 +1110,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
         print(f"jacnet inspect: error: {exc}", file=sys.stderr)
         return 2
-    _print_report(info, args.format)
-    if args.markdown:
-        _atomic_write_text(Path(args.markdown), info.to_markdown())
+    _emit(info, args)
     if args.figures:
         from jacnet.plot import plot_jacobian
 
