@@ -8,7 +8,7 @@ import pytest
 from jacnet import curvature
 from jacnet.curvature import gauss_newton, jtv, ntk, per_sample_gradients
 from jacnet.losses import MSELoss
-from jacnet.network import jacobian, mlp
+from jacnet.network import Sequential, chain_jacobians, is_plain, jacobian, mlp, write_param_jacobian
 
 CASES = [
     # sizes, activation, output activation, batch
@@ -149,3 +149,64 @@ def test_gauss_newton_out_must_fit() -> None:
     X = np.random.default_rng(0).normal(size=(7, 3))
     with pytest.raises(ValueError, match=r"out must be a C-contiguous float64 array of shape"):
         gauss_newton(model, X, out=np.zeros((3, 3)))
+
+
+# --------------------------------------------------------------- the direct (small-network) path
+def _plain_networks():
+    from jacnet.layers import Dropout, Identity, Linear, Tanh
+
+    yield mlp([1, 6, 1], activation="tanh", seed=0, dtype="float64")
+    yield mlp([3, 5, 4, 2], activation="relu", output_activation="sigmoid", seed=1,
+              dtype="float64")
+    yield Sequential([Linear(3, 4, seed=2), Linear(4, 2, bias=False, seed=3)], dtype="float64")
+    yield Sequential([Dropout(0.3, seed=4), Linear(3, 5, seed=5), Tanh(),
+                      Dropout(0.5, seed=6), Linear(5, 3, seed=7), Identity()], dtype="float64")
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_write_param_jacobian_matches_the_operator_chain(index):
+    """The direct writer and the structured operators give the same J, and the same
+    block signature (which decides the Kronecker-or-direct plan)."""
+    model = list(_plain_networks())[index]
+    assert is_plain(model)
+    X = np.random.default_rng(index).normal(size=(9, model.in_features))
+    model.forward(X)  # Dropout in training mode: both read the same masks
+    op = chain_jacobians(model, 9, "params")
+    out = np.full(op.shape, np.nan)
+    write_param_jacobian(model, out)
+    np.testing.assert_array_equal(out, op.dense())
+    assert curvature._signature(model, None) == curvature._signature(model, op)
+
+
+def test_write_param_jacobian_casts_a_float32_network_into_float64():
+    model = mlp([2, 4, 3], seed=0, dtype="float32")
+    X = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    model.forward(X)
+    out = write_param_jacobian(model, np.empty((5, 3, model.n_params)))
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, chain_jacobians(model, 5).dense().astype(np.float64))
+
+
+def test_gauss_newton_of_a_network_with_a_softmax_layer_uses_the_operators():
+    from jacnet.layers import Linear, Softmax, Tanh
+
+    model = Sequential([Linear(3, 4, seed=0), Tanh(), Linear(4, 1, seed=1)], dtype="float64")
+    softmaxed = Sequential([Linear(3, 4, seed=0), Softmax(), Linear(4, 1, seed=1)],
+                           dtype="float64")
+    assert is_plain(model) and not is_plain(softmaxed)
+    X = np.random.default_rng(0).normal(size=(12, 3))
+    J = jacobian(softmaxed, X, wrt="params").reshape(12, -1)
+    jtj, jte = gauss_newton(softmaxed, X, np.ones((12, 1)))
+    np.testing.assert_allclose(jtj, J.T @ J, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(jte, J.sum(axis=0), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("n, p", [(1000, 61), (1003, 40), (50, 61), (300, 200)])
+@pytest.mark.parametrize("first", [True, False])
+def test_add_gram_split_into_row_blocks_equals_one_product(n, p, first):
+    rows = np.random.default_rng(n).normal(size=(n, p))
+    start = np.random.default_rng(p).normal(size=(p, p))
+    out = start.copy()
+    curvature._add_gram(rows, out, first)
+    expected = rows.T @ rows + (0.0 if first else start)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-10)

@@ -432,3 +432,36 @@ def test_lm_masked_decay_in_the_dual_form_matches_dense_reference(weighted, monk
     worst = _check_steps(model, MSELoss(), X, Y, lm, weights, decay=lam * total * mask)
     assert all(dual_systems) and dual_systems
     assert worst <= 1e-9, worst
+
+
+def test_lm_reuses_its_own_forward_pass_for_the_jacobian():
+    """After an epoch whose trial step was accepted at once, the next epoch's Jacobian
+    reads the layers' caches of that trial: one forward pass per trial, none for J."""
+    x = np.linspace(-1, 1, 200)[:, None]
+    y = np.sinc(5 * x / np.pi)
+    model, lm, loss = mlp([1, 8, 1], seed=0, dtype="float64"), LevenbergMarquardt(), MSELoss()
+    lm.epoch(model, loss, x, y)
+    single_trials = 0
+    for _ in range(12):
+        mu, passes = lm.mu, model.n_forward
+        lm.epoch(model, loss, x, y)
+        if np.isclose(lm.mu, mu * lm.mu_dec):  # one trial, accepted
+            single_trials += 1
+            assert model.n_forward - passes == 1
+    assert single_trials
+
+
+def test_lm_does_not_reuse_caches_overwritten_by_another_forward_pass():
+    """A forward pass on other data between epochs (a validation loss, a prediction)
+    leaves the remembered loss valid but not the layers' caches."""
+    x = np.linspace(-1, 1, 120)[:, None]
+    y = np.sinc(5 * x / np.pi)
+    other = np.random.default_rng(0).uniform(-1, 1, (120, 1))
+    a = mlp([1, 6, 1], seed=0, dtype="float64")
+    b = a.copy()
+    lm_a, lm_b, loss = LevenbergMarquardt(), LevenbergMarquardt(), MSELoss()
+    for _ in range(4):
+        lm_a.epoch(a, loss, x, y)
+        lm_b.epoch(b, loss, x, y)
+        b.forward(other)
+    np.testing.assert_array_equal(a.params, b.params)

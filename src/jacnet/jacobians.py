@@ -310,13 +310,23 @@ class BlockRow(JacobianOperator):
             total = total + block.jvp(u[..., cols])
         return total
 
-    def dense(self) -> np.ndarray:
+    def dense(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The materialised Jacobians (B, m, P); with ``out`` (that shape, any float dtype
+        the values cast to safely) written there: a caller that materialises repeatedly
+        reuses one array."""
         if not all(isinstance(block, Kronecker) for block in self.blocks):
-            return np.concatenate([block.dense() for block in self.blocks], axis=-1)
+            full = np.concatenate([block.dense() for block in self.blocks], axis=-1)
+            if out is None:
+                return full
+            out[...] = full
+            return out
         # Every block writes its own columns of one preallocated array: the (B, m, P)
         # result is written once, not built per block and then copied by concatenate.
         kron = [block for block in self.blocks if isinstance(block, Kronecker)]
-        out = np.empty(self.shape, dtype=np.result_type(*(b._dense_dtype() for b in kron)))
+        if out is None:
+            out = np.empty(self.shape, dtype=np.result_type(*(b._dense_dtype() for b in kron)))
+        elif out.shape != self.shape:
+            raise ValueError(f"BlockRow.dense: out must have shape {self.shape}; got {out.shape}.")
         for block, cols in zip(kron, self.slices):
             block._write_dense(out[..., cols])
         return out

@@ -15,8 +15,17 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from jacnet._validation import as_float_dtype, check_array, check_choice
-from jacnet.jacobians import BlockRow, Identity, JacobianOperator, compose
-from jacnet.layers import Layer, Linear, SeedLike, _as_generator, get_activation, layer_from_config
+from jacnet.jacobians import BlockRow, Diagonal, Identity, JacobianOperator, compose
+from jacnet.layers import (
+    Activation,
+    Dropout,
+    Layer,
+    Linear,
+    SeedLike,
+    _as_generator,
+    get_activation,
+    layer_from_config,
+)
 
 
 class Sequential:
@@ -38,6 +47,9 @@ class Sequential:
     grads : ndarray, shape (n_params,)
         ∂loss/∂θ for the last ``backward`` call (overwritten, not accumulated).
     in_features, out_features : int
+    n_forward : int
+        How many forward passes have run: the layers cache the inputs of the last one,
+        which the Jacobians and backward read.
 
     Examples
     --------
@@ -82,6 +94,7 @@ class Sequential:
             resolved = as_float_dtype(dtype)
         self.layers = layers
         self.dtype = resolved
+        self.n_forward = 0
         self.in_features, self.out_features = self._check_chain(layers)
 
         # One flat vector for all parameters, each layer's weight/bias a view into it.
@@ -232,6 +245,9 @@ class Sequential:
 
     def forward(self, X: np.ndarray) -> np.ndarray:
         """Forward pass on a 2-D array already of the network's dtype (no other checks)."""
+        # Counts passes, so that a caller that remembers the count can tell whether the
+        # layers' caches still hold its own pass (see LevenbergMarquardt).
+        self.n_forward += 1
         out = X
         for layer in self.layers:
             out = layer.forward(out)
@@ -411,8 +427,70 @@ def jacobian(model: Sequential, X: Any, wrt: str = "input", *, structured: bool 
     wrt = check_choice(wrt, "wrt", ("input", "params"))
     X = model.check_input(X)
     model.forward(X)
+    result = chain_jacobians(model, X.shape[0], wrt)
+    return result if structured else result.dense()
+
+
+def is_plain(model: Sequential) -> bool:
+    """Whether every layer is ``Linear`` or elementwise (a diagonal Jacobian): the networks
+    whose parameter Jacobian :func:`write_param_jacobian` writes directly."""
+    return all(isinstance(layer, (Linear, Activation, Dropout)) for layer in model.layers)
+
+
+def write_param_jacobian(model: Sequential, out: np.ndarray) -> np.ndarray:
+    """The parameter Jacobian (B, m, P) of the last forward pass, written into ``out``.
+
+    The chain rule of :func:`chain_jacobians` for a network that :func:`is_plain`, with
+    the running product A = ∂z/∂(layer output) kept as a (B, m, k) array instead of
+    operator objects: a ``Linear`` writes its blocks A ⊗ xᵀ (weight) and A (bias) and
+    passes A W down, an elementwise layer passes A diag(f′) down. Fewer steps for small
+    networks, where an optimizer materialises J every epoch; the result is the same.
+    ``out`` may be of a wider float dtype than the model (float64 for a float32 network).
+    """
+    layers = model.layers
+    n_samples, n_outputs = out.shape[0], model.out_features
+    idx = np.arange(n_outputs)
+    above: np.ndarray | None = None  # None: the identity (nothing above yet)
+    for i in range(len(layers) - 1, model._lowest_with_params - 1, -1):
+        layer = layers[i]
+        if isinstance(layer, Linear):
+            x = layer._require_cache("_x")
+            k, n = layer.weight.shape
+            block = out[:, :, model._slices[f"{i}.weight"]].reshape(n_samples, n_outputs, k, n)
+            if above is None:  # I ⊗ xᵀ
+                block[...] = 0
+                block[:, idx, idx, :] = x[:, None, :]
+            else:
+                np.multiply(above[:, :, :, None], x[:, None, None, :], out=block)
+            if layer.bias is not None:
+                bias = out[:, :, model._slices[f"{i}.bias"]]
+                if above is None:
+                    bias[...] = 0
+                    bias[:, idx, idx] = 1
+                else:
+                    bias[...] = above
+            if i > model._lowest_with_params:
+                above = (np.broadcast_to(layer.weight, (n_samples, k, n)) if above is None else
+                         (above.reshape(-1, k) @ layer.weight).reshape(n_samples, n_outputs, n))
+        else:
+            diagonal = layer.jacobian()
+            assert isinstance(diagonal, Diagonal)
+            if above is None:
+                above = np.zeros((n_samples, n_outputs, n_outputs), dtype=diagonal.diagonal.dtype)
+                above[:, idx, idx] = diagonal.diagonal
+            else:
+                above = above * diagonal.diagonal[:, None, :]
+    return out
+
+
+def chain_jacobians(model: Sequential, n_samples: int, wrt: str = "params") -> JacobianOperator:
+    """:func:`jacobian`'s structured result from the layers' caches of the last forward pass.
+
+    For callers that have just run ``model.forward`` on the ``n_samples`` rows themselves
+    (an optimizer that evaluated the loss there): the pass is not repeated.
+    """
     # Reverse accumulation: `above` is ∂z/∂(output of the current layer).
-    above: JacobianOperator = Identity(model.out_features, X.shape[0], model.dtype)
+    above: JacobianOperator = Identity(model.out_features, n_samples, model.dtype)
     blocks: list[JacobianOperator] = []
     names: list[str] = []
     for i in range(len(model.layers) - 1, -1, -1):
@@ -426,5 +504,4 @@ def jacobian(model: Sequential, X: Any, wrt: str = "input", *, structured: bool 
             names[:0] = [f"{i}.{name}" for name in block.names]
         if wrt == "input" or any(model.layers[j].n_params for j in range(i)):
             above = compose(above, layer.jacobian())
-    result: JacobianOperator = above if wrt == "input" else BlockRow(blocks, names)
-    return result if structured else result.dense()
+    return above if wrt == "input" else BlockRow(blocks, names)
