@@ -214,6 +214,25 @@ def test_partial_fit_and_warm_start_match_sklearn(digits):
     assert not np.allclose(fresh.coefs_[0], ours.coefs_[0])  # warm start continued
 
 
+@pytest.mark.parametrize("first, then", [("lbfgs", "adam"), ("lm", "sgd"), ("br", "adam"),
+                                         ("adam", "lm")])
+def test_warm_start_continues_with_another_solver(first, then):
+    """A network fitted by one solver is refined by another (scikit-learn itself fails
+    going from lbfgs to adam with an AttributeError)."""
+    X = np.random.default_rng(0).normal(size=(80, 3))
+    y = np.sin(X.sum(axis=1))
+    reg = MLPRegressor(hidden_layer_sizes=(6,), solver=first, max_iter=20, warm_start=True,
+                       random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg.fit(X, y)
+        start, score = reg.model_.params.copy(), reg.score(X, y)
+        reg.set_params(solver=then, early_stopping=then == "adam")
+        reg.fit(X, y)
+    assert not np.array_equal(reg.model_.params, start)  # continued, not refitted from scratch
+    assert reg.score(X, y) > score - 0.05
+
+
 def test_partial_fit_rules(digits):
     X, y = digits
     assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")

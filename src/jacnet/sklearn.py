@@ -315,6 +315,8 @@ class _BaseMLP(BaseEstimator):
             self._initialize(y, layer_units)
         else:
             self._check_warm_model(layer_units)
+            if self.solver in _STOCHASTIC_SOLVERS and not hasattr(self, "_no_improvement_count"):
+                self._initialize_stochastic()
 
         with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
             if self.solver in _STOCHASTIC_SOLVERS:
@@ -370,17 +372,22 @@ class _BaseMLP(BaseEstimator):
         self._weight_slices = [s for name, s in slices.items() if name.endswith(".weight")]
         self.__dict__.pop("_solver", None)
         if self.solver in _STOCHASTIC_SOLVERS:
-            self.loss_curve_: list[float] = []
-            self._no_improvement_count = 0
-            if self.early_stopping:
-                self.validation_scores_: list[float] | None = []
-                self.best_validation_score_: float | None = -np.inf
-                self.best_loss_: float | None = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
-            self._best_params = model.params.copy()
+            self._initialize_stochastic()
+
+    def _initialize_stochastic(self) -> None:
+        """The bookkeeping of sgd and adam: on a fresh network, or when ``warm_start``
+        continues a network fitted by another solver (lbfgs, lm, br keep none of it)."""
+        self.loss_curve_: list[float] = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_: list[float] | None = []
+            self.best_validation_score_: float | None = -np.inf
+            self.best_loss_: float | None = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+        self._best_params = self.model_.params.copy()
 
     def _make_loss(self) -> Loss:
         name = self._loss_name()
