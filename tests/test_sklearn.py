@@ -268,6 +268,51 @@ def test_lm_fits_sinc_and_records_mu():
     assert loose.stop_reason_ == "min_grad" and loose.n_iter_ < reg.n_iter_
 
 
+def _noisy_sinc(seed=0, n_points=300):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, (n_points, 1))
+    return x, np.sinc(10.0 * x[:, 0] / np.pi) + 0.2 * rng.standard_normal(n_points)
+
+
+def test_lm_early_stopping_keeps_the_best_validation_network(monkeypatch):
+    x, y = _noisy_sinc()
+    seen: list[tuple[float, np.ndarray]] = []
+    score = MLPRegressor._score
+
+    def recording(self, X, y, sample_weight=None):
+        value = score(self, X, y, sample_weight)
+        seen.append((value, self.model_.params.copy()))
+        return value
+
+    monkeypatch.setattr(MLPRegressor, "_score", recording)
+    reg = MLPRegressor(hidden_layer_sizes=(20,), activation="tanh", solver="lm", max_iter=300,
+                       early_stopping=True, n_iter_no_change=5, random_state=0,
+                       dtype="float64").fit(x, y)
+    scores = [value for value, _ in seen]
+    assert reg.stop_reason_ == "validation" and reg.validation_scores_ == scores
+    assert len(scores) == reg.n_iter_ == int(np.argmax(scores)) + 1 + 5
+    assert reg.best_validation_score_ == max(scores)
+    np.testing.assert_array_equal(reg.model_.params, seen[int(np.argmax(scores))][1])
+
+
+def test_lm_early_stopping_classifier_and_br_ignoring_it(digits):
+    X, y = digits
+    clf = MLPClassifier((16,), solver="lm", max_iter=30, early_stopping=True,
+                        n_iter_no_change=3, random_state=0).fit(X[:400], y[:400])
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert 0.5 < clf.best_validation_score_ <= 1.0
+    x = np.linspace(-1.0, 1.0, 60)[:, None]
+    t = np.sin(3.0 * x[:, 0]) + 0.05 * np.random.default_rng(0).standard_normal(60)
+    kwargs = dict(hidden_layer_sizes=(6,), activation="tanh", solver="br", max_iter=15,
+                  random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        br = MLPRegressor(early_stopping=True, **kwargs).fit(x, t)
+        plain = MLPRegressor(**kwargs).fit(x, t)
+    assert br.validation_scores_ is None  # trainbr's rule: the evidence regularises
+    np.testing.assert_array_equal(br.model_.params, plain.model_.params)
+
+
 def test_br_reports_effective_number_of_parameters():
     x = np.linspace(-1.0, 1.0, 60)[:, None]
     y = np.sin(3.0 * x[:, 0]) + 0.05 * np.random.default_rng(0).standard_normal(60)

@@ -437,6 +437,28 @@ class _BaseMLP(BaseEstimator):
             value += 0.5 * float(self.alpha) * squares / sw_sum
         return value
 
+    def _split_validation(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                          early_stopping: bool) -> tuple[Any, ...]:
+        """(X, y, w) for training and (X, y, w) for the validation score: scikit-learn's
+        split of ``validation_fraction`` with ``early_stopping``, else no validation."""
+        if not early_stopping:
+            return X, y, sample_weight, None, None, None
+        # don't stratify in multilabel classification
+        stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+        arrays = [X, y] if sample_weight is None else [X, y, sample_weight]
+        parts = train_test_split(*arrays, random_state=self._random_state,
+                                 test_size=self.validation_fraction, stratify=stratify)
+        X_train, X_val, y_train, y_val = parts[:4]
+        sw_train, sw_val = (parts[4], parts[5]) if sample_weight is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        if is_classifier(self):
+            y_val = self._label_binarizer.inverse_transform(y_val)
+        return X_train, y_train, sw_train, X_val, y_val, sw_val
+
     def _fit_stochastic(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
                         incremental: bool) -> None:
         if not incremental or getattr(self, "_solver", None) is None:
@@ -445,24 +467,8 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
-        if early_stopping:
-            # don't stratify in multilabel classification
-            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
-            arrays = [X, y] if sample_weight is None else [X, y, sample_weight]
-            parts = train_test_split(*arrays, random_state=self._random_state,
-                                     test_size=self.validation_fraction, stratify=stratify)
-            X_train, X_val, y_train, y_val = parts[:4]
-            sw_train, sw_val = (parts[4], parts[5]) if sample_weight is not None else (None, None)
-            if X_val.shape[0] < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' "
-                    "or the size of your dataset."
-                )
-            if is_classifier(self):
-                y_val = self._label_binarizer.inverse_transform(y_val)
-        else:
-            X_train, y_train, sw_train = X, y, sample_weight
-            X_val = y_val = sw_val = None
+        X_train, y_train, sw_train, X_val, y_val, sw_val = self._split_validation(
+            X, y, sample_weight, early_stopping)
 
         n_samples = X_train.shape[0]
         sample_idx = np.arange(n_samples, dtype=int)
@@ -582,7 +588,13 @@ class _BaseMLP(BaseEstimator):
 
         ``tol`` is the gradient-norm tolerance (as ``gtol`` for ``"lbfgs"``): the solver
         stops when ‖∂loss/∂θ‖ < tol, when its damping μ exceeds ``mu_max`` (no step lowers
-        the loss), or after ``max_iter`` iterations. ``"lm"`` minimises scikit-learn's
+        the loss), or after ``max_iter`` iterations. With ``early_stopping``, ``"lm"``
+        holds out ``validation_fraction`` of the data, as the stochastic solvers do, and
+        stops when the validation score has not risen for ``n_iter_no_change`` iterations
+        in a row, keeping the best-scoring network (``trainlm``'s validation stop, with
+        ``n_iter_no_change`` for its ``max_fail``); ``"br"`` ignores ``early_stopping``,
+        as ``trainbr`` does: the evidence, not a held-out set, sets its regularisation.
+        ``"lm"`` minimises scikit-learn's
         objective, the (sample-weighted) mean loss plus ``alpha / (2 n) Σ‖W‖²`` on the
         weights only (a weight-decay mask leaves the intercepts out), for every loss, in
         the generalised Gauss–Newton form. ``"br"`` (regressor, squared error, no
@@ -635,6 +647,13 @@ class _BaseMLP(BaseEstimator):
             self.gamma_curve_: list[float] = []
         self.best_loss_ = np.inf
         self.n_iter_ = 0
+        early_stopping = self.early_stopping and self.solver == "lm"
+        X, y, sample_weight, X_val, y_val, sw_val = self._split_validation(
+            X, y, sample_weight, early_stopping)
+        self.validation_scores_ = [] if early_stopping else None
+        self.best_validation_score_ = -np.inf if early_stopping else None
+        best_params, no_improvement = params.copy(), 0
+        stop_reason: str | None = None
         try:
             for _ in range(self.max_iter):
                 info = optimizer.epoch(model, self._loss, X, y, sample_weight=sample_weight)
@@ -652,6 +671,19 @@ class _BaseMLP(BaseEstimator):
                     self.effective_n_params_ = float(info["gamma"])
                 if self.verbose:
                     print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}, mu = {info['mu']:.3g}")
+                if early_stopping:
+                    score = self._score(X_val, y_val, sample_weight=sw_val)
+                    assert self.validation_scores_ is not None
+                    self.validation_scores_.append(score)
+                    if score > self.best_validation_score_:
+                        self.best_validation_score_ = score
+                        np.copyto(best_params, params)
+                        no_improvement = 0
+                    else:
+                        no_improvement += 1
+                    if no_improvement >= self.n_iter_no_change:
+                        stop_reason = "validation"
+                        break
                 if optimizer.stop_reason is not None:
                     break
             else:
@@ -662,9 +694,11 @@ class _BaseMLP(BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
         finally:
+            if early_stopping and self.validation_scores_:
+                params[...] = best_params
             if self.solver == "br":
                 self._rescale_output_layer(unit, center)
-        self.stop_reason_ = optimizer.stop_reason
+        self.stop_reason_ = stop_reason or optimizer.stop_reason
 
     def _rescale_output_layer(self, scale: float, shift: Any) -> None:
         """Make the last Linear layer compute scale · (W y + b) + shift, in place."""
@@ -776,8 +810,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     loss_ : float
     best_loss_ : float or None
     loss_curve_ : list of float
-        Loss per iteration (stochastic solvers).
+        Loss per iteration (stochastic solvers and ``"lm"``).
     validation_scores_, best_validation_score_ : with ``early_stopping``.
+    mu_curve_ : list of float
+        The damping μ after each iteration (``"lm"``).
+    stop_reason_ : str or None
+        Why ``"lm"`` stopped, as for :class:`MLPRegressor`.
     t_ : int
         Training samples seen (stochastic solvers).
     coefs_ : list of ndarray, ``coefs_[i]`` of shape (n_in, n_out)
@@ -977,7 +1015,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         The last γ (``"br"``).
     stop_reason_ : str or None
         Why ``"lm"``/``"br"`` stopped: ``"min_grad"`` (gradient norm below ``tol``),
-        ``"mu_max"`` (no step lowers the loss), or None (``max_iter`` reached).
+        ``"mu_max"`` (no step lowers the loss), ``"validation"`` (``early_stopping``: no
+        better validation score in ``n_iter_no_change`` iterations), or None
+        (``max_iter`` reached).
 
     Examples
     --------
