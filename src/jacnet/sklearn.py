@@ -674,6 +674,7 @@ class _BaseMLP(BaseEstimator):
                 if early_stopping:
                     score = self._score(X_val, y_val, sample_weight=sw_val)
                     assert self.validation_scores_ is not None
+                    assert self.best_validation_score_ is not None
                     self.validation_scores_.append(score)
                     if score > self.best_validation_score_:
                         self.best_validation_score_ = score
