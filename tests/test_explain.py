@@ -75,6 +75,27 @@ def test_a_wrong_gradient_is_caught(monkeypatch):
     assert "FAILED" in ex.to_text() and "SOME FAILED" in ex.summary()
 
 
+def test_a_relu_input_on_its_kink_is_explained_not_failed():
+    """At u = 0 ReLU has no derivative: finite differences across the corner disagree
+    with the convention f′(0) = 0, so the checks they reach are left out and the report
+    says why; the checks above the kink and the exact ones below it remain."""
+    model = mlp([2, 3, 1], activation="relu", seed=0, dtype="float64")
+    model.layers[0].bias[...] = 0.0
+    ex = explain(model, [0.0, 0.0], [1.0])
+    assert ex.passed
+    assert len(ex.caveats) == 1 and "layer 1 (ReLU), is on its kink at units 0, 1, 2" \
+        in ex.caveats[0] and ex.caveats[0] in ex.to_text()
+    for name in ("∂y/∂u", "∂E/∂u", "∂E/∂V", "∂E/∂b₁", "∂E/∂x", "∂E/∂θ"):
+        assert ex[name].fd_error is None and "cross a kink" in ex[name].note, name
+    for name in ("∂E/∂y", "∂E/∂W", "∂E/∂z"):  # above the kink: still checked
+        assert ex[name].fd_error is not None and ex[name].fd_error < 1e-7, name
+    assert ex["∂E/∂V"].checks  # np.outer and backward still compared
+    # Away from the kink nothing is left out.
+    plain = explain(model, [0.3, -0.2], [1.0])
+    assert plain.passed and not plain.caveats
+    assert all(step.fd_error is not None for step in plain.steps if step.kind != "value")
+
+
 def test_renders_to_markdown_text_and_rich(seed_explanation):
     md = seed_explanation.to_markdown()
     assert md.startswith("# Back-propagation, step by step")

@@ -21,6 +21,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,11 @@ class Explanation(_Report):
     loss_after_step : float
         E after θ ← θ − lr ∂E/∂θ.
     rtol : float
+    symbols : dict of str
+        Names used in the report (``"weights"``: the weight symbols in layer order).
+    caveats : tuple of str
+        What the report cannot check and why (an activation's input on a kink, where
+        finite differences straddle the corner).
     """
 
     model: Sequential
@@ -310,6 +316,7 @@ class Explanation(_Report):
     loss_after_step: float
     rtol: float = 1e-6
     symbols: dict[str, str] = field(default_factory=dict)
+    caveats: tuple[str, ...] = ()
 
     def _title(self) -> str:
         return "Back-propagation, step by step"
@@ -322,6 +329,7 @@ class Explanation(_Report):
             f"loss {self.loss_name}.",
             "Each gradient is a row vector; the gradient handed down is the gradient from "
             "above times the layer's Jacobian.",
+            *self.caveats,
         ]
 
     def _closing(self) -> list[str]:
@@ -610,6 +618,38 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
     def fd_gradient(i: int) -> np.ndarray:
         return _finite_difference(error_from(i), tensors[i], eps)
 
+    # An activation whose input sits on a kink (ReLU at 0) has no derivative there: the
+    # layer takes a convention (f′(0) = 0, as PyTorch does), and central differences
+    # across the corner measure neither side. A finite-difference check whose
+    # perturbation reaches such an input is left out, and the report says why.
+    kinked: dict[int, np.ndarray] = {}
+    caveats: list[str] = []
+    for i, layer in enumerate(m64.layers):
+        if isinstance(layer, Activation) and layer.kinks:
+            u = tensors[i][0]
+            near = 100.0 * eps * max(1.0, float(np.abs(u).max()))
+            distance = np.min(np.abs(u[:, None] - np.asarray(layer.kinks)[None, :]), axis=1)
+            if (distance <= near).any():
+                kinked[i] = units = np.flatnonzero(distance <= near)
+                caveats.append(
+                    f"{t[i]}, the input of layer {i} ({type(layer).__name__}), is on its kink "
+                    f"at unit{'s' if units.size > 1 else ''} {', '.join(map(str, units))}, "
+                    "where the function has no derivative; jacnet uses f′ = "
+                    f"{_format_array(layer.derivative()[0][units])} there, as PyTorch does. "
+                    "Finite differences across the corner measure neither side, so the "
+                    "checks they reach are left out.")
+
+    def crosses(j: int) -> bool:
+        """Whether perturbing tensor j (a layer's input) reaches a kinked input."""
+        return any(i >= j for i in kinked)
+
+    def fd_check(value: np.ndarray, reference: Callable[[], np.ndarray],
+                 crossed: bool) -> list[Comparison]:
+        return [] if crossed else [compare("vs finite differences", value, reference())]
+
+    def kink_note(note: str, crossed: bool) -> str:
+        return note + (" (No finite-difference check: it would cross a kink.)" if crossed else "")
+
     def fd_layer_jacobian(i: int) -> np.ndarray:
         return _finite_difference(ref.layers[i].forward, tensors[i], eps)[0, :, 0, :]
 
@@ -666,17 +706,20 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
                 [compare(f"vs {delta} {inp}ᵀ (np.outer)", grad_weight, np.outer(grad[0], tensors[i][0])),
                  compare(f"vs backward (model.grads['{i}.weight'])", grad_weight,
                          grads[slices[f"{i}.weight"]].reshape(layer.weight.shape)),
-                 compare("vs finite differences", grad_weight, fd_weight(i, "weight", of_error=True))],
-                note=f"(∂E/∂{out}) · ∂{out}/∂vec({W}) reshaped to {W}'s shape, with "
-                     f"{delta}ᵀ = ∂E/∂{out}: used to update {W}.")
+                 *fd_check(grad_weight, partial(fd_weight, i, "weight", of_error=True),
+                           crosses(i + 1))],
+                note=kink_note(f"(∂E/∂{out}) · ∂{out}/∂vec({W}) reshaped to {W}'s shape, with "
+                               f"{delta}ᵀ = ∂E/∂{out}: used to update {W}.", crosses(i + 1)))
             if layer.bias is not None:
                 b = names.biases[i]
                 grad_bias = param_jac.blocks[1].vjp(grad)[0]
                 add(section, f"∂E/∂{b}", f"{delta}ᵀ", "weight gradient", grad_bias, "row vector",
                     [compare(f"vs backward (model.grads['{i}.bias'])", grad_bias,
                              grads[slices[f"{i}.bias"]]),
-                     compare("vs finite differences", grad_bias, fd_weight(i, "bias", of_error=True))],
-                    note=f"∂{out}/∂{b} = I, so the bias gradient is {delta}ᵀ itself.")
+                     *fd_check(grad_bias, partial(fd_weight, i, "bias", of_error=True),
+                               crosses(i + 1))],
+                    note=kink_note(f"∂{out}/∂{b} = I, so the bias gradient is {delta}ᵀ itself.",
+                                   crosses(i + 1)))
             jac: JacobianOperator = layer.jacobian()
             add(section, f"∂{out}/∂{inp}", W, "jacobian", jac.dense()[0], _structure(jac),
                 [compare("vs finite differences", jac.dense()[0], fd_layer_jacobian(i))],
@@ -686,8 +729,9 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
                 "the input gradient (not needed for training; every layer computes it)"
             add(section, f"∂E/∂{inp}", f"{delta}ᵀ {W}", "gradient", grad_below, "row vector",
                 [compare("vs the layer's backward", grad_below, fast_grad),
-                 compare("vs finite differences", grad_below, fd_gradient(i))],
-                note=f"The gradient from above times the Jacobian {W}: {handed}.")
+                 *fd_check(grad_below, partial(fd_gradient, i), crosses(i))],
+                note=kink_note(f"The gradient from above times the Jacobian {W}: {handed}.",
+                               crosses(i)))
         else:
             function = names.functions[i]
             section = f"Layer {i}, {type(layer).__name__}: {out} = {function}({inp})"
@@ -696,8 +740,8 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
             note = ("An elementwise function has a diagonal Jacobian: output k depends on "
                     "input k only." if isinstance(jac, Diagonal) else "")
             add(section, f"∂{out}/∂{inp}", formula, "jacobian", jac.dense()[0], _structure(jac),
-                [compare("vs finite differences", jac.dense()[0], fd_layer_jacobian(i))],
-                operator=jac, note=note)
+                fd_check(jac.dense()[0], partial(fd_layer_jacobian, i), i in kinked),
+                operator=jac, note=kink_note(note, i in kinked))
             grad_below = jac.vjp(grad)
             below = i - 1 if i > 0 and isinstance(m64.layers[i - 1], Linear) else None
             rhs = f"∂E/∂{out} · {formula}" if formula else f"∂E/∂{out} · ∂{out}/∂{inp}"
@@ -705,10 +749,10 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
                 rhs += f" = {names.deltas[below]}ᵀ"
             add(section, f"∂E/∂{inp}", rhs, "gradient", grad_below, "row vector",
                 [compare("vs the layer's backward", grad_below, fast_grad),
-                 compare("vs finite differences", grad_below, fd_gradient(i))],
-                note="The gradient from above times the Jacobian"
-                     + (" (elementwise: ∂E/∂" + out + " ⊙ " + function + "′(" + inp + "))"
-                        if isinstance(jac, Diagonal) else "") + ".")
+                 *fd_check(grad_below, partial(fd_gradient, i), crosses(i))],
+                note=kink_note("The gradient from above times the Jacobian"
+                               + (" (elementwise: ∂E/∂" + out + " ⊙ " + function + "′(" + inp + "))"
+                                  if isinstance(jac, Diagonal) else "") + ".", crosses(i)))
         grad = grad_below
 
     # --- the whole network -----------------------------------------------------------
@@ -725,25 +769,30 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
         ref.params[:] = values
         return np.asarray(loss_fn.value_and_grad(ref.forward(X), d)[0])
 
-    fd_jac = _finite_difference(outputs_at, theta, eps)
-    fd_grad = _finite_difference(error_at, theta, eps)
-    ref.params[:] = theta
+    def fd_at(function: Callable[[np.ndarray], np.ndarray]) -> Callable[[], np.ndarray]:
+        def reference() -> np.ndarray:
+            result = _finite_difference(function, theta, eps)
+            ref.params[:] = theta
+            return result
+        return reference
+
     weights = [names.weights[i] for i in sorted(names.weights)]
     add(section, f"∂{t[-1]}/∂θ", f"[{' '.join(f'∂{t[-1]}/∂vec({w})' for w in weights)}]", "jacobian",
         network_jac.dense()[0], _structure(network_jac),
-        [compare("vs finite differences", network_jac.dense()[0], fd_jac)], operator=network_jac,
-        note="θ is the model's flat parameter vector; each block is A ⊗ (layer input)ᵀ, "
-             "the Kronecker form kept through the chain rule.")
+        fd_check(network_jac.dense()[0], fd_at(outputs_at), crosses(0)), operator=network_jac,
+        note=kink_note("θ is the model's flat parameter vector; each block is A ⊗ (layer "
+                       "input)ᵀ, the Kronecker form kept through the chain rule.", crosses(0)))
     grad_theta = network_jac.vjp(grad_z)
     add(section, "∂E/∂θ", f"∂E/∂{t[-1]} · ∂{t[-1]}/∂θ", "gradient", grad_theta, "row vector",
         [compare("vs backward (model.grads)", grad_theta, grads[None, :]),
-         compare("vs finite differences", grad_theta, fd_grad[None, :])],
-        note="The output gradient times the network's Jacobian: all weight gradients at once.")
+         *fd_check(grad_theta, lambda: fd_at(error_at)()[None, :], crosses(0))],
+        note=kink_note("The output gradient times the network's Jacobian: all weight "
+                       "gradients at once.", crosses(0)))
 
     loss_after = float(error_at(theta - lr * grads))
     ref.params[:] = theta
     return Explanation(m64, X[0], d[0], loss_name, float(E), tuple(steps), float(lr), loss_after,
-                       rtol, {"weights": " ".join(weights)})
+                       rtol, {"weights": " ".join(weights)}, tuple(caveats))
 
 
 # ======================================================================================

@@ -335,6 +335,8 @@ class Activation(Layer):
 
     #: whether ``_derivative`` needs the input x (otherwise only the output y is kept)
     needs_input: ClassVar[bool] = False
+    #: inputs where f has no derivative (a kink); ``_derivative`` takes a convention there
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -424,6 +426,8 @@ class ReLU(Activation):
     array([[0., 2.]])
     """
 
+    kinks: ClassVar[tuple[float, ...]] = (0.0,)
+
     def _apply(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0.0)
 
@@ -448,6 +452,7 @@ class LeakyReLU(Activation):
     """
 
     needs_input = True
+    kinks: ClassVar[tuple[float, ...]] = (0.0,)
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
