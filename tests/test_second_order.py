@@ -434,34 +434,119 @@ def test_lm_masked_decay_in_the_dual_form_matches_dense_reference(weighted, monk
     assert worst <= 1e-9, worst
 
 
-def test_lm_reuses_its_own_forward_pass_for_the_jacobian():
+def test_lm_reuses_its_own_forward_pass_for_the_jacobian(monkeypatch):
     """After an epoch whose trial step was accepted at once, the next epoch's Jacobian
     reads the layers' caches of that trial: one forward pass per trial, none for J."""
+    from jacnet.network import Sequential
+
+    passes = [0]
+    forward = Sequential.forward
+
+    def counting(self, X):
+        passes[0] += 1
+        return forward(self, X)
+
+    monkeypatch.setattr(Sequential, "forward", counting)
     x = np.linspace(-1, 1, 200)[:, None]
     y = np.sinc(5 * x / np.pi)
     model, lm, loss = mlp([1, 8, 1], seed=0, dtype="float64"), LevenbergMarquardt(), MSELoss()
     lm.epoch(model, loss, x, y)
     single_trials = 0
     for _ in range(12):
-        mu, passes = lm.mu, model.n_forward
+        mu, before = lm.mu, passes[0]
         lm.epoch(model, loss, x, y)
         if np.isclose(lm.mu, mu * lm.mu_dec):  # one trial, accepted
             single_trials += 1
-            assert model.n_forward - passes == 1
+            assert passes[0] - before == 1
     assert single_trials
 
 
-def test_lm_does_not_reuse_caches_overwritten_by_another_forward_pass():
-    """A forward pass on other data between epochs (a validation loss, a prediction)
-    leaves the remembered loss valid but not the layers' caches."""
+def _other_pass(kind):
+    other = np.random.default_rng(0).uniform(-1, 1, (120, 1))
+    return {
+        "forward": lambda model: model.forward(other),
+        "jvp": lambda model: model.jvp(other, param_tangent=np.ones(model.n_params)),
+        "a layer": lambda model: model[0].forward(other),
+        "fewer rows": lambda model: model.jvp(other[:50]),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["forward", "jvp", "a layer", "fewer rows"])
+def test_lm_does_not_reuse_caches_overwritten_by_another_pass(kind):
+    """A pass on other data between epochs (a validation loss, a directional derivative,
+    a look at hidden activations) leaves θ and the data as they were, but not the layers'
+    caches: the next epoch must not build J from them."""
+    from jacnet.layers import Dropout, Linear, Tanh
+    from jacnet.network import Sequential
+
     x = np.linspace(-1, 1, 120)[:, None]
     y = np.sinc(5 * x / np.pi)
-    other = np.random.default_rng(0).uniform(-1, 1, (120, 1))
-    a = mlp([1, 6, 1], seed=0, dtype="float64")
+    a = Sequential([Linear(1, 6, seed=0), Tanh(), Dropout(0.0), Linear(6, 1, seed=1)],
+                   dtype="float64")
     b = a.copy()
     lm_a, lm_b, loss = LevenbergMarquardt(), LevenbergMarquardt(), MSELoss()
     for _ in range(4):
         lm_a.epoch(a, loss, x, y)
         lm_b.epoch(b, loss, x, y)
-        b.forward(other)
+        _other_pass(kind)(b)
     np.testing.assert_array_equal(a.params, b.params)
+
+
+def _fresh_epoch(model, lm, x, y):
+    """The epoch a new optimizer with the same μ takes from the same θ on the same data."""
+    clone = model.copy()
+    LevenbergMarquardt(mu=lm.mu).epoch(clone, MSELoss(), x.copy(), y.copy())
+    return clone.params
+
+
+def test_lm_sees_the_switch_to_evaluation_mode():
+    """A Dropout network trained one epoch in training mode, then switched to eval():
+    the remembered loss and caches (with dropped units) no longer describe it."""
+    from jacnet.layers import Dropout, Linear, Tanh
+    from jacnet.network import Sequential
+
+    x = np.linspace(-1, 1, 80)[:, None]
+    y = np.sinc(5 * x / np.pi)
+    model = Sequential([Linear(1, 8, seed=0), Tanh(), Dropout(0.5, seed=1), Linear(8, 1, seed=2)],
+                       dtype="float64")
+    lm, loss = LevenbergMarquardt(), MSELoss()
+    lm.epoch(model, loss, x, y)
+    model.eval()
+    expected = _fresh_epoch(model, lm, x, y)
+    lm.epoch(model, loss, x, y)
+    np.testing.assert_allclose(model.params, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_lm_sees_data_permuted_in_place():
+    """Rows of X and y permuted in place keep every sum; the step must still be the one
+    for the data as it now is (compared with a fresh optimizer)."""
+    x = (np.arange(-60, 60) / 64.0)[:, None]  # dyadic: any permutation keeps the sums exact
+    y = np.round(np.sinc(5 * x / np.pi) * 1024) / 1024
+    model, lm, loss = mlp([1, 6, 1], seed=0, dtype="float64"), LevenbergMarquardt(), MSELoss()
+    lm.epoch(model, loss, x, y)
+    perm = np.random.default_rng(0).permutation(len(x))
+    x[...], y[...] = x[perm], y[perm]
+    expected = _fresh_epoch(model, lm, x, y)
+    lm.epoch(model, loss, x, y)
+    np.testing.assert_allclose(model.params, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_a_non_finite_loss_is_refused_with_the_way_out():
+    model = mlp([1, 4, 1], seed=0, dtype="float32")
+    model.params[:] = 1e38
+    x = np.linspace(-1, 1, 20)[:, None].astype(np.float32) * 1e3
+    for optimizer in (LevenbergMarquardt(), GaussNewton(), BayesianRegularization()):
+        with pytest.raises(ValueError, match=r"the loss at the current parameters is (inf|nan)"
+                                             r".*StandardScaler"):
+            optimizer.epoch(model, MSELoss(), x, np.zeros_like(x))
+
+
+def test_cholesky_solve_raises_for_a_matrix_that_is_not_positive_definite():
+    from jacnet.optim.second_order import _cholesky_solve
+
+    rhs = np.ones(3)
+    for matrix in (np.diag([1.0, -1.0, 2.0]), np.diag([1.0, np.nan, 1.0]), np.zeros((3, 3))):
+        with pytest.raises(np.linalg.LinAlgError):
+            _cholesky_solve(matrix.copy(), rhs)
+    spd = np.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+    np.testing.assert_allclose(_cholesky_solve(spd.copy(), rhs), np.linalg.solve(spd, rhs))

@@ -43,7 +43,7 @@ from numpy.typing import DTypeLike
 from jacnet._validation import as_float_dtype, check_array
 from jacnet.jacobians import BlockRow, Kronecker
 from jacnet.layers import Linear
-from jacnet.network import Sequential, chain_jacobians, is_plain, write_param_jacobian
+from jacnet.network import Sequential, _chain_jacobians, _is_plain, _write_param_jacobian
 
 __all__ = ["gauss_newton", "jtv", "ntk", "per_sample_gradients"]
 
@@ -110,7 +110,7 @@ def _factor_op(model: Sequential, X: np.ndarray, forward: bool = True) -> BlockR
     pass on ``X`` that the layers have cached)."""
     if forward:
         model.forward(X)
-    op = chain_jacobians(model, X.shape[0], "params")
+    op = _chain_jacobians(model, X.shape[0], "params")
     assert isinstance(op, BlockRow)
     return op
 
@@ -150,7 +150,7 @@ def _pair_costs(a: _Block, b: _Block, n_outputs: int, diagonal: bool) -> tuple[f
 
 def _signature(model: Sequential, op: BlockRow | None) -> tuple[tuple[int, int, bool], ...]:
     """Each parameter block's (k, n, whether its left factor is the identity), from the
-    operator, or for a network that :func:`~jacnet.network.is_plain` (``op`` None) from
+    operator, or for a network that :func:`~jacnet.network._is_plain` (``op`` None) from
     its layers: only the last layer's blocks, with nothing above them, keep L = I."""
     if op is not None:
         return tuple((block.n_rows, block.x.shape[1], block.left is None)
@@ -333,7 +333,7 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
     jte = None if e is None else np.zeros(model.n_params, dtype=acc)
     plan: list[tuple[int, int, bool]] = []
     blocks: list[_Block] = []
-    plain = is_plain(model)
+    plain = _is_plain(model)
     for rows in _chunks(n_samples, step):
         first = rows.start == 0
         if forward:
@@ -350,7 +350,7 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             # and Jᵀe from the same rows.
             dense = np.empty((rows.stop - rows.start, n_outputs, model.n_params), dtype=acc)
             if op is None:
-                write_param_jacobian(model, dense)
+                _write_param_jacobian(model, dense)
             else:
                 op.dense(dense)
             rows_2d = dense.reshape(-1, model.n_params)

@@ -47,9 +47,6 @@ class Sequential:
     grads : ndarray, shape (n_params,)
         ∂loss/∂θ for the last ``backward`` call (overwritten, not accumulated).
     in_features, out_features : int
-    n_forward : int
-        How many forward passes have run: the layers cache the inputs of the last one,
-        which the Jacobians and backward read.
 
     Examples
     --------
@@ -94,7 +91,6 @@ class Sequential:
             resolved = as_float_dtype(dtype)
         self.layers = layers
         self.dtype = resolved
-        self.n_forward = 0
         self.in_features, self.out_features = self._check_chain(layers)
 
         # One flat vector for all parameters, each layer's weight/bias a view into it.
@@ -245,9 +241,6 @@ class Sequential:
 
     def forward(self, X: np.ndarray) -> np.ndarray:
         """Forward pass on a 2-D array already of the network's dtype (no other checks)."""
-        # Counts passes, so that a caller that remembers the count can tell whether the
-        # layers' caches still hold its own pass (see LevenbergMarquardt).
-        self.n_forward += 1
         out = X
         for layer in self.layers:
             out = layer.forward(out)
@@ -427,20 +420,20 @@ def jacobian(model: Sequential, X: Any, wrt: str = "input", *, structured: bool 
     wrt = check_choice(wrt, "wrt", ("input", "params"))
     X = model.check_input(X)
     model.forward(X)
-    result = chain_jacobians(model, X.shape[0], wrt)
+    result = _chain_jacobians(model, X.shape[0], wrt)
     return result if structured else result.dense()
 
 
-def is_plain(model: Sequential) -> bool:
+def _is_plain(model: Sequential) -> bool:
     """Whether every layer is ``Linear`` or elementwise (a diagonal Jacobian): the networks
-    whose parameter Jacobian :func:`write_param_jacobian` writes directly."""
+    whose parameter Jacobian :func:`_write_param_jacobian` writes directly."""
     return all(isinstance(layer, (Linear, Activation, Dropout)) for layer in model.layers)
 
 
-def write_param_jacobian(model: Sequential, out: np.ndarray) -> np.ndarray:
+def _write_param_jacobian(model: Sequential, out: np.ndarray) -> np.ndarray:
     """The parameter Jacobian (B, m, P) of the last forward pass, written into ``out``.
 
-    The chain rule of :func:`chain_jacobians` for a network that :func:`is_plain`, with
+    The chain rule of :func:`_chain_jacobians` for a network that :func:`_is_plain`, with
     the running product A = ∂z/∂(layer output) kept as a (B, m, k) array instead of
     operator objects: a ``Linear`` writes its blocks A ⊗ xᵀ (weight) and A (bias) and
     passes A W down, an elementwise layer passes A diag(f′) down. Fewer steps for small
@@ -461,7 +454,8 @@ def write_param_jacobian(model: Sequential, out: np.ndarray) -> np.ndarray:
                 block[...] = 0
                 block[:, idx, idx, :] = x[:, None, :]
             else:
-                np.multiply(above[:, :, :, None], x[:, None, None, :], out=block)
+                # In the dtype of `out`: float64 products of a float32 network's factors.
+                np.multiply(above[:, :, :, None], x[:, None, None, :], out=block, dtype=out.dtype)
             if layer.bias is not None:
                 bias = out[:, :, model._slices[f"{i}.bias"]]
                 if above is None:
@@ -483,7 +477,7 @@ def write_param_jacobian(model: Sequential, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def chain_jacobians(model: Sequential, n_samples: int, wrt: str = "params") -> JacobianOperator:
+def _chain_jacobians(model: Sequential, n_samples: int, wrt: str = "params") -> JacobianOperator:
     """:func:`jacobian`'s structured result from the layers' caches of the last forward pass.
 
     For callers that have just run ``model.forward`` on the ``n_samples`` rows themselves

@@ -48,7 +48,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -266,6 +268,75 @@ class _NormalEquations:
         return step
 
 
+# ----------------------------------------------------------------------------- the loss memo
+#: Data up to this size (bytes of X and the target together) is copied into the memo and
+#: compared entry by entry; larger data is evaluated afresh every epoch, where one more
+#: forward pass is a small part of the epoch.
+_MEMO_BYTES = 1 << 25
+
+
+def _layer_caches(model: Sequential) -> list[np.ndarray]:
+    """The arrays the layers keep from their last forward pass (``_x``, ``_y``, ...)."""
+    return [value for layer in model.layers for name, value in vars(layer).items()
+            if name.startswith("_") and isinstance(value, np.ndarray)]
+
+
+@dataclass
+class _Memo:
+    """The loss at one θ on one data set, and what it was computed from.
+
+    It is trusted only for the same model, loss and arrays, holding the same values
+    (compared entry by entry with copies, so data changed in place is seen), in the same
+    train/eval mode, at the same θ. :meth:`caches_hold` adds whether the layers still keep
+    the forward pass that produced it: no pass since, counted or not (a layer called
+    directly, ``Sequential.jvp``), replaced a cache array.
+    """
+
+    objects: tuple[Any, ...]  # model, loss, X, target, sample weights
+    contents: tuple[np.ndarray, np.ndarray] | None
+    training: bool
+    params: np.ndarray
+    prediction: np.ndarray
+    value: float
+    caches: list[weakref.ref[np.ndarray]]
+
+    @property
+    def X(self) -> np.ndarray:
+        return cast(np.ndarray, self.objects[2])
+
+    @classmethod
+    def record(cls, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+               weights: np.ndarray | None, prediction: np.ndarray, value: float,
+               previous: _Memo | None) -> _Memo:
+        contents = None
+        if X.nbytes + np.asarray(target).nbytes <= _MEMO_BYTES:
+            if (previous is not None and previous.contents is not None
+                    and previous.objects[2] is X and previous.objects[3] is target
+                    and np.array_equal(previous.contents[0], X)
+                    and np.array_equal(previous.contents[1], target)):
+                contents = previous.contents  # the trial steps of one epoch share the data
+            else:
+                contents = (X.copy(), np.array(target, copy=True))
+        return cls((model, loss, X, target, weights), contents, model.training,
+                   model.params.copy(), prediction, value,
+                   [weakref.ref(array) for array in _layer_caches(model)])
+
+    def matches(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+                weights: np.ndarray | None) -> bool:
+        return (self.contents is not None
+                and all(a is b for a, b in zip(self.objects, (model, loss, X, target, weights)))
+                and model.training == self.training
+                and np.array_equal(self.params, model.params)
+                and np.array_equal(self.contents[0], X)
+                and np.array_equal(self.contents[1], target))
+
+    def caches_hold(self, model: Sequential) -> bool:
+        current = _layer_caches(model)
+        return (len(current) == len(self.caches)
+                and all(ref() is array for ref, array in zip(self.caches, current))
+                and np.array_equal(self.params, model.params))
+
+
 # ----------------------------------------------------------------------------- base class
 class SecondOrderOptimizer:
     """Base class of the full-batch optimizers: checks, the epoch contract and ``fit``.
@@ -299,7 +370,7 @@ class SecondOrderOptimizer:
         self.chunk_size = chunk_size
         self.stop_reason: str | None = None
         self.n_epochs = 0
-        self._memo: tuple[Any, ...] | None = None
+        self._memo: _Memo | None = None
         self._buffer: np.ndarray | None = None
 
     #: Whether this optimizer trains with any loss that has a curvature (else MSE only).
@@ -366,24 +437,36 @@ class SecondOrderOptimizer:
         The last result is remembered: an epoch starts where the previous one's accepted
         trial ended, so the same parameters on the same data need no second forward pass.
         """
-        weights = self._sample_weight
         memo = self._memo
-        key = (model, loss, X, target, weights)
-        # The same arrays may hold new values (data scaled in place): their sums go with them.
-        contents = (float(X.sum()), float(np.sum(target)))
-        if (memo is not None and all(a is b for a, b in zip(memo[0], key))
-                and memo[1] == contents and np.array_equal(memo[2], model.params)):
-            return memo[3], memo[4]
-        prediction, value = self._loss_at(model, loss, X, target)
-        self._memo = (key, contents, model.params.copy(), prediction, value, model.n_forward)
+        if memo is not None and memo.matches(model, loss, X, target, self._sample_weight):
+            return memo.prediction, memo.value
+        # A trial step may overflow the network: its loss is then inf (or nan), rejected
+        # by the μ loop, and the epoch's start refuses it with a clear error.
+        with np.errstate(over="ignore", invalid="ignore"):
+            prediction, value = self._loss_at(model, loss, X, target)
+        self._memo = _Memo.record(model, loss, X, target, self._sample_weight, prediction, value,
+                                  memo)
+        return prediction, value
+
+    def _evaluate_start(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
+                        ) -> tuple[np.ndarray, float]:
+        """:meth:`_evaluate` at the start of an epoch, where the loss must be finite: no
+        step can lower an infinite or undefined loss."""
+        prediction, value = self._evaluate(model, loss, X, target)
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{type(self).__name__}: the loss at the current parameters is {value} (the "
+                "network's output overflows or is not a number), so no step can lower it. "
+                "Scale the inputs and targets (e.g. jacnet.data.StandardScaler), or start "
+                "from smaller weights."
+            )
         return prediction, value
 
     def _layers_hold(self, model: Sequential, X: np.ndarray) -> bool:
         """Whether the layers' caches are still those of the forward pass that
         :meth:`_evaluate` last ran, on ``X`` at the current θ (no pass since)."""
         memo = self._memo
-        return (memo is not None and memo[0][0] is model and memo[0][2] is X
-                and memo[5] == model.n_forward and np.array_equal(memo[2], model.params))
+        return memo is not None and memo.X is X and memo.caches_hold(model)
 
     def _loss_at(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
                  ) -> tuple[np.ndarray, float]:
@@ -738,7 +821,7 @@ class LevenbergMarquardt(SecondOrderOptimizer):
 
     def _epoch(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
                ) -> dict[str, float]:
-        prediction, value = self._evaluate(model, loss, X, target)
+        prediction, value = self._evaluate_start(model, loss, X, target)
         scale = self._scale(loss, X.shape[0])
         decay = self.weight_decay / scale  # λ on the unnormalised scale of JᵀJ
         mask = self._decay_vector(model.n_params) if decay else None
@@ -820,7 +903,7 @@ class GaussNewton(SecondOrderOptimizer):
 
     def _epoch(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
                ) -> dict[str, float]:
-        prediction, value = self._evaluate(model, loss, X, target)
+        prediction, value = self._evaluate_start(model, loss, X, target)
         scale = self._scale(loss, X.shape[0])
         dual = isinstance(loss, MSELoss) and self._use_dual(model, X)
         system = self._system(model, loss, X, target, prediction, dual)
@@ -929,7 +1012,7 @@ class BayesianRegularization(SecondOrderOptimizer):
                 "counts unweighted residuals. Use LevenbergMarquardt with weight_decay, or "
                 "repeat rows."
             )
-        prediction, value = self._evaluate(model, loss, X, target)
+        prediction, value = self._evaluate_start(model, loss, X, target)
         scale = self._scale(loss, X.shape[0])
         n_residuals, n_params = prediction.size, model.n_params
         theta = model.params.astype(_F64)
