@@ -111,3 +111,18 @@ def test_compose_rejects_mismatched_shapes() -> None:
 def test_block_row_rejects_blocks_of_different_heights() -> None:
     with pytest.raises(ValueError, match="blocks side by side must share both"):
         BlockRow([Matrix(np.ones((2, 3)), B), Matrix(np.ones((4, 3)), B)])
+
+
+@pytest.mark.parametrize("kronecker_only", [True, False])
+def test_block_row_dense_into_a_given_array(kronecker_only: bool) -> None:
+    x = rng.normal(size=(B, 3))
+    blocks: list[JacobianOperator] = [Kronecker(x, 2, rng.normal(size=(B, 4, 2))),
+                                      Kronecker(np.ones((B, 1)), 4)]
+    if not kronecker_only:
+        blocks.append(PerSample(rng.normal(size=(B, 4, 5))))
+    op = BlockRow(blocks)
+    out = np.full(op.shape, np.nan)
+    assert op.dense(out) is out
+    np.testing.assert_array_equal(out, np.concatenate([b.dense() for b in blocks], axis=-1))
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 4, 1[05]\)"):
+        op.dense(np.empty((B, 4, 9)))

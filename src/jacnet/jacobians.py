@@ -314,6 +314,8 @@ class BlockRow(JacobianOperator):
         """The materialised Jacobians (B, m, P); with ``out`` (that shape, any float dtype
         the values cast to safely) written there: a caller that materialises repeatedly
         reuses one array."""
+        if out is not None and out.shape != self.shape:
+            raise ValueError(f"BlockRow.dense: out must have shape {self.shape}; got {out.shape}.")
         if not all(isinstance(block, Kronecker) for block in self.blocks):
             full = np.concatenate([block.dense() for block in self.blocks], axis=-1)
             if out is None:
@@ -325,8 +327,6 @@ class BlockRow(JacobianOperator):
         kron = [block for block in self.blocks if isinstance(block, Kronecker)]
         if out is None:
             out = np.empty(self.shape, dtype=np.result_type(*(b._dense_dtype() for b in kron)))
-        elif out.shape != self.shape:
-            raise ValueError(f"BlockRow.dense: out must have shape {self.shape}; got {out.shape}.")
         for block, cols in zip(kron, self.slices):
             block._write_dense(out[..., cols])
         return out
