@@ -73,8 +73,8 @@ def test_mu_grows_to_mu_max_when_no_step_helps(monkeypatch):
     original = lm._evaluate
     calls = []
 
-    def every_trial_fails(model, loss, X, target):
-        residuals, value = original(model, loss, X, target)
+    def every_trial_fails(model, loss, X, target, trial=False):
+        residuals, value = original(model, loss, X, target, trial)
         calls.append(value)
         return residuals, value + (0.0 if len(calls) == 1 else 1.0)
 
@@ -94,8 +94,8 @@ def test_lm_failure_increases_mu(monkeypatch):
     calls = []
     original = lm._evaluate
 
-    def worse_first(model, loss, X, target):
-        residuals, value = original(model, loss, X, target)
+    def worse_first(model, loss, X, target, trial=False):
+        residuals, value = original(model, loss, X, target, trial)
         calls.append(value)
         return residuals, value + (1.0 if len(calls) == 2 else 0.0)  # the first trial fails
 

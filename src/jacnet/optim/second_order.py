@@ -307,14 +307,14 @@ class _Memo:
     @classmethod
     def record(cls, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
                weights: np.ndarray | None, prediction: np.ndarray, value: float,
-               previous: _Memo | None) -> _Memo:
+               previous: _Memo | None, same_data: bool) -> _Memo:
+        """``same_data``: the caller knows that X and the target hold what they held for
+        ``previous`` (a trial step within the epoch whose start checked them)."""
         contents = None
         if X.nbytes + np.asarray(target).nbytes <= _MEMO_BYTES:
-            if (previous is not None and previous.contents is not None
-                    and previous.objects[2] is X and previous.objects[3] is target
-                    and np.array_equal(previous.contents[0], X)
-                    and np.array_equal(previous.contents[1], target)):
-                contents = previous.contents  # the trial steps of one epoch share the data
+            if (same_data and previous is not None and previous.contents is not None
+                    and previous.objects[2] is X and previous.objects[3] is target):
+                contents = previous.contents
             else:
                 contents = (X.copy(), np.array(target, copy=True))
         return cls((model, loss, X, target, weights), contents, model.training,
@@ -430,12 +430,13 @@ class SecondOrderOptimizer:
         weights = self._sample_weight
         return 1.0 / n_samples if weights is None else 1.0 / float(weights.sum())
 
-    def _evaluate(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
-                  ) -> tuple[np.ndarray, float]:
+    def _evaluate(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+                  trial: bool = False) -> tuple[np.ndarray, float]:
         """The prediction (B, m) and the (weighted) loss, summed in float64.
 
         The last result is remembered: an epoch starts where the previous one's accepted
         trial ended, so the same parameters on the same data need no second forward pass.
+        ``trial``: a trial step of the current epoch, on the data its start evaluated.
         """
         memo = self._memo
         if memo is not None and memo.matches(model, loss, X, target, self._sample_weight):
@@ -445,7 +446,7 @@ class SecondOrderOptimizer:
         with np.errstate(over="ignore", invalid="ignore"):
             prediction, value = self._loss_at(model, loss, X, target)
         self._memo = _Memo.record(model, loss, X, target, self._sample_weight, prediction, value,
-                                  memo)
+                                  memo, same_data=trial)
         return prediction, value
 
     def _evaluate_start(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
@@ -840,7 +841,7 @@ class LevenbergMarquardt(SecondOrderOptimizer):
             return info
 
         def accept() -> float | None:
-            trial = self._evaluate(model, loss, X, target)[1]
+            trial = self._evaluate(model, loss, X, target, trial=True)[1]
             if decay:
                 trial += self._penalty(model.params.astype(_F64), mask)
             return trial if trial < value else None
@@ -927,7 +928,7 @@ class GaussNewton(SecondOrderOptimizer):
         t = 1.0
         for _ in range(self.max_backtracks):
             model.params[...] = theta - t * step
-            trial = self._evaluate(model, loss, X, target)[1]
+            trial = self._evaluate(model, loss, X, target, trial=True)[1]
             if trial <= value - self.c * t * slope and trial <= value:
                 info.update(loss=trial, mu=jitter, step_size=t)
                 return info
@@ -1040,7 +1041,7 @@ class BayesianRegularization(SecondOrderOptimizer):
         if self._converged(value, grad_norm):
             return info
         def accept() -> tuple[float, float, float] | None:
-            new_value = self._evaluate(model, loss, X, target)[1]
+            new_value = self._evaluate(model, loss, X, target, trial=True)[1]
             new_theta = model.params.astype(_F64)
             new_sse, new_ssw = 2.0 * new_value / scale, float(new_theta @ new_theta)
             if beta * new_sse + alpha * new_ssw >= objective:
