@@ -402,11 +402,11 @@ def _add_gram(rows: np.ndarray, out: np.ndarray, first: bool) -> None:
     """``out = rowsᵀ rows`` (``first``) or ``out += rowsᵀ rows``.
 
     A small product runs best on one thread. For (1000 × 61)ᵀ(1000 × 61), OpenBLAS's two
-    threads take as long as one, and the second thread spins afterwards, slowing the
-    Python code that follows: a Levenberg–Marquardt epoch on a 61-parameter network took
-    0.97 ms with the single product and 0.70 ms with it split (two threads, two cores).
-    Products of up to ``_SPLIT_GEMM`` multiply-adds are therefore summed from row blocks
-    below OpenBLAS's threading threshold.
+    threads take as long as one, and the Python code that follows runs slower: a
+    Levenberg–Marquardt fit of a 61-parameter network took 65 ms with the single product
+    and 44 ms with it split (two threads; on one thread the split costs 7%). Products of
+    up to ``_SPLIT_GEMM`` multiply-adds are therefore summed from row blocks below
+    OpenBLAS's threading threshold (larger blocks measured as slow as one product).
     """
     n, p = rows.shape
     block = _ONE_THREAD_GEMM // max(1, p * p)
