@@ -181,17 +181,23 @@ def _plan(signature: tuple[tuple[int, int, bool], ...], n_outputs: int
     return tuple(plan)
 
 
-def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate: bool) -> None:
+def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate: bool,
+               mirror: np.ndarray | None = None,
+               products: dict[tuple[int, int], np.ndarray] | None = None) -> None:
     """Write (or with ``accumulate`` add) Σ_b (L_bᵀL′_b) ⊗ (x_b x′_bᵀ) into ``out``.
 
     ``out`` is the (P_a, P_b) block, a view. For a ``diagonal`` pair (a block with itself,
     symmetric) each tile of rows i computes the columns i′ ≥ its first row only, and writes
     them twice while they are in cache: in place, and transposed into the rows i′ below the
-    tile — so the lower triangle is never read back from memory.
+    tile — so the lower triangle is never read back from memory. A pair of two blocks
+    writes its transpose into ``mirror`` (the (P_b, P_a) block) the same way. ``products``
+    keeps M_b = L_bᵀL′_b for pairs whose factors are the same arrays (a weight and its
+    bias share L): computed once per chunk.
     """
     k1, n1 = a.n_rows, a.x.shape[1]
     k2, n2 = b.n_rows, b.x.shape[1]
     out4 = out.reshape(k1, n1, k2, n2)
+    mirror4 = None if mirror is None else mirror.reshape(k2, n2, k1, n1)
     gram = a.x.T @ b.x  # (n1, n2)
     if a.left is None and b.left is None:
         # Output layer: L = I for both, so M_b = I and the pair is I_k ⊗ XᵀX′.
@@ -201,13 +207,25 @@ def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate
         else:
             out4[...] = 0.0
             out4[idx, :, idx, :] = gram
+        if mirror4 is not None:
+            if accumulate:
+                mirror4[idx, :, idx, :] += gram.T
+            else:
+                mirror4[...] = 0.0
+                mirror4[idx, :, idx, :] = gram.T
         return
     if a.left is None:
         m_b = b.left  # (B, k1, k2): Iᵀ L′
     elif b.left is None:
         m_b = a.left.transpose(0, 2, 1)  # Lᵀ I
     else:
-        m_b = np.matmul(a.left.transpose(0, 2, 1), b.left)
+        key = (id(a.left), id(b.left))
+        if products is None or key not in products:
+            # A contiguous Lᵀ: the batched product runs twice as fast as on the view.
+            m_b = np.matmul(np.ascontiguousarray(a.left.transpose(0, 2, 1)), b.left)
+            if products is not None:
+                products[key] = m_b
+        m_b = products[key] if products is not None else m_b
     assert m_b is not None
     n_samples = a.x.shape[0]
     outer = (a.x[:, :, None] * b.x[:, None, :]).reshape(n_samples, n1 * n2)
@@ -223,16 +241,26 @@ def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate
         np.matmul(coeff.T, outer, out=tile)
         tile4 = tile.reshape(i1 - i0, k2 - j0, n1, n2)
         reordered = tile4.transpose(0, 2, 1, 3)
-        # The mirror image, rows i′ ≥ i1 (the tile's own square is already whole).
-        mirrored = tile4[:, i1 - j0:].transpose(1, 3, 0, 2) if diagonal else None
+        # The mirror image: for a diagonal pair the rows i′ ≥ i1 (the tile's own square
+        # is already whole), else the tile's columns of the (b, a) block.
+        if diagonal:
+            mirrored, place = tile4[:, i1 - j0:].transpose(1, 3, 0, 2), (
+                slice(i1, None), slice(None), slice(i0, i1), slice(None))
+            target4 = out4
+        elif mirror4 is not None:
+            mirrored, place = tile4.transpose(1, 3, 0, 2), (
+                slice(None), slice(None), slice(i0, i1), slice(None))
+            target4 = mirror4
+        else:
+            mirrored = None
         if accumulate:
             out4[i0:i1, :, j0:, :] += reordered
             if mirrored is not None:
-                out4[i1:, :, i0:i1, :] += mirrored
+                target4[place] += mirrored
         else:
             out4[i0:i1, :, j0:, :] = reordered
             if mirrored is not None:
-                out4[i1:, :, i0:i1, :] = mirrored
+                target4[place] = mirrored
 
 
 def gauss_newton(
@@ -369,11 +397,13 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             _add_gram(dense, jtj, first)
             continue
         dense_rows: dict[int, np.ndarray] = {}
+        products: dict[tuple[int, int], np.ndarray] = {}  # this chunk's L_bᵀL′_b
         for ia, ib, use_kron in plan:
             a, b = blocks[ia], blocks[ib]
             target = jtj[a.cols, b.cols]
             if use_kron:
-                _kron_pair(a, b, target, ia == ib, accumulate=not first)
+                _kron_pair(a, b, target, ia == ib, accumulate=not first,
+                           mirror=None if ia == ib else jtj[b.cols, a.cols], products=products)
             else:
                 ra = dense_rows[ia] if ia in dense_rows else dense_rows.setdefault(ia, a.rows())
                 rb = dense_rows[ib] if ib in dense_rows else dense_rows.setdefault(ib, b.rows())
@@ -382,9 +412,9 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
                 else:
                     target += ra.T @ rb
     if any(use_kron for _, _, use_kron in plan):
-        # Only the upper block triangle was accumulated: complete it by symmetry.
-        for ia, ib, _ in plan:
-            if ia != ib:
+        # The materialised pairs filled the upper block triangle only: mirror them.
+        for ia, ib, use_kron in plan:
+            if ia != ib and not use_kron:
                 a, b = blocks[ia], blocks[ib]
                 jtj[b.cols, a.cols] = jtj[a.cols, b.cols].T
     return jtj, jte
