@@ -69,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", help="train a network and write a run folder",
         description="Train a multilayer perceptron. With no options: 128 ReLU units on the "
-        "built-in digits data, printing the test accuracy.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "built-in digits data, printing the test accuracy. Defaults are in [brackets].")
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks on errors")
     data = train.add_argument_group("data")
