@@ -499,6 +499,27 @@ def _fresh_epoch(model, lm, x, y):
     return clone.params
 
 
+def test_lm_sees_sample_weights_changed_in_place():
+    """LM never raises the loss it is given: after the weights change in place, the
+    epoch must judge its step by the loss under the new weights, not a remembered one."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (300, 3))
+    y = np.sin(3 * X @ [1.0, 2.0, -1.0])[:, None]
+    model, lm, loss = mlp([3, 6, 1], seed=1, dtype="float64"), LevenbergMarquardt(mu=1e-6), MSELoss()
+    w = np.ones(300)
+    lm.epoch(model, loss, X, y, sample_weight=w)
+    r = np.abs((model.forward(X) - y)[:, 0])
+    w[...] = np.where(r < np.quantile(r, 0.2), 1.0, 1e-3)  # same array: the well-fit rows count
+
+    def weighted_loss():
+        residuals = (model.forward(X) - y)[:, 0]
+        return 0.5 * float(w @ residuals**2) / w.sum()
+
+    before = weighted_loss()
+    lm.epoch(model, loss, X, y, sample_weight=w)
+    assert weighted_loss() <= before
+
+
 def test_lm_sees_the_switch_to_evaluation_mode():
     """A Dropout network trained one epoch in training mode, then switched to eval():
     the remembered loss and caches (with dropped units) no longer describe it."""

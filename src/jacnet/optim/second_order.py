@@ -285,7 +285,8 @@ def _layer_caches(model: Sequential) -> list[np.ndarray]:
 class _Memo:
     """The loss at one θ on one data set, and what it was computed from.
 
-    It is trusted only for the same model, loss and arrays, holding the same values
+    It is trusted only for the same model, loss and arrays (data, target, sample weights),
+    holding the same values
     (compared entry by entry with copies, so data changed in place is seen), in the same
     train/eval mode, at the same θ. :meth:`caches_hold` adds whether the layers still keep
     the forward pass that produced it: no pass since, counted or not (a layer called
@@ -293,7 +294,7 @@ class _Memo:
     """
 
     objects: tuple[Any, ...]  # model, loss, X, target, sample weights
-    contents: tuple[np.ndarray, np.ndarray] | None
+    contents: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None  # copies of the last 3
     training: bool
     params: np.ndarray
     prediction: np.ndarray
@@ -313,10 +314,12 @@ class _Memo:
         contents = None
         if X.nbytes + np.asarray(target).nbytes <= _MEMO_BYTES:
             if (same_data and previous is not None and previous.contents is not None
-                    and previous.objects[2] is X and previous.objects[3] is target):
+                    and previous.objects[2] is X and previous.objects[3] is target
+                    and previous.objects[4] is weights):
                 contents = previous.contents
             else:
-                contents = (X.copy(), np.array(target, copy=True))
+                contents = (X.copy(), np.array(target, copy=True),
+                            None if weights is None else weights.copy())
         return cls((model, loss, X, target, weights), contents, model.training,
                    model.params.copy(), prediction, value,
                    [weakref.ref(array) for array in _layer_caches(model)])
@@ -328,7 +331,8 @@ class _Memo:
                 and model.training == self.training
                 and np.array_equal(self.params, model.params)
                 and np.array_equal(self.contents[0], X)
-                and np.array_equal(self.contents[1], target))
+                and np.array_equal(self.contents[1], target)
+                and (weights is None or np.array_equal(self.contents[2], weights)))
 
     def caches_hold(self, model: Sequential) -> bool:
         current = _layer_caches(model)
