@@ -332,7 +332,9 @@ class _Memo:
                 and np.array_equal(self.params, model.params)
                 and np.array_equal(self.contents[0], X)
                 and np.array_equal(self.contents[1], target)
-                and (weights is None or np.array_equal(self.contents[2], weights)))
+                and (weights is None
+                     or (self.contents[2] is not None
+                         and np.array_equal(self.contents[2], weights))))
 
     def caches_hold(self, model: Sequential) -> bool:
         current = _layer_caches(model)
