@@ -233,6 +233,45 @@ def test_warm_start_continues_with_another_solver(first, then):
     assert reg.score(X, y) > score - 0.05
 
 
+def test_warm_start_back_to_adam_starts_its_bookkeeping_afresh():
+    """adam (early stopping) -> lm -> adam: the last fit continues lm's network; it must
+    neither restore the first adam fit's best network nor fail on lm's bookkeeping."""
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    y = np.sin(X.sum(axis=1))
+    reg = MLPRegressor(hidden_layer_sizes=(8,), solver="adam", max_iter=5, warm_start=True,
+                       early_stopping=True, random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg.fit(X, y)
+        first = reg.model_.params.copy()
+        for middle in ("lm", "br"):
+            reg.set_params(solver=middle, max_iter=30)
+            reg.fit(X, y)
+            after_middle = reg.score(X, y)
+            reg.set_params(solver="adam", max_iter=2, learning_rate_init=1e-4)
+            reg.fit(X, y)
+            assert not np.array_equal(reg.model_.params, first)
+            assert reg.score(X, y) > after_middle - 0.05
+
+
+def test_lm_early_stopping_decays_by_the_rows_it_trains_on(monkeypatch):
+    from jacnet.optim import second_order
+
+    seen = []
+    init = second_order.LevenbergMarquardt.__init__
+
+    def recording(self, *args, **kwargs):
+        seen.append(kwargs.get("weight_decay"))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(second_order.LevenbergMarquardt, "__init__", recording)
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    y = X[:, 0] - X[:, 1]
+    MLPRegressor(hidden_layer_sizes=(4,), solver="lm", alpha=1.0, early_stopping=True,
+                 validation_fraction=0.5, max_iter=3, random_state=0).fit(X, y)
+    assert seen == [pytest.approx(1.0 / 100)]
+
+
 def test_partial_fit_rules(digits):
     X, y = digits
     assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
@@ -293,6 +332,7 @@ def test_lm_early_stopping_keeps_the_best_validation_network(monkeypatch):
     assert len(scores) == reg.n_iter_ == int(np.argmax(scores)) + 1 + 5
     assert reg.best_validation_score_ == max(scores)
     np.testing.assert_array_equal(reg.model_.params, seen[int(np.argmax(scores))][1])
+    assert reg.best_loss_ is None  # as scikit-learn reports it with early stopping
 
 
 def test_lm_early_stopping_classifier_and_br_ignoring_it(digits):

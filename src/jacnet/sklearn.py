@@ -374,6 +374,11 @@ class _BaseMLP(BaseEstimator):
         if self.solver in _STOCHASTIC_SOLVERS:
             self._initialize_stochastic()
 
+    def _forget_stochastic(self) -> None:
+        """Drop sgd/adam's bookkeeping (best network, no-improvement count): a later
+        ``warm_start`` fit with them starts it afresh from the network as it is then."""
+        self.__dict__.pop("_no_improvement_count", None)
+
     def _initialize_stochastic(self) -> None:
         """The bookkeeping of sgd and adam: on a fresh network, or when ``warm_start``
         continues a network fitted by another solver (lbfgs, lm, br keep none of it)."""
@@ -553,6 +558,7 @@ class _BaseMLP(BaseEstimator):
                 self.best_loss_ = self.loss_curve_[-1]
 
     def _fit_lbfgs(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
+        self._forget_stochastic()
         model = self.model_
         params, grads = model.params, model.grads
 
@@ -614,6 +620,11 @@ class _BaseMLP(BaseEstimator):
                     "solver='br' does not support sample_weight (its evidence update counts "
                     "unweighted residuals); use solver='lm', 'lbfgs' or 'adam'."
                 )
+        self._forget_stochastic()
+        early_stopping = self.early_stopping and self.solver == "lm"
+        # Split first: the weight decay alpha / n counts the rows LM trains on.
+        X, y, sample_weight, X_val, y_val, sw_val = self._split_validation(
+            X, y, sample_weight, early_stopping)
         model, params = self.model_, self.model_.params
         optimizer: LevenbergMarquardt | BayesianRegularization
         mask = np.zeros(model.n_params, dtype=bool)
@@ -647,9 +658,6 @@ class _BaseMLP(BaseEstimator):
             self.gamma_curve_: list[float] = []
         self.best_loss_ = np.inf
         self.n_iter_ = 0
-        early_stopping = self.early_stopping and self.solver == "lm"
-        X, y, sample_weight, X_val, y_val, sw_val = self._split_validation(
-            X, y, sample_weight, early_stopping)
         self.validation_scores_ = [] if early_stopping else None
         self.best_validation_score_ = -np.inf if early_stopping else None
         best_params, no_improvement = params.copy(), 0
@@ -697,6 +705,9 @@ class _BaseMLP(BaseEstimator):
         finally:
             if early_stopping and self.validation_scores_:
                 params[...] = best_params
+                # As scikit-learn's stochastic solvers report with early stopping: the best
+                # training loss belongs to no network that is kept.
+                self.best_loss_ = None
             if self.solver == "br":
                 self._rescale_output_layer(unit, center)
         self.stop_reason_ = stop_reason or optimizer.stop_reason
