@@ -122,9 +122,14 @@ def _factors(model: Sequential, X: np.ndarray, dtype: np.dtype[Any]) -> list[_Bl
 
 def _blocks(op: BlockRow, dtype: np.dtype[Any]) -> list[_Block]:
     blocks = []
+    cast: dict[int, np.ndarray] = {}  # a weight and its bias share L: keep it shared
     for block, cols in zip(op.blocks, op.slices):
         assert isinstance(block, Kronecker)
-        left = None if block.left is None else block.left.astype(dtype, copy=False)
+        left = None
+        if block.left is not None:
+            if id(block.left) not in cast:
+                cast[id(block.left)] = block.left.astype(dtype, copy=False)
+            left = cast[id(block.left)]
         blocks.append(_Block(block.x.astype(dtype, copy=False), block.n_rows, left, cols))
     return blocks
 
@@ -182,8 +187,7 @@ def _plan(signature: tuple[tuple[int, int, bool], ...], n_outputs: int
 
 
 def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate: bool,
-               mirror: np.ndarray | None = None,
-               products: dict[tuple[int, int], np.ndarray] | None = None) -> None:
+               mirror: np.ndarray | None, products: dict[tuple[int, int], np.ndarray]) -> None:
     """Write (or with ``accumulate`` add) Σ_b (L_bᵀL′_b) ⊗ (x_b x′_bᵀ) into ``out``.
 
     ``out`` is the (P_a, P_b) block, a view. For a ``diagonal`` pair (a block with itself,
@@ -220,12 +224,10 @@ def _kron_pair(a: _Block, b: _Block, out: np.ndarray, diagonal: bool, accumulate
         m_b = a.left.transpose(0, 2, 1)  # Lᵀ I
     else:
         key = (id(a.left), id(b.left))
-        if products is None or key not in products:
+        if key not in products:
             # A contiguous Lᵀ: the batched product runs twice as fast as on the view.
-            m_b = np.matmul(np.ascontiguousarray(a.left.transpose(0, 2, 1)), b.left)
-            if products is not None:
-                products[key] = m_b
-        m_b = products[key] if products is not None else m_b
+            products[key] = np.matmul(np.ascontiguousarray(a.left.transpose(0, 2, 1)), b.left)
+        m_b = products[key]
     assert m_b is not None
     n_samples = a.x.shape[0]
     outer = (a.x[:, :, None] * b.x[:, None, :]).reshape(n_samples, n1 * n2)
@@ -397,13 +399,25 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             _add_gram(dense, jtj, first)
             continue
         dense_rows: dict[int, np.ndarray] = {}
-        products: dict[tuple[int, int], np.ndarray] = {}  # this chunk's L_bᵀL′_b
+        # This chunk's L_bᵀL′_b, kept while a pair still needs it (ids are safe as keys:
+        # `blocks` holds every L until the chunk ends).
+        products: dict[tuple[int, int], np.ndarray] = {}
+        uses: dict[tuple[int, int], int] = {}
+        for ia, ib, use_kron in plan:
+            if use_kron and blocks[ia].left is not None and blocks[ib].left is not None:
+                key = (id(blocks[ia].left), id(blocks[ib].left))
+                uses[key] = uses.get(key, 0) + 1
         for ia, ib, use_kron in plan:
             a, b = blocks[ia], blocks[ib]
             target = jtj[a.cols, b.cols]
             if use_kron:
                 _kron_pair(a, b, target, ia == ib, accumulate=not first,
                            mirror=None if ia == ib else jtj[b.cols, a.cols], products=products)
+                if a.left is not None and b.left is not None:
+                    key = (id(a.left), id(b.left))
+                    uses[key] -= 1
+                    if not uses[key]:
+                        del products[key]
             else:
                 ra = dense_rows[ia] if ia in dense_rows else dense_rows.setdefault(ia, a.rows())
                 rb = dense_rows[ib] if ib in dense_rows else dense_rows.setdefault(ib, b.rows())
@@ -477,6 +491,7 @@ def _scale_blocks(blocks: list[_Block], sqrt_h: np.ndarray) -> list[_Block]:
     layer's identity factor (and its cheap I ⊗ XᵀX pair).
     """
     out = []
+    scaled: dict[int, np.ndarray] = {}  # keep a shared L shared (see _kron_pair's products)
     for block in blocks:
         if sqrt_h.ndim == 1:
             out.append(_Block(block.x * sqrt_h[:, None], block.n_rows, block.left, block.cols))
@@ -486,10 +501,16 @@ def _scale_blocks(blocks: list[_Block], sqrt_h: np.ndarray) -> list[_Block]:
                 left = np.zeros((sqrt_h.shape[0], block.n_rows, block.n_rows), dtype=sqrt_h.dtype)
                 idx = np.arange(block.n_rows)
                 left[:, idx, idx] = sqrt_h
+            elif id(block.left) in scaled:
+                left = scaled[id(block.left)]
             else:
-                left = sqrt_h[:, :, None] * block.left
+                left = scaled[id(block.left)] = sqrt_h[:, :, None] * block.left
+        elif block.left is None:
+            left = sqrt_h
+        elif id(block.left) in scaled:
+            left = scaled[id(block.left)]
         else:
-            left = sqrt_h if block.left is None else np.matmul(sqrt_h, block.left)
+            left = scaled[id(block.left)] = np.matmul(sqrt_h, block.left)
         out.append(_Block(block.x, block.n_rows, left, block.cols))
     return out
 
