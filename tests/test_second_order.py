@@ -434,9 +434,11 @@ def test_lm_masked_decay_in_the_dual_form_matches_dense_reference(weighted, monk
     assert worst <= 1e-9, worst
 
 
-def test_lm_reuses_its_own_forward_pass_for_the_jacobian(monkeypatch):
+@pytest.mark.parametrize("data", ["float64", "float32 data", "float32 weights"])
+def test_lm_reuses_its_own_forward_pass_for_the_jacobian(monkeypatch, data):
     """After an epoch whose trial step was accepted at once, the next epoch's Jacobian
-    reads the layers' caches of that trial: one forward pass per trial, none for J."""
+    reads the layers' caches of that trial: one forward pass per trial, none for J. Data
+    converted for the float64 network (a new array each epoch, same values) counts."""
     from jacnet.network import Sequential
 
     passes = [0]
@@ -450,11 +452,14 @@ def test_lm_reuses_its_own_forward_pass_for_the_jacobian(monkeypatch):
     x = np.linspace(-1, 1, 200)[:, None]
     y = np.sinc(5 * x / np.pi)
     model, lm, loss = mlp([1, 8, 1], seed=0, dtype="float64"), LevenbergMarquardt(), MSELoss()
-    lm.epoch(model, loss, x, y)
+    weights = np.linspace(0.5, 1.5, 200, dtype=np.float32) if data == "float32 weights" else None
+    if data == "float32 data":
+        x = x.astype(np.float32)
+    lm.epoch(model, loss, x, y, sample_weight=weights)
     single_trials = 0
     for _ in range(12):
         mu, before = lm.mu, passes[0]
-        lm.epoch(model, loss, x, y)
+        lm.epoch(model, loss, x, y, sample_weight=weights)
         if np.isclose(lm.mu, mu * lm.mu_dec):  # one trial, accepted
             single_trials += 1
             assert passes[0] - before == 1

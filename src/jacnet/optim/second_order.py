@@ -285,10 +285,9 @@ def _layer_caches(model: Sequential) -> list[np.ndarray]:
 class _Memo:
     """The loss at one θ on one data set, and what it was computed from.
 
-    It is trusted only for the same model, loss and arrays (data, target, sample weights),
-    holding the same values
-    (compared entry by entry with copies, so data changed in place is seen), in the same
-    train/eval mode, at the same θ. :meth:`caches_hold` adds whether the layers still keep
+    It is trusted only for the same model and loss, data, target and sample weights of the
+    same values (compared entry by entry with copies, so data changed in place is seen),
+    in the same train/eval mode, at the same θ. :meth:`caches_hold` adds whether the layers still keep
     the forward pass that produced it: no pass since, counted or not (a layer called
     directly, ``Sequential.jvp``), replaced a cache array.
     """
@@ -300,10 +299,6 @@ class _Memo:
     prediction: np.ndarray
     value: float
     caches: list[weakref.ref[np.ndarray]]
-
-    @property
-    def X(self) -> np.ndarray:
-        return cast(np.ndarray, self.objects[2])
 
     @classmethod
     def record(cls, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
@@ -326,15 +321,17 @@ class _Memo:
 
     def matches(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
                 weights: np.ndarray | None) -> bool:
-        return (self.contents is not None
-                and all(a is b for a, b in zip(self.objects, (model, loss, X, target, weights)))
+        # The data by value, not identity: a float32 X or sample weights converted for a
+        # float64 model arrive as a new array every epoch, with the same values.
+        saved = self.contents
+        return (saved is not None
+                and self.objects[0] is model and self.objects[1] is loss
                 and model.training == self.training
                 and np.array_equal(self.params, model.params)
-                and np.array_equal(self.contents[0], X)
-                and np.array_equal(self.contents[1], target)
-                and (weights is None
-                     or (self.contents[2] is not None
-                         and np.array_equal(self.contents[2], weights))))
+                and np.array_equal(saved[0], X)
+                and np.array_equal(saved[1], target)
+                and (saved[2] is None if weights is None
+                     else saved[2] is not None and np.array_equal(saved[2], weights)))
 
     def caches_hold(self, model: Sequential) -> bool:
         current = _layer_caches(model)
@@ -473,7 +470,8 @@ class SecondOrderOptimizer:
         """Whether the layers' caches are still those of the forward pass that
         :meth:`_evaluate` last ran, on ``X`` at the current θ (no pass since)."""
         memo = self._memo
-        return memo is not None and memo.X is X and memo.caches_hold(model)
+        return (memo is not None and memo.contents is not None
+                and np.array_equal(memo.contents[0], X) and memo.caches_hold(model))
 
     def _loss_at(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
                  ) -> tuple[np.ndarray, float]:
