@@ -31,12 +31,14 @@ from common import (
     N_THREADS,
     NumpyMLP,
     fmt_time,
+    import_jax,
     import_torch,
     interleaved,
     layer_arrays,
     machine_description,
     markdown_table,
     median,
+    parallelism,
     torch_mlp,
     verdict,
 )
@@ -86,6 +88,50 @@ def torch_trainer(model: Any, optimizer: str) -> Any:
     return step
 
 
+def jax_trainer(model: Any, optimizer: str) -> Any:
+    """JAX's compiled step: the whole forward, loss, backward and optax update in one
+    ``jax.jit`` call with the parameters and optimizer state donated, from a copy of
+    ``model``'s initial weights; None without JAX. ``step.compile_time`` is the seconds
+    spent tracing and compiling, kept out of the steady-state figures."""
+    jax = import_jax()
+    if jax is None:
+        return None
+    import jax.numpy as jnp
+    import optax
+
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in layer_arrays(model)]
+    # torch.optim.Adam's defaults, as the other contenders use.
+    tx = (optax.sgd(LR[optimizer]) if optimizer == "sgd"
+          else optax.adam(LR[optimizer], b1=0.9, b2=0.999, eps=1e-8))
+
+    def loss_fn(params: Any, X: Any, y: Any) -> Any:
+        h = X
+        for i, (w, b) in enumerate(params):
+            h = h @ w.T + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+    def update(params: Any, opt_state: Any, X: Any, y: Any) -> Any:
+        value, grads = jax.value_and_grad(loss_fn)(params, X, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    state = {"params": params, "opt": tx.init(params), "compiled": None}
+
+    def step(X: Any, y: Any) -> float:
+        if state["compiled"] is None:
+            started = time.perf_counter()
+            state["compiled"] = jax.jit(update, donate_argnums=(0, 1)).lower(
+                state["params"], state["opt"], X, y).compile()
+            step.compile_time = time.perf_counter() - started  # type: ignore[attr-defined]
+        state["params"], state["opt"], value = state["compiled"](state["params"], state["opt"], X, y)
+        return float(value)  # waits for the result, as the other contenders' steps do
+
+    step.compile_time = float("nan")  # type: ignore[attr-defined]
+    return step
+
+
 def step_flops(sizes: tuple[int, ...], batch: int) -> float:
     """Multiply–add FLOPs of a step: forward, weight gradients, input gradients above layer 0."""
     pairs = list(zip(sizes[:-1], sizes[1:]))
@@ -116,6 +162,7 @@ def matmul_only(model: Any, X: np.ndarray) -> Any:
 def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tuple[str, list[str]]:
     torch = import_torch()
     rows, checks = [], []
+    used_threads: dict[str, float] = {}
     for sizes, batch in configs:
         rng = np.random.default_rng(0)
         X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
@@ -128,6 +175,7 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
             model = jacnet.mlp(sizes, activation="relu", seed=0, dtype="float32")
             floor = NumpyMLP(model, optimizer, LR[optimizer])
             torch_step = torch_trainer(model, optimizer)
+            jax_step = jax_trainer(model, optimizer)
             jac_step = jacnet_trainer(model, optimizer)
             bare = matmul_only(model, X)
             contenders = {
@@ -136,17 +184,36 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
                 "numpy": partial(floor.step, X, y),
                 "matmul": bare,
             }
+            if jax_step is not None:
+                import jax.numpy as jnp
+
+                Xj, yj = jnp.asarray(X), jnp.asarray(y, dtype=jnp.int32)
+                # Same initial weights, same batch: the first losses agree to float32 rounding.
+                first_jax, first_jacnet = jax_step(Xj, yj), jac_step(X, y)
+                if abs(first_jax - first_jacnet) > 1e-4 * abs(first_jacnet):
+                    raise RuntimeError(f"{name} {optimizer}: JAX's first loss {first_jax} "
+                                       f"differs from jacnet's {first_jacnet}")
+                contenders["jax"] = partial(jax_step, Xj, yj)
+                if optimizer == "sgd" and (sizes, batch) == configs[-1]:
+                    used_threads.update({k: parallelism(contenders[k]) for k in
+                                         ("jacnet", "torch", "jax", "matmul")})
             samples = interleaved(contenders, n_rep, warmup=3, min_time=0.01, budget=30.0)
             t = {k: median(v) for k, v in samples.items()}
             r_np, r_torch = t["jacnet"] / t["numpy"], t["jacnet"] / t["torch"]
+            r_jax = t["jacnet"] / t["jax"] if "jax" in t else float("nan")
             flops = step_flops(sizes, batch)
             flop_share = t["matmul"] / t["jacnet"]
             rows.append([
                 f"{name}, batch {batch}", optimizer, fmt_time(t["jacnet"]), fmt_time(t["torch"]),
-                fmt_time(t["numpy"]), f"{r_np:.2f}", f"{r_torch:.2f}",
+                fmt_time(t["jax"]) if "jax" in t else "—",
+                fmt_time(jax_step.compile_time) if jax_step is not None else "—",
+                fmt_time(t["numpy"]), f"{r_np:.2f}", f"{r_torch:.2f}", f"{r_jax:.2f}",
                 f"{flops / t['jacnet'] / 1e9:.1f} / {flops / t['matmul'] / 1e9:.1f}",
                 f"{flop_share:.0%}",
             ])
+            if "jax" in t:
+                checks.append(f"- step {name} {optimizer}: jacnet/JAX-jit {r_jax:.2f} (≤ 1.0, "
+                              f"{verdict(r_jax, 1.0)})")
             largest = sizes == STEP_CONFIGS[-1][0]
             torch_target = 1.0 if largest else 0.5
             checks.append(f"- step {name} {optimizer}: jacnet/numpy {r_np:.2f} (≤ 1.2, "
@@ -158,8 +225,14 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
                               f"{'reached' if flop_share >= 0.8 else '**not reached**'})")
             print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(
-        ["configuration", "optimizer", "jacnet", "PyTorch", "NumPy floor", "jacnet/NumPy",
-         "jacnet/PyTorch", "GFLOP/s jacnet / matmul", "FLOP/s share"], rows)
+        ["configuration", "optimizer", "jacnet", "PyTorch", "JAX-jit", "JAX compile",
+         "NumPy floor", "jacnet/NumPy", "jacnet/PyTorch", "jacnet/JAX", "GFLOP/s jacnet / matmul",
+         "FLOP/s share"], rows)
+    if used_threads:
+        # CPU time ÷ wall time of each contender's SGD step on the largest configuration:
+        # the thread setting took effect where this is at most the thread count.
+        table += "\n\nThreads in use (CPU time ÷ wall time, largest configuration): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in used_threads.items())
     return table, checks
 
 
@@ -205,6 +278,48 @@ def jacnet_epoch(X: np.ndarray, y: np.ndarray, batch: int) -> dict[str, Any]:
     return runs
 
 
+def jax_epoch(model: Any, X: np.ndarray, y: np.ndarray, batch: int) -> Any:
+    """One epoch of JAX's compiled Adam step from ``model``'s initial weights, as a JAX user
+    would write it: the data on the device once, each step gathering its rows inside the
+    compiled call; None without JAX."""
+    jax = import_jax()
+    if jax is None:
+        return None
+    import jax.numpy as jnp
+    import optax
+
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in layer_arrays(model)]
+    tx = optax.adam(1e-3, b1=0.9, b2=0.999, eps=1e-8)
+    Xd, yd = jnp.asarray(X), jnp.asarray(y, dtype=jnp.int32)
+
+    def loss_fn(params: Any, Xb: Any, yb: Any) -> Any:
+        h = Xb
+        for i, (w, b) in enumerate(params):
+            h = h @ w.T + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        return optax.softmax_cross_entropy_with_integer_labels(h, yb).mean()
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def update(params: Any, opt_state: Any, idx: Any) -> Any:
+        value, grads = jax.value_and_grad(loss_fn)(params, Xd[idx], yd[idx])
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    state = {"params": params, "opt": tx.init(params)}
+    rng = np.random.default_rng(0)
+
+    def run() -> None:
+        order = rng.permutation(len(X)).astype(np.int32)
+        value = None
+        for start in range(0, len(X), batch):
+            state["params"], state["opt"], value = update(
+                state["params"], state["opt"], order[start:start + batch])
+        jax.block_until_ready(value)
+
+    return run
+
+
 def bench_epoch(repeats: int) -> tuple[str, list[str]]:
     torch = import_torch()
     from sklearn.neural_network import MLPClassifier
@@ -236,22 +351,31 @@ def bench_epoch(repeats: int) -> tuple[str, list[str]]:
     def sklearn_run() -> None:
         sk.partial_fit(X, y)
 
-    samples = interleaved({**runs, "torch": torch_run, "sklearn": sklearn_run},
-                          repeats, warmup=1, budget=150.0)
+    contenders = {**runs, "torch": torch_run, "sklearn": sklearn_run}
+    jax_run = jax_epoch(model, X, y, batch)
+    if jax_run is not None:
+        contenders["jax"] = jax_run
+    # The warm-up epoch compiles JAX's step for both batch shapes (128 and the last, 96).
+    samples = interleaved(contenders, repeats, warmup=1, budget=150.0)
     t = {k: median(v) for k, v in samples.items()}
     rows, checks = [], []
+    t_jax = t.get("jax", float("nan"))
     for name in runs:
-        r_sk, r_torch = t[name] / t["sklearn"], t[name] / t["torch"]
+        r_sk, r_torch, r_jax = t[name] / t["sklearn"], t[name] / t["torch"], t[name] / t_jax
         rows.append([name, fmt_time(t[name]), fmt_time(t["torch"]),
-                     fmt_time(t["sklearn"]), f"{r_sk:.2f}", f"{r_torch:.2f}"])
+                     fmt_time(t_jax) if "jax" in t else "—",
+                     fmt_time(t["sklearn"]), f"{r_sk:.2f}", f"{r_torch:.2f}", f"{r_jax:.2f}"])
         if name.startswith("NumPy"):
             continue
         checks.append(f"- epoch ({name}): jacnet/scikit-learn {r_sk:.2f} (≤ 0.33, "
                       f"{verdict(r_sk, 1 / 3)}); jacnet/PyTorch {r_torch:.2f} (≤ 1.0, "
-                      f"{verdict(r_torch, 1.0)})")
+                      f"{verdict(r_torch, 1.0)})"
+                      + (f"; jacnet/JAX-jit {r_jax:.2f} (≤ 1.0, {verdict(r_jax, 1.0)})"
+                         if "jax" in t else ""))
     table = markdown_table(
         ["epoch, 60,000 × 784 float32, 784-256-10 ReLU, Adam, batch 128", "time", "PyTorch",
-         f"scikit-learn ({sk.coefs_[0].dtype})", "/scikit-learn", "/PyTorch"], rows)
+         "JAX-jit", f"scikit-learn ({sk.coefs_[0].dtype})", "/scikit-learn", "/PyTorch", "/JAX"],
+        rows)
     print(table, flush=True)
     return table, checks
 

@@ -58,6 +58,49 @@ def import_torch() -> Any:
     return torch
 
 
+def import_jax() -> Any:
+    """JAX on the CPU with the same thread count, or None when it is not installed.
+
+    XLA has no thread-count option of its own: with one thread the Eigen pool is switched
+    off (``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``); with more
+    it uses every core this process may run on, so ``--threads N`` below the core count
+    also restricts the process's CPU affinity (see :func:`restrict_affinity`). Either way
+    :func:`parallelism` measures what each library really uses, and the report prints it.
+    """
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if N_THREADS == 1 and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
+                                   "=false intra_op_parallelism_threads=1").strip()
+    try:
+        import jax
+        import optax  # noqa: F401  (the optimizers of the JAX contender)
+    except ImportError:
+        return None
+    return jax
+
+
+def restrict_affinity(n_threads: int) -> bool:
+    """Run this process on its first ``n_threads`` allowed cores (for every library alike);
+    False where the platform cannot."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+        if n_threads < len(allowed):
+            os.sched_setaffinity(0, allowed[:n_threads])
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def parallelism(fn: Callable[[], Any], seconds: float = 0.3) -> float:
+    """CPU time ÷ wall time while ``fn`` runs repeatedly for about ``seconds``: about the
+    number of threads it keeps busy (the check that a thread setting took effect)."""
+    fn()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall0 < seconds:
+        fn()
+    return (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+
 def machine_description() -> dict[str, str]:
     """CPU, memory, library versions and the BLAS kernel in use, for the report."""
     info: dict[str, str] = {"python": platform.python_version(), "numpy": np.__version__}
@@ -286,3 +329,8 @@ class NumpyMLP:
         tmp *= -self.lr / (1.0 - b1**self.t)
         self.params += tmp
         return loss
+
+
+# Fewer threads than cores: every library (XLA included, which has no thread option for
+# N > 1) runs on the same N cores.
+AFFINITY_SET = restrict_affinity(N_THREADS)
