@@ -134,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output .csv or .npz file [CSV on standard output]")
     predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
+    export = sub.add_parser(
+        "export", help="write a saved model as an ONNX file",
+        description="Write a model trained by `jacnet train` as ONNX, for onnxruntime and other "
+        "ONNX runtimes: the standardisation is part of the graph, a classifier returns its "
+        "label and class probabilities, a regressor its prediction in target units, and the "
+        "task and class names are kept as metadata. Needs pip install 'jacnet[onnx]'.")
+    export.add_argument("model", metavar="MODEL", help="a model.npz written by jacnet train")
+    export.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
+    export.add_argument("--opset", type=int, default=None, help="ONNX operator set [17]")
+    export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
     from jacnet.explain import add_explain_arguments, add_inspect_arguments
 
     explain = sub.add_parser(
@@ -169,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jacnet.explain import explain_command, inspect_command
 
         handler = {"train": _train, "evaluate": _evaluate, "predict": _predict,
-                   "explain": explain_command, "inspect": inspect_command}[args.command]
+                   "export": _export, "explain": explain_command,
+                   "inspect": inspect_command}[args.command]
         return handler(args)
     except UsageError as exc:
         if args.debug:
@@ -530,6 +542,27 @@ def _predict(args: argparse.Namespace) -> int:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+def _export(args: argparse.Namespace) -> int:
+    """ONNX with what `jacnet predict` computes: standardised inputs, then labels and
+    probabilities (classification) or predictions in target units (regression)."""
+    from jacnet.onnx import DEFAULT_OPSET, export
+
+    saved = _load_saved(args.model)
+    meta, prep, model = saved.metadata, saved.preprocessing, saved.model
+    classes = None
+    if meta["task"] == "classification":
+        classes = meta.get("target_names") or list(range(max(model.out_features, 2)))
+    metadata = {"task": meta["task"], "loss": meta["loss"], "class_names": classes,
+                "feature_names": meta.get("feature_names"), "data": meta.get("data")}
+    export(model, args.onnx, preprocessing={"X": prep.get("X"), "y": prep.get("y")},
+           classes=classes, metadata={k: v for k, v in metadata.items() if v is not None},
+           opset=DEFAULT_OPSET if args.opset is None else args.opset)
+    outputs = "label, probabilities" if classes is not None else "output"
+    print(f"wrote {args.onnx}: input X ({model.dtype}, N x {model.in_features}), outputs {outputs}")
     return 0
 
 
