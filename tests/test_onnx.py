@@ -393,6 +393,7 @@ def test_cli_export_errors(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- README
 def test_readme_export_examples_run(tmp_path, monkeypatch):
+    _skl2onnx()  # the second example converts a scikit-learn pipeline
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = text.split("## Export to ONNX", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
