@@ -303,6 +303,23 @@ def test_binary_classifier_with_integer_labels_converts(tmp_path):
     assert probabilities.shape == (150, 2)
     result = check(est, path, X)
     assert result.label_mismatches == 0 and result.max_rel_diff <= 1e-12
+    # skl2onnx's options: nocl gives class indices, output_class_labels adds the classes.
+    proto = skl2onnx.to_onnx(est, X[:1], options={"zipmap": False, "nocl": True})
+    assert _run_proto(proto, X)[0].tolist() == (est.predict(X) == 7).astype(int).tolist()
+    proto = skl2onnx.to_onnx(est, X[:1], options={"zipmap": False, "output_class_labels": True})
+    assert _run_proto(proto, X)[2].tolist() == [4, 7]
+
+
+def test_multilabel_classifier_is_refused_with_the_way_out():
+    from jacnet.sklearn import MLPClassifier
+
+    X, y = _iris()
+    est = MLPClassifier(hidden_layer_sizes=(3,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, np.column_stack([y == 0, y == 1]).astype(int))
+    with pytest.raises(NotImplementedError, match=r"multi-label.*jacnet.onnx.export\(est.model_"):
+        _skl2onnx().to_onnx(est, X[:1], options={"zipmap": False})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

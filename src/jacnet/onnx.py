@@ -67,9 +67,9 @@ from jacnet.network import Sequential
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "SKLEARN_CONVERTERS_REGISTERED", "CheckResult",
            "check", "export"]
 
-#: The opset :func:`export` writes by default (onnxruntime 1.11 and later run it).
+#: The opset :func:`export` writes by default (onnxruntime 1.12 and later run it).
 DEFAULT_OPSET = 17
-#: The oldest opset the exported operators allow (Softmax's one-axis form, Gather on any type).
+#: The oldest opset the exported graphs allow (Softmax over one axis came with 13).
 MIN_OPSET = 13
 PathLike = str | os.PathLike[str]
 
