@@ -58,7 +58,7 @@ def _sub(number: int) -> str:
 # ======================================================================================
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Step:
     """One quantity of the backward (or forward) pass, with its checks.
 
@@ -124,6 +124,11 @@ class Step:
     def title(self) -> str:
         """``"name = formula"`` (just the name when there is no formula)."""
         return f"{self.name} = {self.formula}" if self.formula else self.name
+
+    def __repr__(self) -> str:
+        verdict = "" if not self.checks else ", passed" if self.passed else ", FAILED"
+        return (f"<Step {self.title}: {self.kind}, {self.structure}, "
+                f"{_shape_text(self.shape)}{verdict}>")
 
 
 def _format_array(value: np.ndarray, precision: int = 4) -> str:
@@ -237,6 +242,11 @@ class _Report:
     def __str__(self) -> str:
         return self.to_text()
 
+    def __repr__(self) -> str:
+        """Short, for a plain REPL: what was explained and the verdict (``print`` it for all)."""
+        return (f"<{type(self).__name__}: {len(self.steps)} steps in {len(self.sections)} "
+                f"sections; {self.summary()} print() it for the steps>")
+
     def _repr_markdown_(self) -> str:
         return self.to_markdown()
 
@@ -276,7 +286,7 @@ class _Report:
         return Group(*parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Explanation(_Report):
     """The backward pass of one sample, step by step (returned by :func:`explain`).
 
@@ -841,7 +851,7 @@ def _stored_bytes(op: JacobianOperator) -> int:
     return int(np.prod(op.shape)) * 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Inspection:
     """Architecture and Jacobian summary of a network on data (from :func:`inspect_model`).
 
@@ -915,6 +925,13 @@ class Inspection:
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def __repr__(self) -> str:
+        return (f"<Inspection: {len(self.model.layers)} layers, {self.model.n_params} "
+                f"parameters, Jacobians at {self.n_samples} samples; print() it for the table>")
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
 
     def to_rich(self) -> Any:
         """A rich renderable (needs rich: ``pip install 'jacnet[cli]'``)."""

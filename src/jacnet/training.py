@@ -26,7 +26,7 @@ import secrets
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,61 @@ class History:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items()
                           if k not in ("epoch", "time") and isinstance(v, float))
         return f"History(epochs={len(self)}{', ' + shown if shown else ''})"
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The records, one dict per epoch: so ``pd.DataFrame(history)`` is a table."""
+        return iter(self.records)
+
+    def to_pandas(self) -> Any:
+        """The history as a ``pandas.DataFrame``, one row per epoch, indexed by ``epoch``.
+
+        ``pd.DataFrame(history)`` gives the same table with a plain index;
+        ``pd.DataFrame(history.to_dict()["columns"])`` too (``to_dict`` itself also holds
+        the monitor and stop reason, so it is not a table).
+
+        >>> History([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]).to_pandas()
+               loss
+        epoch
+        1      0.50
+        2      0.25
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("History.to_pandas needs pandas: pip install pandas "
+                              "(or use history.records, a list of dicts).") from None
+        frame = pd.DataFrame(self.records, columns=self.columns)
+        return frame.set_index("epoch") if "epoch" in frame.columns else frame
+
+    #: Epochs shown at each end of a long history's notebook table.
+    _html_edge_rows = 10
+
+    def _repr_html_(self) -> str:
+        """Notebook display: one row per epoch (the first and last ten of a long run)."""
+        from html import escape
+        columns = self.columns
+        edge = self._html_edge_rows
+        shown: list[dict[str, Any] | None] = list(self.records)
+        if len(shown) > 2 * edge:
+            shown = [*self.records[:edge], None, *self.records[-edge:]]
+
+        def cell(value: Any) -> str:
+            if isinstance(value, float):
+                return f"{value:.4g}"
+            return escape(str(value))
+
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>"
+            if r is not None else f"<tr><td colspan='{len(columns)}'>…</td></tr>"
+            for r in shown)
+        best = self.best_epoch
+        notes = [f"{len(self)} epochs", f"best {escape(self.monitor)} at epoch {best}"
+                 if best is not None else ""]
+        if self.stop_reason:
+            notes.append(f"stopped: {escape(self.stop_reason)}")
+        head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+        return (f"<div><b>History</b>: {'; '.join(n for n in notes if n)}</div><table>"
+                f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
 
 
 # --------------------------------------------------------------------------- callbacks
