@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from html.parser import HTMLParser
 
 import numpy as np
@@ -11,7 +12,7 @@ from jacnet.checks import gradcheck
 from jacnet.explain import explain, inspect_model
 from jacnet.jacobians import Diagonal, Kronecker, Matrix
 from jacnet.network import jacobian, mlp
-from jacnet.training import History, fit
+from jacnet.training import Callback, History, ProgressBar, fit
 
 
 class _Tables(HTMLParser):
@@ -137,3 +138,82 @@ def test_inspection_repr_is_short() -> None:
     inspection = inspect_model(model, np.zeros((4, 3)))
     assert len(repr(inspection)) < 200 and "| layer" not in repr(inspection)
     assert "| #" in inspection._repr_markdown_()
+
+
+# --------------------------------------------------------------------------- progress
+def _run(bar, epochs: int = 7, batch_size: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    fit(mlp([2, 3, 1], seed=0), X, X[:, :1], epochs=epochs, batch_size=batch_size,
+        callbacks=[bar], progress=False)
+
+
+def test_plain_progress_prints_periodic_lines_and_ends_in_the_final_state() -> None:
+    out = io.StringIO()
+    bar = ProgressBar("plain", interval=0, file=out)
+    _run(bar)
+    lines = out.getvalue().splitlines()
+    assert [line.split(" · ")[0] for line in lines] == [f"epoch {e}/7" for e in range(1, 8)]
+    assert "loss" in lines[-1] and bar.status.startswith("epoch 7/7") and bar.fraction == 1.0
+    quiet = io.StringIO()
+    _run(ProgressBar("plain", interval=1e9, file=quiet))
+    assert [line.split(" · ")[0] for line in quiet.getvalue().splitlines()] == ["epoch 7/7"]
+
+
+def test_progress_within_an_epoch_counts_batches_with_a_time_estimate() -> None:
+    seen: list[str] = []
+
+    class Recording(ProgressBar):
+        def on_batch_end(self, batch, logs):
+            super().on_batch_end(batch, logs)
+            seen.append(self.status)
+
+    _run(Recording("plain", interval=1e9, file=io.StringIO()), epochs=2)
+    assert len(seen) == 10  # 20 rows in batches of 4, two epochs
+    assert seen[1].startswith("epoch 1/2 (batch 2/5)") and seen[6].startswith("epoch 2/2 (batch 2/5)")
+    assert " left" in seen[6]
+
+
+def test_on_batch_end_is_called_only_for_callbacks_that_override_it() -> None:
+    class Counter(Callback):
+        calls = 0
+
+        def on_batch_end(self, batch, logs):
+            Counter.calls += 1
+            assert logs["n_batches"] == 5
+
+    _run(Counter(), epochs=3)
+    assert Counter.calls == 15
+
+
+def test_widget_progress_is_saved_in_its_final_state() -> None:
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("IPython")
+    bar = ProgressBar("widget")
+    _run(bar)
+    assert bar.view.label.value.startswith("epoch 7/7")
+    assert bar.view.progress.value == 1.0 and bar.view.progress.bar_style == "success"
+
+
+def test_html_progress_without_widgets_ends_in_its_final_state(monkeypatch) -> None:
+    pytest.importorskip("IPython")
+    bar = ProgressBar("html")
+    _run(bar)
+    page = parse(bar.view.last)
+    assert "".join(page.text).strip().startswith("epoch 7/7")
+    assert "value='1.0000'" in bar.view.last
+
+
+def test_rich_progress_in_a_terminal_ends_in_its_final_state() -> None:
+    pytest.importorskip("rich")
+    out = io.StringIO()
+    _run(ProgressBar("rich", file=out))
+    assert "epoch 7/7" in out.getvalue()
+
+
+def test_auto_progress_off_a_terminal_is_plain() -> None:
+    bar = ProgressBar(file=io.StringIO())
+    _run(bar, epochs=1)
+    assert bar.kind == "plain"
+    with pytest.raises(ValueError, match="display must be one of"):
+        ProgressBar("tqdm")
