@@ -660,9 +660,10 @@ class _WidgetView:
         self.label = ipywidgets.Label(value=bar.status)
         self.box = ipywidgets.HBox([self.progress, self.label])
         self._display = display
+        self.handle: Any = None
 
     def show(self, bar: ProgressBar) -> None:
-        self._display(self.box)
+        self.handle = self._display(self.box, display_id=True)
 
     def update(self, bar: ProgressBar) -> None:
         self.progress.value = bar.fraction
@@ -671,6 +672,10 @@ class _WidgetView:
     def close(self, bar: ProgressBar) -> None:
         self.update(bar)
         self.progress.bar_style = "success" if bar.epoch >= bar.epochs else "warning"
+        if self.handle is not None:
+            # Re-send the output: its text/plain (what a saved notebook or its HTML shows
+            # without the widget state) is then the final one, not "epoch 0/N".
+            self.handle.update(self.box)
 
 
 # --------------------------------------------------------------------------- evaluation
