@@ -502,6 +502,41 @@ def default_sample(model: Sequential, loss: str | Loss = "mse") -> tuple[np.ndar
     return x, np.resize(np.array(DEFAULT_TARGET), model.out_features)
 
 
+@dataclass
+class _KinkChecker:
+    """The finite-difference checks of :func:`explain`, aware of activation kinks.
+
+    A check whose perturbation reaches an activation input at or near a kink (``kinked``:
+    layer index → units) and that fails is left out of the verdict; :meth:`fd` then
+    returns the sentence saying so, and :attr:`caveats` names the units.
+    """
+
+    kinked: dict[int, np.ndarray]
+    texts: list[str]
+    rtol: float
+    n_dropped: int = 0
+
+    def crosses(self, j: int) -> bool:
+        """Whether perturbing tensor j (a layer's input) reaches an input near a kink."""
+        return any(i >= j for i in self.kinked)
+
+    def fd(self, value: np.ndarray, reference: Callable[[], np.ndarray], crossed: bool
+           ) -> tuple[list[Comparison], str]:
+        """The comparison with finite differences (none when it fails across a kink) and
+        the text to add to the step's note."""
+        comparison = compare("vs finite differences", value, reference())
+        if crossed and comparison.max_rel_error > self.rtol:
+            self.n_dropped += 1
+            return [], (" (Finite differences disagree here because they cross a kink: "
+                        "not counted.)")
+        return [comparison], ""
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        """The kink sentences, when some check was left out."""
+        return tuple(self.texts) if self.n_dropped else ()
+
+
 def explain(model: Sequential | None = None, x: Any = None, target: Any = None, *,
             loss: str | Loss = "mse", lr: float = 0.5, eps: float = 1e-6, rtol: float = 1e-6,
             seed: int = 0) -> Explanation:
@@ -662,28 +697,8 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
                     f"jacnet uses f′ = {_format_array(layer.derivative()[0][units])} there, as "
                     "PyTorch does. Finite differences across the corner measure neither "
                     "side, so the checks they fail are left out of the verdict.")
-    dropped = [False, False]  # [the last fd_check, any]
-
-    def crosses(j: int) -> bool:
-        """Whether perturbing tensor j (a layer's input) reaches an input near a kink."""
-        return any(i >= j for i in kinked)
-
-    def fd_check(value: np.ndarray, reference: Callable[[], np.ndarray],
-                 crossed: bool) -> list[Comparison]:
-        """The finite-difference comparison; left out when it fails across a kink (the
-        next :func:`kink_note` then says so)."""
-        comparison = compare("vs finite differences", value, reference())
-        dropped[0] = crossed and comparison.max_rel_error > rtol
-        dropped[1] = dropped[1] or dropped[0]
-        return [] if dropped[0] else [comparison]
-
-    def kink_note(note: str) -> str:
-        """``note``, plus why the finite-difference check of the same step is missing."""
-        if not dropped[0]:
-            return note
-        dropped[0] = False
-        return note + (" (Finite differences disagree here because they cross a kink: "
-                       "not counted.)")
+    checker = _KinkChecker(kinked, kink_texts, rtol)
+    crosses = checker.crosses
 
     def fd_layer_jacobian(i: int) -> np.ndarray:
         return _finite_difference(ref.layers[i].forward, tensors[i], eps)[0, :, 0, :]
@@ -736,35 +751,38 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
                 note=f"{W} is differentiated as the vector vec({W}) (row-major); the only "
                      f"non-zeros are {layer.out_features} copies of {inp}ᵀ.")
             grad_weight = kron.vjp(grad).reshape(layer.weight.shape)
+            fd, why = checker.fd(grad_weight, partial(fd_weight, i, "weight", of_error=True),
+                                 crosses(i + 1))
             add(section, f"∂E/∂{W}", f"{delta} {inp}ᵀ", "weight gradient", grad_weight,
                 "outer product (rank 1)",
                 [compare(f"vs {delta} {inp}ᵀ (np.outer)", grad_weight, np.outer(grad[0], tensors[i][0])),
                  compare(f"vs backward (model.grads['{i}.weight'])", grad_weight,
                          grads[slices[f"{i}.weight"]].reshape(layer.weight.shape)),
-                 *fd_check(grad_weight, partial(fd_weight, i, "weight", of_error=True),
-                           crosses(i + 1))],
-                note=kink_note(f"(∂E/∂{out}) · ∂{out}/∂vec({W}) reshaped to {W}'s shape, with "
-                               f"{delta}ᵀ = ∂E/∂{out}: used to update {W}."))
+                 *fd],
+                note=f"(∂E/∂{out}) · ∂{out}/∂vec({W}) reshaped to {W}'s shape, with "
+                     f"{delta}ᵀ = ∂E/∂{out}: used to update {W}." + why)
             if layer.bias is not None:
                 b = names.biases[i]
                 grad_bias = param_jac.blocks[1].vjp(grad)[0]
+                fd, why = checker.fd(grad_bias, partial(fd_weight, i, "bias", of_error=True),
+                                     crosses(i + 1))
                 add(section, f"∂E/∂{b}", f"{delta}ᵀ", "weight gradient", grad_bias, "row vector",
                     [compare(f"vs backward (model.grads['{i}.bias'])", grad_bias,
                              grads[slices[f"{i}.bias"]]),
-                     *fd_check(grad_bias, partial(fd_weight, i, "bias", of_error=True),
-                               crosses(i + 1))],
-                    note=kink_note(f"∂{out}/∂{b} = I, so the bias gradient is {delta}ᵀ itself."))
+                     *fd],
+                    note=f"∂{out}/∂{b} = I, so the bias gradient is {delta}ᵀ itself." + why)
             jac: JacobianOperator = layer.jacobian()
             add(section, f"∂{out}/∂{inp}", W, "jacobian", jac.dense()[0], _structure(jac),
                 [compare("vs finite differences", jac.dense()[0], fd_layer_jacobian(i))],
                 operator=jac)
             grad_below = jac.vjp(grad)
+            fd, why = checker.fd(grad_below, partial(fd_gradient, i), crosses(i))
             handed = "handed down to the layer below" if i > 0 else \
                 "the input gradient (not needed for training; every layer computes it)"
             add(section, f"∂E/∂{inp}", f"{delta}ᵀ {W}", "gradient", grad_below, "row vector",
                 [compare("vs the layer's backward", grad_below, fast_grad),
-                 *fd_check(grad_below, partial(fd_gradient, i), crosses(i))],
-                note=kink_note(f"The gradient from above times the Jacobian {W} (a VJP): {handed}."))
+                 *fd],
+                note=f"The gradient from above times the Jacobian {W} (a VJP): {handed}." + why)
         else:
             function = names.functions[i]
             section = f"Layer {i}, {type(layer).__name__}: {out} = {function}({inp})"
@@ -772,20 +790,21 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
             formula = _jacobian_formula(layer, function, inp, out)
             note = ("An elementwise function has a diagonal Jacobian: output k depends on "
                     "input k only." if isinstance(jac, Diagonal) else "")
+            fd, why = checker.fd(jac.dense()[0], partial(fd_layer_jacobian, i), i in kinked)
             add(section, f"∂{out}/∂{inp}", formula, "jacobian", jac.dense()[0], _structure(jac),
-                fd_check(jac.dense()[0], partial(fd_layer_jacobian, i), i in kinked),
-                operator=jac, note=kink_note(note))
+                fd, operator=jac, note=note + why)
             grad_below = jac.vjp(grad)
+            fd, why = checker.fd(grad_below, partial(fd_gradient, i), crosses(i))
             below = i - 1 if i > 0 and isinstance(m64.layers[i - 1], Linear) else None
             rhs = f"∂E/∂{out} · {formula}" if formula else f"∂E/∂{out} · ∂{out}/∂{inp}"
             if below is not None:
                 rhs += f" = {names.deltas[below]}ᵀ"
             add(section, f"∂E/∂{inp}", rhs, "gradient", grad_below, "row vector",
                 [compare("vs the layer's backward", grad_below, fast_grad),
-                 *fd_check(grad_below, partial(fd_gradient, i), crosses(i))],
-                note=kink_note("The gradient from above times the Jacobian, a VJP"
+                 *fd],
+                note=("The gradient from above times the Jacobian, a VJP"
                                + (" (elementwise: ∂E/∂" + out + " ⊙ " + function + "′(" + inp + "))"
-                                  if isinstance(jac, Diagonal) else "") + "."))
+                                  if isinstance(jac, Diagonal) else "") + "." + why))
         grad = grad_below
 
     # --- the whole network -----------------------------------------------------------
@@ -812,24 +831,23 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
     weights = [names.weights[i] for i in sorted(names.weights)]
     # θ reaches the tensors above the lowest layer with parameters.
     crosses_theta = crosses(m64._lowest_with_params + 1)
+    fd, why = checker.fd(network_jac.dense()[0], fd_at(outputs_at), crosses_theta)
     add(section, f"∂{t[-1]}/∂θ", f"[{' '.join(f'∂{t[-1]}/∂vec({w})' for w in weights)}]", "jacobian",
-        network_jac.dense()[0], _structure(network_jac),
-        fd_check(network_jac.dense()[0], fd_at(outputs_at), crosses_theta),
-        operator=network_jac,
-        note=kink_note("θ is the model's flat parameter vector; each block is A ⊗ (layer "
-                       "input)ᵀ, the Kronecker form kept through the chain rule."))
+        network_jac.dense()[0], _structure(network_jac), fd, operator=network_jac,
+        note="θ is the model's flat parameter vector; each block is A ⊗ (layer "
+             "input)ᵀ, the Kronecker form kept through the chain rule." + why)
     grad_theta = network_jac.vjp(grad_z)
+    fd, why = checker.fd(grad_theta, lambda: fd_at(error_at)()[None, :], crosses_theta)
     add(section, "∂E/∂θ", f"∂E/∂{t[-1]} · ∂{t[-1]}/∂θ", "gradient", grad_theta, "row vector",
-        [compare("vs backward (model.grads)", grad_theta, grads[None, :]),
-         *fd_check(grad_theta, lambda: fd_at(error_at)()[None, :], crosses_theta)],
-        note=kink_note("The output gradient times the network's Jacobian: all weight "
-                       "gradients at once."))
+        [compare("vs backward (model.grads)", grad_theta, grads[None, :]), *fd],
+        note="The output gradient times the network's Jacobian: all weight "
+             "gradients at once." + why)
 
     loss_after = float(error_at(theta - lr * grads))
     ref.params[:] = theta
     return Explanation(m64, X[0], d[0], loss_name, float(E), tuple(steps), float(lr), loss_after,
                        rtol, {"weights": " ".join(weights)},
-                       tuple(kink_texts) if dropped[1] else ())
+                       checker.caveats)
 
 
 # ======================================================================================
