@@ -9,15 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from jacnet.explain import (
+from jacnet.cli import (
     add_explain_arguments,
     add_inspect_arguments,
-    explain,
     explain_command,
     inspect_command,
-    inspect_model,
-    seed_network,
 )
+from jacnet.explain import default_sample, explain, inspect_model, seed_network
 from jacnet.layers import Sigmoid
 from jacnet.network import mlp
 
@@ -227,3 +225,74 @@ def test_importing_explain_does_not_import_rich_or_matplotlib():
             "print(any(m.split('.')[0] in ('rich', 'matplotlib') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_default_sample_is_the_guides_so_the_numbers_match(capsys):
+    assert [list(v) for v in default_sample(seed_network())] == [[0.5, -1.0, 2.0], [0.1, 0.8]]
+    ex = explain()
+    np.testing.assert_allclose(ex["z"].value, [0.4321, 0.5062], atol=5e-5)  # docs/backprop.md
+    assert round(ex.loss, 6) == 0.098286
+    args = _parse(add_explain_arguments, ["--format", "text"])
+    assert explain_command(args) == 0
+    out = capsys.readouterr().out
+    assert "[ 0.3321 -0.2938]" in out and "E = 0.0982864 before the step" in out
+    assert "vector–Jacobian product (VJP" in out and "(JVP)" in out
+
+
+def test_explain_model_uses_the_saved_loss_and_a_real_sample(tmp_path, capsys):
+    from jacnet.cli import main
+    from jacnet.data import load_dataset
+    from jacnet.io import load_model
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", "iris", "--epochs", "2", "--no-progress",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    args = _parse(add_explain_arguments, ["--model", str(run / "model.npz"), "--format", "text"])
+    assert explain_command(args) == 0
+    out = capsys.readouterr().out
+    assert "loss cross-entropy" in out and "row 0 of iris" in out
+    saved = load_model(run / "model.npz")
+    x = saved.preprocessing["X"].transform(load_dataset("iris").X[:1])[0]
+    assert _format_row(x) in out.replace("\n", " ")
+
+
+def _format_row(x):
+    with np.printoptions(precision=4, suppress=True, linewidth=100):
+        return np.array2string(x)
+
+
+def test_rich_panels_keep_the_structure_at_120_columns():
+    pytest.importorskip("rich")
+    from rich.console import Console
+
+    console = Console(width=120, record=True, color_system=None)
+    console.print(explain(seed_network(bias=True)).to_rich())
+    text = console.export_text()
+    assert "Kronecker: I₄ ⊗ xᵀ, 4 × 12" in text and "…" not in text
+
+
+def test_figures_are_named_by_what_they_show_with_an_index(tmp_path):
+    pytest.importorskip("matplotlib")
+    from jacnet.plot import figure_name, plot_explanation, plot_jacobian
+
+    ex = explain()
+    names = [p.name for p in plot_explanation(ex, tmp_path)]
+    assert "dz_ds_diag_gprime_s.png" in names and "ds_dvecW_I2_kron_yT.png" in names
+    assert names[-2:] == ["graph.png", "index.md"]
+    index = (tmp_path / "index.md").read_text(encoding="utf-8")
+    assert "| [dy_du_diag_fprime_u.png](dy_du_diag_fprime_u.png) | ∂y/∂u = diag(f′(u)) |" in index
+    assert figure_name(ex["∂u/∂vec(V)"]) == "du_dvecV_I4_kron_xT"
+    fig = plot_jacobian(ex["∂z/∂s"].operator)
+    cells = [t.get_text() for t in fig.axes[0].texts]
+    assert cells == ["0.245", "0", "0", "0.25"]  # values written in the small heat map
+    assert len(plot_jacobian(np.ones((10, 10))).axes[0].texts) == 0
+
+
+def test_graph_figure_shows_forward_values_and_backward_gradients():
+    pytest.importorskip("matplotlib")
+    from jacnet.plot import plot_graph
+
+    texts = [t.get_text() for t in plot_graph(explain()).axes[0].texts]
+    assert "(0.5, -1, 2)" in texts and "(0.43, 0.51)" in texts
+    assert "∂E/∂z =\n(0.33, -0.29)" in texts and "E = 0.09829" in texts

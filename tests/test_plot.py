@@ -90,7 +90,7 @@ def test_plot_jacobian_accepts_arrays_and_operators(tmp_path):
         plot_jacobian(np.ones(3))
     with pytest.raises(ValueError, match=r"sample must be in 0\.\.0"):
         plot_jacobian(ex["∂z/∂s"].operator, sample=1)
-    assert len(plot_explanation(ex, tmp_path / "ex")) == 7
+    assert len(plot_explanation(ex, tmp_path / "ex")) == 9  # 7 heat maps, graph, index
 
 
 def test_gradient_flow_records_and_plots(tmp_path):

@@ -145,8 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=None, help="ONNX operator set [17]")
     export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
-    from jacnet.explain import add_explain_arguments, add_inspect_arguments
-
     explain = sub.add_parser(
         "explain", help="back-propagation of one sample, step by step, in the seed's notation",
         description="Follow one sample through a network (default: the seed's two-layer "
@@ -177,8 +175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        from jacnet.explain import explain_command, inspect_command
-
         handler = {"train": _train, "evaluate": _evaluate, "predict": _predict,
                    "export": _export, "explain": explain_command,
                    "inspect": inspect_command}[args.command]
@@ -568,3 +564,227 @@ def _export(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+
+
+# ======================================================================================
+# explain and inspect: the command-line bodies of jacnet.explain.explain / inspect_model
+# (one self-contained block: its own helpers, imports made when a command runs)
+# ======================================================================================
+
+
+def _floats(text: str, name: str) -> np.ndarray:
+    try:
+        return np.array([float(v) for v in text.replace(",", " ").split()], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be numbers separated by commas, e.g. '0.5,-1,2'; "
+                         f"got {text!r}.") from exc
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise ValueError(f"--sizes must be integers separated by commas, e.g. '3,4,2'; "
+                         f"got {text!r}.") from exc
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"--sizes needs at least two positive widths, e.g. '3,4,2'; got {text!r}.")
+    return sizes
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    from jacnet.io import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
+def _load_any_model(path: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The model, its preprocessing and its metadata from a file written by :mod:`jacnet.io`."""
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"model file {path} not found; 'jacnet train' writes one as RUN_FOLDER/model.npz.")
+    from jacnet.io import load_model
+
+    saved = load_model(path)
+    return saved.model, saved.preprocessing, dict(saved.metadata or {})
+
+
+def _scaler(preprocessing: Any, key: str) -> Any:
+    """The scaler ``jacnet train`` saved for the inputs ("X") or targets ("y"), if any."""
+    return preprocessing.get(key) if isinstance(preprocessing, dict) else None
+
+
+def _emit(report: Any, args: argparse.Namespace) -> None:
+    """Print a report in the chosen format and, with --markdown, also write it as Markdown."""
+    _print_report(report, args.format)
+    if args.markdown:
+        _atomic_write_text(Path(args.markdown), report.to_markdown())
+
+
+def _print_report(report: Any, fmt: str) -> None:
+    if fmt == "markdown":
+        print(report.to_markdown())
+        return
+    if fmt in ("auto", "rich"):
+        try:
+            from rich.console import Console
+        except ImportError:
+            if fmt == "rich":
+                raise ImportError("--format rich needs rich: pip install 'jacnet[cli]'.") from None
+        else:
+            Console().print(report.to_rich())
+            return
+    print(report.to_text())
+
+
+def add_explain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of ``jacnet explain`` to ``parser`` and return it."""
+    parser.add_argument("--model", metavar="PATH", help="a saved model (default: the seed's "
+                        "two-layer network built from --sizes)")
+    parser.add_argument("--sizes", default="3,4,2", help="widths n,h,m of the default network "
+                        "(default: 3,4,2)")
+    parser.add_argument("--activation", default="sigmoid", help="hidden activation f (default: sigmoid)")
+    parser.add_argument("--output-activation", default="sigmoid",
+                        help="output activation g, or 'none' for a linear output (default: sigmoid)")
+    parser.add_argument("--bias", action="store_true", help="give the default network biases")
+    parser.add_argument("--x", metavar="VALUES", help="the sample, comma-separated (default: "
+                        "the guide's 0.5,-1,2 repeated to the input width; with --model, row 0 "
+                        "of the saved training data when it can be read)")
+    parser.add_argument("--target", metavar="VALUES", help="the target d, comma-separated "
+                        "(a class label for cross-entropy)")
+    parser.add_argument("--loss", default=None, help="mse, cross_entropy, bce (default: the "
+                        "loss saved with --model, else mse)")
+    parser.add_argument("--lr", type=float, default=0.5, help="η of the gradient step shown (0.5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the default network's weights")
+    parser.add_argument("--format", choices=("auto", "rich", "text", "markdown"), default="auto",
+                        help="terminal output (auto: rich when installed)")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the explanation as Markdown")
+    parser.add_argument("--figures", metavar="DIR", help="write a heat map (PNG) of each Jacobian")
+    return parser
+
+
+def _saved_sample(metadata: dict[str, Any], preprocessing: Any, loss: Any
+                  ) -> tuple[np.ndarray, Any, str] | None:
+    """Row 0 of the data a saved model was trained on, scaled as in training, with its
+    target as the loss takes it, and a line saying where it came from; None when the data
+    cannot be read again (a moved file, a data set that would need a download)."""
+    saved_options = metadata.get("options")
+    options: dict[str, Any] = saved_options if isinstance(saved_options, dict) else {}
+    spec = options.get("data") or metadata.get("data")
+    if not isinstance(spec, str) or "fashion" in spec.lower():
+        return None
+    from jacnet.data import load
+
+    try:
+        dataset = load(spec, target=options.get("target"), seed=options.get("seed", 0))
+    except (ValueError, TypeError, OSError):
+        return None
+    x_scaler, y_scaler = _scaler(preprocessing, "X"), _scaler(preprocessing, "y")
+    X = dataset.X[:1] if x_scaler is None else x_scaler.transform(dataset.X[:1])
+    if loss.takes_labels:
+        target: Any = np.asarray(dataset.y[:1]).astype(np.int64)
+    else:
+        y = np.asarray(dataset.y[:1], dtype=np.float64).reshape(1, -1)
+        target = (y if y_scaler is None else y_scaler.transform(y))[0]
+    scaled = " (scaled as in training)" if x_scaler is not None else ""
+    return X[0], target, f"The sample is row 0 of {spec}, the model's training data{scaled}."
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    """Body of ``jacnet explain``: 0 when every check passed, 1 when one failed, 2 on bad input."""
+    from dataclasses import replace
+
+    from jacnet.explain import explain, seed_network
+    from jacnet.losses import get_loss
+
+    note = ""
+    try:
+        x: Any = None if args.x is None else _floats(args.x, "--x")
+        target: Any = None
+        if args.model:
+            model, preprocessing, metadata = _load_any_model(args.model)
+            # The loss the model was trained with (cross-entropy for a classifier).
+            loss = get_loss(args.loss or metadata.get("loss") or "mse")
+            saved = _saved_sample(metadata, preprocessing, loss) if x is None else None
+            if saved is not None and args.target is None:
+                x, target, note = saved
+        else:
+            output = None if str(args.output_activation).lower() == "none" else args.output_activation
+            model = seed_network(_sizes(args.sizes), args.activation, output, bias=args.bias,
+                                 seed=args.seed)
+            loss = get_loss(args.loss or "mse")
+        if args.target is not None:
+            target = _floats(args.target, "--target")
+            if loss.takes_labels:
+                target = target.astype(np.int64)
+        result = explain(model, x, target, loss=loss, lr=args.lr, seed=args.seed)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        print(f"jacnet explain: error: {exc}", file=sys.stderr)
+        return 2
+    if note:
+        result = replace(result, caveats=(note, *result.caveats))
+    _emit(result, args)
+    if args.figures:
+        from jacnet.plot import plot_explanation
+        for path in plot_explanation(result, args.figures):
+            print(f"wrote {path}")
+    return 0 if result.passed else 1
+
+
+def add_inspect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``jacnet inspect MODEL`` to ``parser`` and return it."""
+    parser.add_argument("model", metavar="MODEL", help="a saved model file")
+    parser.add_argument("--data", metavar="DATA", help="a built-in data set name or a CSV/NPZ "
+                        "file (default: standard-normal inputs)")
+    parser.add_argument("--n-samples", type=int, default=32,
+                        help="rows at which the Jacobians are taken (default: 32)")
+    parser.add_argument("--loss", default=None, help="with --data: the loss for gradient norms "
+                        "(default: mse for regression, cross_entropy for classification)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", choices=("auto", "rich", "text", "markdown"), default="auto")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the summary as Markdown")
+    parser.add_argument("--figures", metavar="DIR",
+                        help="write heat maps of ∂z/∂x and ∂z/∂θ of the first sample (PNG)")
+    return parser
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    """Body of ``jacnet inspect``: 0 on success, 2 on bad input."""
+    from jacnet.explain import inspect_model
+    from jacnet.network import jacobian
+
+    try:
+        model, preprocessing, metadata = _load_any_model(args.model)
+        y = None
+        loss: Any = args.loss or metadata.get("loss") or "mse"
+        if args.data:
+            from jacnet.data import load
+
+            dataset = load(args.data, seed=args.seed)
+            # The network sees data as it was trained on: scaled with the saved statistics.
+            x_scaler, y_scaler = _scaler(preprocessing, "X"), _scaler(preprocessing, "y")
+            X = dataset.X if x_scaler is None else x_scaler.transform(dataset.X)
+            if dataset.task == "classification" and model.out_features > 1:
+                y, loss = dataset.y, args.loss or metadata.get("loss") or "cross_entropy"
+            elif dataset.task == "regression":
+                y = dataset.y.reshape(len(dataset.y), -1)
+                y = y if y_scaler is None else y_scaler.transform(y)
+        else:
+            X = np.random.default_rng(args.seed).normal(size=(args.n_samples, model.in_features))
+        info = inspect_model(model, X, y, loss=loss, max_samples=args.n_samples)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        print(f"jacnet inspect: error: {exc}", file=sys.stderr)
+        return 2
+    _emit(info, args)
+    if args.figures:
+        from jacnet.plot import plot_jacobian
+
+        out = Path(args.figures)
+        X0 = info.model.check_input(X[:1])
+        for wrt in ("input", "params"):
+            path = out / f"jacobian_{wrt}.png"
+            plot_jacobian(jacobian(info.model, X0, wrt=wrt, structured=True), path,
+                          title=f"∂z/∂{'x' if wrt == 'input' else 'θ'} of the first sample")
+            print(f"wrote {path}")
+    return 0

@@ -11,18 +11,15 @@ differences in float64. The result renders to a terminal (rich, when installed),
 plain text and to Markdown.
 
 :func:`inspect_model` summarises a network on data: its layers, parameter count and the
-structure and singular values of its Jacobians. ``explain_command`` and
-``inspect_command`` are the bodies of ``jacnet explain`` and ``jacnet inspect``.
+structure and singular values of its Jacobians. The command-line bodies of
+``jacnet explain`` and ``jacnet inspect`` live in :mod:`jacnet.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,11 +34,8 @@ __all__ = [
     "Explanation",
     "Inspection",
     "Step",
-    "add_explain_arguments",
-    "add_inspect_arguments",
+    "default_sample",
     "explain",
-    "explain_command",
-    "inspect_command",
     "inspect_model",
     "seed_network",
 ]
@@ -58,7 +52,7 @@ def _sub(number: int) -> str:
 # ======================================================================================
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Step:
     """One quantity of the backward (or forward) pass, with its checks.
 
@@ -124,6 +118,11 @@ class Step:
     def title(self) -> str:
         """``"name = formula"`` (just the name when there is no formula)."""
         return f"{self.name} = {self.formula}" if self.formula else self.name
+
+    def __repr__(self) -> str:
+        verdict = "" if not self.checks else ", passed" if self.passed else ", FAILED"
+        return (f"<Step {self.title}: {self.kind}, {self.structure}, "
+                f"{_shape_text(self.shape)}{verdict}>")
 
 
 def _format_array(value: np.ndarray, precision: int = 4) -> str:
@@ -237,6 +236,11 @@ class _Report:
     def __str__(self) -> str:
         return self.to_text()
 
+    def __repr__(self) -> str:
+        """Short, for a plain REPL: what was explained and the verdict (``print`` it for all)."""
+        return (f"<{type(self).__name__}: {len(self.steps)} steps in {len(self.sections)} "
+                f"sections; {self.summary()} print() it for the steps>")
+
     def _repr_markdown_(self) -> str:
         return self.to_markdown()
 
@@ -262,21 +266,21 @@ class _Report:
         for section in self.sections:
             parts.append(Rule(section, style="cyan"))
             for step in (s for s in self.steps if s.section == section):
-                body = Text()
+                # Structure and shape open the body: a panel subtitle is cut to the
+                # panel's width, and long ones ("Kronecker: I₄ ⊗ xᵀ, 4 × 12") were.
+                body = Text(f"{step.structure}, {_shape_text(step.shape)}\n", style="dim")
                 if step.note:
                     body.append(step.note + "\n", style="italic")
                 body.append(_format_array(step.value))
                 if step.checks:
                     body.append("\n" + _check_text(step), style="green" if step.passed else "bold red")
-                subtitle = f"{step.structure}, {_shape_text(step.shape)}"
-                parts.append(Panel(body, title=step.title, title_align="left",
-                                   subtitle=subtitle, subtitle_align="right", expand=False))
+                parts.append(Panel(body, title=step.title, title_align="left", expand=False))
         parts.append(Text("\n".join(self._closing()),
                           style="bold green" if self.passed else "bold red"))
         return Group(*parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Explanation(_Report):
     """The backward pass of one sample, step by step (returned by :func:`explain`).
 
@@ -328,7 +332,9 @@ class Explanation(_Report):
             f"One sample x = {_format_array(self.x)}, target d = {_format_array(self.target)}, "
             f"loss {self.loss_name}.",
             "Each gradient is a row vector; the gradient handed down is the gradient from "
-            "above times the layer's Jacobian.",
+            "above times the layer's Jacobian, a vector–Jacobian product (VJP: what "
+            "backward computes). Forward mode multiplies the same Jacobian by a column "
+            "vector, a Jacobian–vector product (JVP).",
             *self.caveats,
         ]
 
@@ -336,7 +342,7 @@ class Explanation(_Report):
         weights = ", ".join(f"{w} ← {w} − η ∂E/∂{w}" for w in self.symbols.get("weights", "").split())
         return [
             f"Gradient descent with η = {self.lr:g}: {weights}.",
-            f"E = {self.loss:.6g} before the step, {self.loss_after_step:.6g} after.",
+            f"E = {self.loss:.6g} before the step, {self.loss_after_step + 0.0:.6g} after.",
             self.summary(),
         ]
 
@@ -474,12 +480,61 @@ def seed_network(sizes: Sequence[int] = (3, 4, 2), activation: str = "sigmoid",
     return mlp(sizes, activation, output_activation, bias=bias, seed=seed, dtype=np.float64)
 
 
-def _default_sample(model: Sequential, loss: Loss, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = np.round(rng.uniform(-1.0, 1.0, model.in_features), 1)
-    if loss.takes_labels:
+#: The sample of the guide (docs/backprop.md, section 3): x and the target d, each
+#: repeated (``np.resize``) to the network's widths; cross-entropy takes class 0.
+DEFAULT_X = (0.5, -1.0, 2.0)
+DEFAULT_TARGET = (0.1, 0.8)
+
+
+def default_sample(model: Sequential, loss: str | Loss = "mse") -> tuple[np.ndarray, np.ndarray]:
+    """The sample :func:`explain` uses when none is given: the guide's, fitted to ``model``.
+
+    x = (0.5, −1, 2, 0.5, −1, …) with ``in_features`` entries and d = (0.1, 0.8, 0.1, …)
+    with ``out_features`` entries, or class 0 for a loss that takes labels; so on the
+    seed network ``jacnet explain`` prints the numbers of docs/backprop.md.
+
+    >>> default_sample(seed_network())
+    (array([ 0.5, -1. ,  2. ]), array([0.1, 0.8]))
+    """
+    x = np.resize(np.array(DEFAULT_X), model.in_features)
+    if get_loss(loss).takes_labels:
         return x, np.array([0])
-    return x, np.round(rng.uniform(0.1, 0.9, model.out_features), 1)
+    return x, np.resize(np.array(DEFAULT_TARGET), model.out_features)
+
+
+@dataclass
+class _KinkChecker:
+    """The finite-difference checks of :func:`explain`, aware of activation kinks.
+
+    A check whose perturbation reaches an activation input at or near a kink (``kinked``:
+    layer index → units) and that fails is left out of the verdict; :meth:`fd` then
+    returns the sentence saying so, and :attr:`caveats` names the units.
+    """
+
+    kinked: dict[int, np.ndarray]
+    texts: list[str]
+    rtol: float
+    n_dropped: int = 0
+
+    def crosses(self, j: int) -> bool:
+        """Whether perturbing tensor j (a layer's input) reaches an input near a kink."""
+        return any(i >= j for i in self.kinked)
+
+    def fd(self, value: np.ndarray, reference: Callable[[], np.ndarray], crossed: bool
+           ) -> tuple[list[Comparison], str]:
+        """The comparison with finite differences (none when it fails across a kink) and
+        the text to add to the step's note."""
+        comparison = compare("vs finite differences", value, reference())
+        if crossed and comparison.max_rel_error > self.rtol:
+            self.n_dropped += 1
+            return [], (" (Finite differences disagree here because they cross a kink: "
+                        "not counted.)")
+        return [comparison], ""
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        """The kink sentences, when some check was left out."""
+        return tuple(self.texts) if self.n_dropped else ()
 
 
 def explain(model: Sequential | None = None, x: Any = None, target: Any = None, *,
@@ -503,10 +558,11 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
         Default: :func:`seed_network`, the seed's 2-layer network (3 → 4 → 2, sigmoid).
         Explained on a float64 copy; the model itself is not changed.
     x : array-like, shape (in_features,) or (1, in_features), optional
-        The sample (default: a few rounded random numbers drawn with ``seed``).
+        The sample; default: the guide's, :func:`default_sample` (x = (0.5, −1, 2) on
+        the seed network).
     target : array-like, optional
         d, as the loss takes it: shape (out_features,) for MSE, a class label for
-        cross-entropy.
+        cross-entropy; default: :func:`default_sample`'s (d = (0.1, 0.8)).
     loss : str or Loss, default "mse"
         E; "mse" is the seed's ½‖d − z‖².
     lr : float, default 0.5
@@ -516,7 +572,7 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
     rtol : float, default 1e-6
         Largest relative error a check may show and pass.
     seed : int, default 0
-        For the default model and sample.
+        For the default model's weights.
 
     Returns
     -------
@@ -545,7 +601,7 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr must be a number > 0; got {lr!r}.")
     m64 = model.astype(np.float64).eval()
-    default_x, default_target = _default_sample(m64, loss_fn, seed)
+    default_x, default_target = default_sample(m64, loss_fn)
     if x is None:
         x = default_x
     X = np.asarray(x, dtype=np.float64) if not isinstance(x, np.ndarray) else x.astype(np.float64)
@@ -641,28 +697,8 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
                     f"jacnet uses f′ = {_format_array(layer.derivative()[0][units])} there, as "
                     "PyTorch does. Finite differences across the corner measure neither "
                     "side, so the checks they fail are left out of the verdict.")
-    dropped = [False, False]  # [the last fd_check, any]
-
-    def crosses(j: int) -> bool:
-        """Whether perturbing tensor j (a layer's input) reaches an input near a kink."""
-        return any(i >= j for i in kinked)
-
-    def fd_check(value: np.ndarray, reference: Callable[[], np.ndarray],
-                 crossed: bool) -> list[Comparison]:
-        """The finite-difference comparison; left out when it fails across a kink (the
-        next :func:`kink_note` then says so)."""
-        comparison = compare("vs finite differences", value, reference())
-        dropped[0] = crossed and comparison.max_rel_error > rtol
-        dropped[1] = dropped[1] or dropped[0]
-        return [] if dropped[0] else [comparison]
-
-    def kink_note(note: str) -> str:
-        """``note``, plus why the finite-difference check of the same step is missing."""
-        if not dropped[0]:
-            return note
-        dropped[0] = False
-        return note + (" (Finite differences disagree here because they cross a kink: "
-                       "not counted.)")
+    checker = _KinkChecker(kinked, kink_texts, rtol)
+    crosses = checker.crosses
 
     def fd_layer_jacobian(i: int) -> np.ndarray:
         return _finite_difference(ref.layers[i].forward, tensors[i], eps)[0, :, 0, :]
@@ -715,35 +751,38 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
                 note=f"{W} is differentiated as the vector vec({W}) (row-major); the only "
                      f"non-zeros are {layer.out_features} copies of {inp}ᵀ.")
             grad_weight = kron.vjp(grad).reshape(layer.weight.shape)
+            fd, why = checker.fd(grad_weight, partial(fd_weight, i, "weight", of_error=True),
+                                 crosses(i + 1))
             add(section, f"∂E/∂{W}", f"{delta} {inp}ᵀ", "weight gradient", grad_weight,
                 "outer product (rank 1)",
                 [compare(f"vs {delta} {inp}ᵀ (np.outer)", grad_weight, np.outer(grad[0], tensors[i][0])),
                  compare(f"vs backward (model.grads['{i}.weight'])", grad_weight,
                          grads[slices[f"{i}.weight"]].reshape(layer.weight.shape)),
-                 *fd_check(grad_weight, partial(fd_weight, i, "weight", of_error=True),
-                           crosses(i + 1))],
-                note=kink_note(f"(∂E/∂{out}) · ∂{out}/∂vec({W}) reshaped to {W}'s shape, with "
-                               f"{delta}ᵀ = ∂E/∂{out}: used to update {W}."))
+                 *fd],
+                note=f"(∂E/∂{out}) · ∂{out}/∂vec({W}) reshaped to {W}'s shape, with "
+                     f"{delta}ᵀ = ∂E/∂{out}: used to update {W}." + why)
             if layer.bias is not None:
                 b = names.biases[i]
                 grad_bias = param_jac.blocks[1].vjp(grad)[0]
+                fd, why = checker.fd(grad_bias, partial(fd_weight, i, "bias", of_error=True),
+                                     crosses(i + 1))
                 add(section, f"∂E/∂{b}", f"{delta}ᵀ", "weight gradient", grad_bias, "row vector",
                     [compare(f"vs backward (model.grads['{i}.bias'])", grad_bias,
                              grads[slices[f"{i}.bias"]]),
-                     *fd_check(grad_bias, partial(fd_weight, i, "bias", of_error=True),
-                               crosses(i + 1))],
-                    note=kink_note(f"∂{out}/∂{b} = I, so the bias gradient is {delta}ᵀ itself."))
+                     *fd],
+                    note=f"∂{out}/∂{b} = I, so the bias gradient is {delta}ᵀ itself." + why)
             jac: JacobianOperator = layer.jacobian()
             add(section, f"∂{out}/∂{inp}", W, "jacobian", jac.dense()[0], _structure(jac),
                 [compare("vs finite differences", jac.dense()[0], fd_layer_jacobian(i))],
                 operator=jac)
             grad_below = jac.vjp(grad)
+            fd, why = checker.fd(grad_below, partial(fd_gradient, i), crosses(i))
             handed = "handed down to the layer below" if i > 0 else \
                 "the input gradient (not needed for training; every layer computes it)"
             add(section, f"∂E/∂{inp}", f"{delta}ᵀ {W}", "gradient", grad_below, "row vector",
                 [compare("vs the layer's backward", grad_below, fast_grad),
-                 *fd_check(grad_below, partial(fd_gradient, i), crosses(i))],
-                note=kink_note(f"The gradient from above times the Jacobian {W}: {handed}."))
+                 *fd],
+                note=f"The gradient from above times the Jacobian {W} (a VJP): {handed}." + why)
         else:
             function = names.functions[i]
             section = f"Layer {i}, {type(layer).__name__}: {out} = {function}({inp})"
@@ -751,20 +790,21 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
             formula = _jacobian_formula(layer, function, inp, out)
             note = ("An elementwise function has a diagonal Jacobian: output k depends on "
                     "input k only." if isinstance(jac, Diagonal) else "")
+            fd, why = checker.fd(jac.dense()[0], partial(fd_layer_jacobian, i), i in kinked)
             add(section, f"∂{out}/∂{inp}", formula, "jacobian", jac.dense()[0], _structure(jac),
-                fd_check(jac.dense()[0], partial(fd_layer_jacobian, i), i in kinked),
-                operator=jac, note=kink_note(note))
+                fd, operator=jac, note=note + why)
             grad_below = jac.vjp(grad)
+            fd, why = checker.fd(grad_below, partial(fd_gradient, i), crosses(i))
             below = i - 1 if i > 0 and isinstance(m64.layers[i - 1], Linear) else None
             rhs = f"∂E/∂{out} · {formula}" if formula else f"∂E/∂{out} · ∂{out}/∂{inp}"
             if below is not None:
                 rhs += f" = {names.deltas[below]}ᵀ"
             add(section, f"∂E/∂{inp}", rhs, "gradient", grad_below, "row vector",
                 [compare("vs the layer's backward", grad_below, fast_grad),
-                 *fd_check(grad_below, partial(fd_gradient, i), crosses(i))],
-                note=kink_note("The gradient from above times the Jacobian"
+                 *fd],
+                note=("The gradient from above times the Jacobian, a VJP"
                                + (" (elementwise: ∂E/∂" + out + " ⊙ " + function + "′(" + inp + "))"
-                                  if isinstance(jac, Diagonal) else "") + "."))
+                                  if isinstance(jac, Diagonal) else "") + "." + why))
         grad = grad_below
 
     # --- the whole network -----------------------------------------------------------
@@ -791,24 +831,23 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
     weights = [names.weights[i] for i in sorted(names.weights)]
     # θ reaches the tensors above the lowest layer with parameters.
     crosses_theta = crosses(m64._lowest_with_params + 1)
+    fd, why = checker.fd(network_jac.dense()[0], fd_at(outputs_at), crosses_theta)
     add(section, f"∂{t[-1]}/∂θ", f"[{' '.join(f'∂{t[-1]}/∂vec({w})' for w in weights)}]", "jacobian",
-        network_jac.dense()[0], _structure(network_jac),
-        fd_check(network_jac.dense()[0], fd_at(outputs_at), crosses_theta),
-        operator=network_jac,
-        note=kink_note("θ is the model's flat parameter vector; each block is A ⊗ (layer "
-                       "input)ᵀ, the Kronecker form kept through the chain rule."))
+        network_jac.dense()[0], _structure(network_jac), fd, operator=network_jac,
+        note="θ is the model's flat parameter vector; each block is A ⊗ (layer "
+             "input)ᵀ, the Kronecker form kept through the chain rule." + why)
     grad_theta = network_jac.vjp(grad_z)
+    fd, why = checker.fd(grad_theta, lambda: fd_at(error_at)()[None, :], crosses_theta)
     add(section, "∂E/∂θ", f"∂E/∂{t[-1]} · ∂{t[-1]}/∂θ", "gradient", grad_theta, "row vector",
-        [compare("vs backward (model.grads)", grad_theta, grads[None, :]),
-         *fd_check(grad_theta, lambda: fd_at(error_at)()[None, :], crosses_theta)],
-        note=kink_note("The output gradient times the network's Jacobian: all weight "
-                       "gradients at once."))
+        [compare("vs backward (model.grads)", grad_theta, grads[None, :]), *fd],
+        note="The output gradient times the network's Jacobian: all weight "
+             "gradients at once." + why)
 
     loss_after = float(error_at(theta - lr * grads))
     ref.params[:] = theta
     return Explanation(m64, X[0], d[0], loss_name, float(E), tuple(steps), float(lr), loss_after,
                        rtol, {"weights": " ".join(weights)},
-                       tuple(kink_texts) if dropped[1] else ())
+                       checker.caveats)
 
 
 # ======================================================================================
@@ -841,7 +880,7 @@ def _stored_bytes(op: JacobianOperator) -> int:
     return int(np.prod(op.shape)) * 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Inspection:
     """Architecture and Jacobian summary of a network on data (from :func:`inspect_model`).
 
@@ -915,6 +954,13 @@ class Inspection:
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def __repr__(self) -> str:
+        return (f"<Inspection: {len(self.model.layers)} layers, {self.model.n_params} "
+                f"parameters, Jacobians at {self.n_samples} samples; print() it for the table>")
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
 
     def to_rich(self) -> Any:
         """A rich renderable (needs rich: ``pip install 'jacnet[cli]'``)."""
@@ -1007,183 +1053,3 @@ def inspect_model(model: Sequential, X: Any, y: Any = None, *, loss: str | Loss 
         "loss": loss_value,
     }
     return Inspection(m, int(X.shape[0]), rows, network)
-
-
-# ======================================================================================
-# Command-line bodies (registered by jacnet.cli)
-# ======================================================================================
-
-
-def _floats(text: str, name: str) -> np.ndarray:
-    try:
-        return np.array([float(v) for v in text.replace(",", " ").split()], dtype=np.float64)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be numbers separated by commas, e.g. '0.5,-1,2'; "
-                         f"got {text!r}.") from exc
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError as exc:
-        raise ValueError(f"--sizes must be integers separated by commas, e.g. '3,4,2'; "
-                         f"got {text!r}.") from exc
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"--sizes needs at least two positive widths, e.g. '3,4,2'; got {text!r}.")
-    return sizes
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    from jacnet.io import atomic_write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "w") as handle:
-        handle.write(text)
-
-
-def _load_saved(path: str) -> tuple[Sequential, Any, dict[str, Any]]:
-    """The model, its preprocessing and its metadata from a file written by :mod:`jacnet.io`."""
-    if not Path(path).exists():
-        raise FileNotFoundError(
-            f"model file {path} not found; 'jacnet train' writes one as RUN_FOLDER/model.npz.")
-    from jacnet.io import load_model
-
-    saved = load_model(path)
-    return saved.model, saved.preprocessing, dict(saved.metadata or {})
-
-
-def _load_model(path: str) -> Sequential:
-    return _load_saved(path)[0]
-
-
-def _scaler(preprocessing: Any, key: str) -> Any:
-    """The scaler ``jacnet train`` saved for the inputs ("X") or targets ("y"), if any."""
-    return preprocessing.get(key) if isinstance(preprocessing, dict) else None
-
-
-def _emit(report: Any, args: argparse.Namespace) -> None:
-    """Print a report in the chosen format and, with --markdown, also write it as Markdown."""
-    _print_report(report, args.format)
-    if args.markdown:
-        _atomic_write_text(Path(args.markdown), report.to_markdown())
-
-
-def _print_report(report: Any, fmt: str) -> None:
-    if fmt == "markdown":
-        print(report.to_markdown())
-        return
-    if fmt in ("auto", "rich"):
-        try:
-            from rich.console import Console
-        except ImportError:
-            if fmt == "rich":
-                raise ImportError("--format rich needs rich: pip install 'jacnet[cli]'.") from None
-        else:
-            Console().print(report.to_rich())
-            return
-    print(report.to_text())
-
-
-def add_explain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the options of ``jacnet explain`` to ``parser`` and return it."""
-    parser.add_argument("--model", metavar="PATH", help="a saved model (default: the seed's "
-                        "two-layer network built from --sizes)")
-    parser.add_argument("--sizes", default="3,4,2", help="widths n,h,m of the default network "
-                        "(default: 3,4,2)")
-    parser.add_argument("--activation", default="sigmoid", help="hidden activation f (default: sigmoid)")
-    parser.add_argument("--output-activation", default="sigmoid",
-                        help="output activation g, or 'none' for a linear output (default: sigmoid)")
-    parser.add_argument("--bias", action="store_true", help="give the default network biases")
-    parser.add_argument("--x", metavar="VALUES", help="the sample, comma-separated (default: random)")
-    parser.add_argument("--target", metavar="VALUES", help="the target d, comma-separated "
-                        "(a class label for cross-entropy)")
-    parser.add_argument("--loss", default="mse", help="mse (default), cross_entropy, bce")
-    parser.add_argument("--lr", type=float, default=0.5, help="η of the gradient step shown (0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the default network and sample")
-    parser.add_argument("--format", choices=("auto", "rich", "text", "markdown"), default="auto",
-                        help="terminal output (auto: rich when installed)")
-    parser.add_argument("--markdown", metavar="PATH", help="also write the explanation as Markdown")
-    parser.add_argument("--figures", metavar="DIR", help="write a heat map (PNG) of each Jacobian")
-    return parser
-
-
-def explain_command(args: argparse.Namespace) -> int:
-    """Body of ``jacnet explain``: 0 when every check passed, 1 when one failed, 2 on bad input."""
-    try:
-        if args.model:
-            model = _load_model(args.model)
-        else:
-            output = None if str(args.output_activation).lower() == "none" else args.output_activation
-            model = seed_network(_sizes(args.sizes), args.activation, output, bias=args.bias,
-                                 seed=args.seed)
-        x = None if args.x is None else _floats(args.x, "--x")
-        target: Any = None
-        if args.target is not None:
-            target = _floats(args.target, "--target")
-            if get_loss(args.loss).takes_labels:
-                target = target.astype(np.int64)
-        result = explain(model, x, target, loss=args.loss, lr=args.lr, seed=args.seed)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        print(f"jacnet explain: error: {exc}", file=sys.stderr)
-        return 2
-    _emit(result, args)
-    if args.figures:
-        from jacnet.plot import plot_explanation
-        for path in plot_explanation(result, args.figures):
-            print(f"wrote {path}")
-    return 0 if result.passed else 1
-
-
-def add_inspect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of ``jacnet inspect MODEL`` to ``parser`` and return it."""
-    parser.add_argument("model", metavar="MODEL", help="a saved model file")
-    parser.add_argument("--data", metavar="DATA", help="a built-in data set name or a CSV/NPZ "
-                        "file (default: standard-normal inputs)")
-    parser.add_argument("--n-samples", type=int, default=32,
-                        help="rows at which the Jacobians are taken (default: 32)")
-    parser.add_argument("--loss", default=None, help="with --data: the loss for gradient norms "
-                        "(default: mse for regression, cross_entropy for classification)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--format", choices=("auto", "rich", "text", "markdown"), default="auto")
-    parser.add_argument("--markdown", metavar="PATH", help="also write the summary as Markdown")
-    parser.add_argument("--figures", metavar="DIR",
-                        help="write heat maps of ∂z/∂x and ∂z/∂θ of the first sample (PNG)")
-    return parser
-
-
-def inspect_command(args: argparse.Namespace) -> int:
-    """Body of ``jacnet inspect``: 0 on success, 2 on bad input."""
-    try:
-        model, preprocessing, metadata = _load_saved(args.model)
-        y = None
-        loss: str | Loss = args.loss or metadata.get("loss") or "mse"
-        if args.data:
-            from jacnet.data import load
-
-            dataset = load(args.data, seed=args.seed)
-            # The network sees data as it was trained on: scaled with the saved statistics.
-            x_scaler, y_scaler = _scaler(preprocessing, "X"), _scaler(preprocessing, "y")
-            X = dataset.X if x_scaler is None else x_scaler.transform(dataset.X)
-            if dataset.task == "classification" and model.out_features > 1:
-                y, loss = dataset.y, args.loss or metadata.get("loss") or "cross_entropy"
-            elif dataset.task == "regression":
-                y = dataset.y.reshape(len(dataset.y), -1)
-                y = y if y_scaler is None else y_scaler.transform(y)
-        else:
-            X = np.random.default_rng(args.seed).normal(size=(args.n_samples, model.in_features))
-        info = inspect_model(model, X, y, loss=loss, max_samples=args.n_samples)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        print(f"jacnet inspect: error: {exc}", file=sys.stderr)
-        return 2
-    _emit(info, args)
-    if args.figures:
-        from jacnet.plot import plot_jacobian
-
-        out = Path(args.figures)
-        X0 = info.model.check_input(X[:1])
-        for wrt in ("input", "params"):
-            path = out / f"jacobian_{wrt}.png"
-            plot_jacobian(jacobian(info.model, X0, wrt=wrt, structured=True), path,
-                          title=f"∂z/∂{'x' if wrt == 'input' else 'θ'} of the first sample")
-            print(f"wrote {path}")
-    return 0

@@ -82,11 +82,31 @@ class JacobianOperator:
     def __matmul__(self, inner: JacobianOperator) -> JacobianOperator:
         return compose(self, inner)
 
+    #: What the operator stores, in a few words (shown by the notebook display).
+    structure: str = "a Jacobian per sample"
+    #: Largest m·n for which the notebook display writes out the matrix of sample 0.
+    _html_max_entries = 64
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(batch_size={self.batch_size}, "
             f"shape=({self.n_out}, {self.n_in}))"
         )
+
+    def _repr_html_(self) -> str:
+        """Notebook display: structure, shape and, for small sizes, sample 0's matrix."""
+        from html import escape
+        head = (f"<div><b>{type(self).__name__}</b> — {escape(self.structure)}; "
+                f"{self.batch_size} sample{'s' if self.batch_size != 1 else ''} of "
+                f"{self.n_out} × {self.n_in}</div>")
+        if self.n_out * self.n_in > self._html_max_entries or self.batch_size == 0:
+            return head + (f"<div>(matrix not shown: {self.n_out * self.n_in} entries per "
+                           "sample; call <code>.dense()</code>)</div>")
+        matrix = self.dense()[0]
+        rows = "".join("<tr>" + "".join(f"<td>{value:.4g}</td>" for value in row) + "</tr>"
+                       for row in matrix)
+        caption = "sample 0" if self.batch_size > 1 else "the matrix"
+        return head + f"<table><caption>{caption}</caption><tbody>{rows}</tbody></table>"
 
 
 class Identity(JacobianOperator):
@@ -96,6 +116,8 @@ class Identity(JacobianOperator):
     array([[[1., 0.],
             [0., 1.]]])
     """
+
+    structure = 'the identity I (nothing stored)'
 
     def __init__(self, n: int, batch_size: int, dtype: np.dtype | type = np.float64) -> None:
         self.n_out = self.n_in = n
@@ -127,6 +149,8 @@ class Diagonal(JacobianOperator):
            [0., 3.]]))
     """
 
+    structure = 'diagonal: only diag(f′) is stored, one vector per sample'
+
     def __init__(self, diagonal: np.ndarray) -> None:
         self.diagonal = diagonal
         self.batch_size, self.n_in = diagonal.shape
@@ -154,6 +178,8 @@ class Matrix(JacobianOperator):
            [2.]])
     """
 
+    structure = 'one matrix shared by every sample (∂(W y)/∂y = W)'
+
     def __init__(self, matrix: np.ndarray, batch_size: int) -> None:
         self.matrix = matrix
         self.n_out, self.n_in = matrix.shape
@@ -176,6 +202,8 @@ class PerSample(JacobianOperator):
     ----------
     jacobians : ndarray, shape (B, m, n)
     """
+
+    structure = 'a dense matrix per sample'
 
     def __init__(self, jacobians: np.ndarray) -> None:
         self.jacobians = jacobians
@@ -222,6 +250,8 @@ class Kronecker(JacobianOperator):
     >>> K.vjp(np.array([[3.0, 5.0]]))         # δ yᵀ, flattened: ∂E/∂vec(W)
     array([[ 3.,  6.,  5., 10.]])
     """
+
+    structure = 'Kronecker-structured L ⊗ xᵀ: only x (and L) stored, the zeros never formed'
 
     def __init__(self, x: np.ndarray, n_rows: int, left: np.ndarray | None = None) -> None:
         self.x = x
@@ -283,6 +313,8 @@ class BlockRow(JacobianOperator):
     names : sequence of str, optional
         A label per block (``"0.weight"``).
     """
+
+    structure = 'blocks side by side [J¹ J² …], one per parameter group'
 
     def __init__(self, blocks: Sequence[JacobianOperator], names: Sequence[str] | None = None):
         if not blocks:

@@ -230,6 +230,42 @@ class Sequential:
         inner = ",\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)  # {self.n_params} parameters, {self.dtype}"
 
+    def layer_table(self) -> list[tuple[str, str, str, int]]:
+        """One row per layer: ``(name, input shape, output shape, parameter count)``.
+
+        Shapes are per batch, ``B`` standing for the number of samples.
+
+        >>> from jacnet.layers import Linear, Tanh
+        >>> Sequential([Linear(2, 3), Tanh()]).layer_table()
+        [('0 Linear(2 → 3)', '(B, 2)', '(B, 3)', 9), ('1 Tanh', '(B, 3)', '(B, 3)', 0)]
+        """
+        rows = []
+        width = self.in_features
+        for i, layer in enumerate(self.layers):
+            out = layer.output_features(width)
+            if isinstance(layer, Linear):
+                bias = "" if layer.bias is not None else ", no bias"
+                label = f"Linear({layer.in_features} → {layer.out_features}{bias})"
+            elif set(layer.get_config()) - {"type"}:
+                label = repr(layer)  # e.g. LeakyReLU(slope=0.01)
+            else:
+                label = type(layer).__name__
+            rows.append((f"{i} {label}", f"(B, {width})", f"(B, {out})", layer.n_params))
+            width = out
+        return rows
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the layer table with shapes and parameter counts."""
+        from html import escape
+        body = "".join(
+            f"<tr><td>{escape(name)}</td><td>{inp}</td><td>{out}</td><td>{count}</td></tr>"
+            for name, inp, out, count in self.layer_table())
+        return (f"<div><b>Sequential</b>: {len(self.layers)} layers, {self.n_params} "
+                f"parameters, {self.dtype}</div><table><thead><tr><th>layer</th>"
+                "<th>input</th><th>output</th><th>parameters</th></tr></thead>"
+                f"<tbody>{body}</tbody><tfoot><tr><td>total</td><td></td><td></td>"
+                f"<td>{self.n_params}</td></tr></tfoot></table>")
+
     # --- forward, backward, jvp -----------------------------------------------------
     def check_input(self, X: Any) -> np.ndarray:
         """``X`` as a 2-D array of the network's dtype, checked for shape and finiteness."""

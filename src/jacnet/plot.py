@@ -177,7 +177,7 @@ def plot_history(history: Any, path: str | os.PathLike[str] | None = None, *,
 
 def plot_jacobian(jacobian: np.ndarray | JacobianOperator, path: str | os.PathLike[str] | None = None,
                   *, title: str = "Jacobian", sample: int = 0, xlabel: str | None = None,
-                  ylabel: str = "output i") -> Any:
+                  ylabel: str = "output i", annotate_max: int = 48) -> Any:
     """Heat map of one sample's Jacobian: rows are outputs, columns inputs (or parameters).
 
     Zeros are white and the colour scale is symmetric, so structure shows at a glance:
@@ -193,6 +193,8 @@ def plot_jacobian(jacobian: np.ndarray | JacobianOperator, path: str | os.PathLi
     sample : int, default 0
         Which sample of a batch to show.
     xlabel, ylabel : str
+    annotate_max : int, default 48
+        Matrices with at most this many entries get each value written in its cell.
 
     Returns
     -------
@@ -227,6 +229,10 @@ def plot_jacobian(jacobian: np.ndarray | JacobianOperator, path: str | os.PathLi
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if matrix.size <= annotate_max:  # small: write each value in its cell
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(value) > 0.6 * limit else "black")
     if blocks:
         edges = np.cumsum([0] + [width for _, width in blocks])
         for edge in edges[1:-1]:
@@ -242,23 +248,126 @@ def plot_jacobian(jacobian: np.ndarray | JacobianOperator, path: str | os.PathLi
     return _finish(fig, path)
 
 
+_SLUG = {"∂": "d", "′": "prime", "ᵀ": "T", "⊗": "kron", "·": "", "θ": "theta", "δ": "delta",
+         "₀": "0", "₁": "1", "₂": "2", "₃": "3", "₄": "4", "₅": "5", "₆": "6", "₇": "7",
+         "₈": "8", "₉": "9"}
+
+
+def figure_name(step: Any) -> str:
+    """A file stem saying what a step's figure shows, from its name and formula.
+
+    >>> from jacnet.explain import explain
+    >>> figure_name(explain()["∂z/∂s"])
+    'dz_ds_diag_gprime_s'
+    """
+    text = f"{step.name} {step.formula}".replace("vec(", "vec").replace(",", " ")
+    text = "".join(_SLUG.get(char, char) for char in text)
+    words = "".join(char if char.isascii() and char.isalnum() else " " for char in text).split()
+    return "_".join(words)[:60]
+
+
 def plot_explanation(explanation: Any, directory: str | os.PathLike[str]) -> list[Path]:
     """Heat maps of the Jacobians of a :func:`jacnet.explain.explain` result, one PNG each.
+
+    Each file is named by what it shows (:func:`figure_name`: ``dz_ds_diag_gprime_s.png``
+    for ∂z/∂s = diag(g′(s))); ``index.md`` lists every file with its step, structure and
+    shape, and ``graph.png`` is the computational graph (:func:`plot_graph`).
 
     Returns
     -------
     list of Path
-        The files written, ``jacobian_01.png``, ... in the order of the steps.
+        The heat maps in the order of the steps, then ``graph.png`` and ``index.md``.
     """
     out = Path(directory)
     written = []
+    lines = ["# Figures of `jacnet explain`", "", "| file | step | structure | shape |",
+             "|---|---|---|---|"]
     jacobian_steps = [s for s in explanation.steps if s.kind == "jacobian"]
-    for k, step in enumerate(jacobian_steps, start=1):
-        path = out / f"jacobian_{k:02d}.png"
+    used: set[str] = set()
+    for step in jacobian_steps:
+        stem = figure_name(step)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        path = out / f"{stem}.png"
         plot_jacobian(step.operator if step.operator is not None else step.value, path,
                       title=f"{step.title}\n{step.structure}")
         written.append(path)
+        shape = " × ".join(str(n) for n in step.shape)
+        lines.append(f"| [{path.name}]({path.name}) | {step.title} | {step.structure} | {shape} |")
+    graph = out / "graph.png"
+    plot_graph(explanation, graph)
+    written.append(graph)
+    lines.append(f"| [{graph.name}]({graph.name}) | the computational graph: forward values "
+                 "above the edges, backward gradients below | | |")
+    index = out / "index.md"
+    _write_text(index, "\n".join(lines) + "\n")
+    written.append(index)
     return written
+
+
+def _write_text(path: Path, text: str) -> None:
+    from jacnet.io import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
+def _short(value: np.ndarray) -> str:
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    shown = ", ".join(f"{v:.2g}" for v in flat[:4])
+    return f"({shown}{', …' if flat.size > 4 else ''})"
+
+
+def plot_graph(explanation: Any, path: str | os.PathLike[str] | None = None) -> Any:
+    """The computational graph of an explanation: x → … → z → E, with the forward value of
+    each tensor above its edge and the backward gradient ∂E/∂(tensor) below it.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        From :func:`jacnet.explain.explain`.
+    path : path, optional
+        Write the figure there as PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    steps = {step.name: step for step in explanation.steps}
+    forward = [s for s in explanation.steps if s.kind == "value" and s.section == "Forward pass"
+               and s.name not in ("d", "E")]
+    layers = explanation.model.layers
+    plt = _pyplot()
+    n = len(forward)
+    fig, ax = plt.subplots(figsize=(2.2 * (n + 1), 3.2))
+    ax.set_xlim(-0.6, n + 0.6)
+    ax.set_ylim(-1.2, 1.2)
+    ax.axis("off")
+    box = {"boxstyle": "round,pad=0.35", "facecolor": "#f0f4ff", "edgecolor": "#3b5bdb"}
+    for k, step in enumerate(forward):
+        ax.text(k, 0, step.name, ha="center", va="center", fontsize=12, bbox=box)
+        if k < n - 1:
+            op = type(layers[k]).__name__ if k < len(layers) else ""
+            ax.annotate("", xy=(k + 0.8, 0), xytext=(k + 0.2, 0),
+                        arrowprops={"arrowstyle": "->", "color": "#3b5bdb"})
+            ax.text(k + 0.5, 0.12, op, ha="center", va="bottom", fontsize=8, color="#555555")
+        ax.text(k, 0.55, _short(step.value), ha="center", va="bottom", fontsize=7,
+                color="#1c3d8c")
+        gradient = steps.get(f"∂E/∂{step.name}")
+        if gradient is not None:
+            ax.text(k, -0.45, f"∂E/∂{step.name} =\n{_short(gradient.value)}", ha="center",
+                    va="top", fontsize=7, color="#b02a37")
+    ax.text(n + 0.15, 0, f"E = {explanation.loss:.4g}", ha="center", va="center", fontsize=12,
+            bbox={**box, "facecolor": "#fff0f0", "edgecolor": "#b02a37"})
+    ax.annotate("", xy=(n - 0.45, 0), xytext=(n - 0.8, 0),
+                arrowprops={"arrowstyle": "->", "color": "#3b5bdb"})
+    ax.text(n / 2, 1.1, "forward values (blue, above) · backward gradients ∂E/∂· (red, "
+            "below): each gradient is the one to its right times a Jacobian (a VJP)",
+            ha="center", va="top", fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path)
 
 
 # ======================================================================================

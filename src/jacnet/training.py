@@ -26,7 +26,7 @@ import secrets
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,61 @@ class History:
                           if k not in ("epoch", "time") and isinstance(v, float))
         return f"History(epochs={len(self)}{', ' + shown if shown else ''})"
 
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The records, one dict per epoch: so ``pd.DataFrame(history)`` is a table."""
+        return iter(self.records)
+
+    def to_pandas(self) -> Any:
+        """The history as a ``pandas.DataFrame``, one row per epoch, indexed by ``epoch``.
+
+        ``pd.DataFrame(history)`` gives the same table with a plain index;
+        ``pd.DataFrame(history.to_dict()["columns"])`` too (``to_dict`` itself also holds
+        the monitor and stop reason, so it is not a table).
+
+        >>> History([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]).to_pandas()
+               loss
+        epoch
+        1      0.50
+        2      0.25
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("History.to_pandas needs pandas: pip install pandas "
+                              "(or use history.records, a list of dicts).") from None
+        frame = pd.DataFrame(self.records, columns=self.columns)
+        return frame.set_index("epoch") if "epoch" in frame.columns else frame
+
+    #: Epochs shown at each end of a long history's notebook table.
+    _html_edge_rows = 10
+
+    def _repr_html_(self) -> str:
+        """Notebook display: one row per epoch (the first and last ten of a long run)."""
+        from html import escape
+        columns = self.columns
+        edge = self._html_edge_rows
+        shown: list[dict[str, Any] | None] = list(self.records)
+        if len(shown) > 2 * edge:
+            shown = [*self.records[:edge], None, *self.records[-edge:]]
+
+        def cell(value: Any) -> str:
+            if isinstance(value, float):
+                return f"{value:.4g}"
+            return escape(str(value))
+
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>"
+            if r is not None else f"<tr><td colspan='{len(columns)}'>…</td></tr>"
+            for r in shown)
+        best = self.best_epoch
+        notes = [f"{len(self)} epochs", f"best {escape(self.monitor)} at epoch {best}"
+                 if best is not None else ""]
+        if self.stop_reason:
+            notes.append(f"stopped: {escape(self.stop_reason)}")
+        head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+        return (f"<div><b>History</b>: {'; '.join(n for n in notes if n)}</div><table>"
+                f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+
 
 # --------------------------------------------------------------------------- callbacks
 class TrainingState:
@@ -204,7 +259,7 @@ class TrainingState:
 
 
 class Callback:
-    """Base class of callbacks: override any of the three hooks.
+    """Base class of callbacks: override any of the hooks.
 
     The loop sets :attr:`state` (a :class:`TrainingState`) before ``on_train_begin``.
     Callbacks that must survive a resume implement ``state_dict``/``load_state_dict``
@@ -221,6 +276,13 @@ class Callback:
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         """Called once before the first epoch."""
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        """Called after each mini-batch step (1-based ``batch``; ``logs["n_batches"]``).
+
+        The loop calls it only for callbacks that override it, so the hot path pays
+        nothing otherwise; full-batch optimizers have no batches and never call it.
+        """
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         """Called after each epoch with its history record (``logs``)."""
@@ -356,50 +418,264 @@ class ModelCheckpoint(Callback):
         save_checkpoint(self.path, self.state.model, _snapshot(self.state))
 
 
-class ProgressBar(Callback):
-    """A ``rich`` progress bar over epochs showing the latest losses (stderr).
+def _in_notebook() -> bool:
+    """Whether we run in a Jupyter kernel (IPython is only looked at if already imported)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
-    Falls back to one plain line per epoch when ``rich`` is not installed.
+
+def _clock(seconds: float) -> str:
+    whole = max(round(seconds), 0)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+class ProgressBar(Callback):
+    """Training progress: a bar in Jupyter or a terminal, plain lines elsewhere.
+
+    Shows the epoch, the batch within it, the latest losses, the time spent and an
+    estimate of the time left; whatever the display, it ends showing the final state
+    (``epoch 7/7`` after a 7-epoch run), so a saved notebook is not left mid-run.
+
+    Parameters
+    ----------
+    display : {"auto", "widget", "html", "rich", "plain"}, default "auto"
+        ``"widget"``: an ipywidgets bar (Jupyter); ``"html"``: an HTML ``<progress>``
+        updated in place (Jupyter without ipywidgets); ``"rich"``: a rich bar on stderr
+        (a terminal); ``"plain"``: one line every ``interval`` seconds and at the end on
+        ``file``. ``"auto"`` picks widget or html in Jupyter, rich when stderr is a
+        terminal and rich is installed, plain otherwise.
+    interval : float, default 10.0
+        Seconds between plain lines; bars refresh at most ten times a second.
+    file : text stream, optional
+        Where plain lines and the rich bar go (default ``sys.stderr``).
+
+    Attributes
+    ----------
+    status : str
+        The text the display shows now: ``"epoch 3/7 (batch 12/40) · loss 0.0123 ·
+        0:00:02, about 0:00:03 left"`` (the batch while inside an epoch).
+    fraction : float
+        How much of the run is done, counting finished batches of the current epoch.
+    kind : str
+        The display chosen (``"widget"``, ``"html"``, ``"rich"`` or ``"plain"``).
+    view : object or None
+        The display object (its widgets or last HTML/line), kept after training ends.
+
+    Examples
+    --------
+    >>> import io
+    >>> from jacnet.network import mlp
+    >>> out = io.StringIO()
+    >>> X = np.linspace(-1, 1, 8)[:, None]
+    >>> bar = ProgressBar("plain", interval=0, file=out)
+    >>> _ = fit(mlp([1, 3, 1], seed=0), X, X, epochs=3, callbacks=[bar], progress=False)
+    >>> bar.status.split(" · ")[0], out.getvalue().count("\\n")
+    ('epoch 3/3', 3)
     """
 
-    def __init__(self) -> None:
-        self._progress: Any = None
-        self._task: Any = None
+    _displays = ("auto", "widget", "html", "rich", "plain")
+    _refresh = 0.1  # seconds between bar redraws
 
+    def __init__(self, display: str = "auto", *, interval: float = 10.0,
+                 file: Any = None) -> None:
+        if display not in self._displays:
+            raise ValueError(f"display must be one of {self._displays}; got {display!r}.")
+        if not (isinstance(interval, (int, float)) and math.isfinite(interval)
+                and interval >= 0):
+            raise ValueError(f"interval must be a number of seconds >= 0; got {interval!r}.")
+        self.display, self.interval, self.file = display, float(interval), file
+        self.epoch = self.epochs = self.first_epoch = 0
+        self.batch = self.n_batches = 0
+        self.losses = ""
+        self._started = self._last_draw = 0.0
+        self.view: Any = None
+        self._open = False
+        self.kind = ""
+
+    # -- what is shown ---------------------------------------------------------------
+    @property
+    def fraction(self) -> float:
+        todo = self.epochs - self.first_epoch
+        if todo <= 0:
+            return 1.0
+        within = self.batch / self.n_batches if self.n_batches else 0.0
+        return min((self.epoch - self.first_epoch + within) / todo, 1.0)
+
+    @property
+    def status(self) -> str:
+        if 0 < self.batch < self.n_batches:  # inside an epoch: the one running
+            parts = [f"epoch {self.epoch + 1}/{self.epochs} (batch {self.batch}/"
+                     f"{self.n_batches})"]
+        else:
+            parts = [f"epoch {self.epoch}/{self.epochs}"]
+        if self.losses:
+            parts.append(self.losses)
+        elapsed = time.perf_counter() - self._started if self._started else 0.0
+        done = self.fraction
+        left = elapsed * (1 - done) / done if done > 0 else float("nan")
+        parts.append(f"{_clock(elapsed)}"
+                     + (f", about {_clock(left)} left" if math.isfinite(left) and done < 1
+                        else ""))
+        return " · ".join(parts)
+
+    # -- the hooks ---------------------------------------------------------------------
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        try:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-        except ImportError:
-            return
-        self._progress = Progress(
-            TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
-            TextColumn("<"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-            console=Console(stderr=True), transient=False,
-        )
-        self._progress.start()
-        self._task = self._progress.add_task("train", total=self.state.epochs,
-                                             completed=self.state.epoch, losses="")
+        self.epochs, self.epoch = self.state.epochs, self.state.epoch
+        self.first_epoch = self.state.epoch
+        self.batch = self.n_batches = 0
+        self._started = self._last_draw = time.perf_counter()
+        self.kind = self._choose()
+        self.view = {"widget": _WidgetView, "html": _HTMLView, "rich": _RichView,
+                     "plain": _PlainView}[self.kind](self)
+        self.view.show(self)
+        self._open = True
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        self.batch, self.n_batches = batch, int(logs.get("n_batches", 0))
+        self._draw()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
-        text = "  ".join(f"{k} {v:.4g}" for k, v in logs.items()
-                         if k not in ("epoch", "time", "lr") and isinstance(v, float))
-        if self._progress is None:
-            print(f"epoch {epoch}/{self.state.epochs}  {text}", file=sys.stderr)
-            return
-        self._progress.update(self._task, completed=epoch, losses=text)
+        self.epoch, self.batch = epoch, 0
+        self.losses = "  ".join(f"{k} {v:.4g}" for k, v in logs.items()
+                                if k not in ("epoch", "time", "lr") and isinstance(v, float))
+        self._draw(epoch_end=True)
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        if self._open:
+            self.batch = 0
+            self.view.close(self)  # the final state, whatever the throttling skipped
+            self._open = False
+
+    # -- helpers -----------------------------------------------------------------------
+    def _draw(self, epoch_end: bool = False) -> None:
+        if not self._open:
+            return
+        now = time.perf_counter()
+        wait = self.interval if self.kind == "plain" else self._refresh
+        if now - self._last_draw >= wait and (epoch_end or self.kind != "plain"):
+            self._last_draw = now
+            self.view.update(self)
+
+    def _choose(self) -> str:
+        if self.display != "auto":
+            return self.display
+        if _in_notebook():
+            try:
+                import ipywidgets  # noqa: F401
+            except ImportError:
+                return "html"
+            return "widget"
+        stream = self.file if self.file is not None else sys.stderr
+        if getattr(stream, "isatty", lambda: False)():
+            try:
+                import rich  # noqa: F401
+            except ImportError:
+                return "plain"
+            return "rich"
+        return "plain"
+
+
+class _PlainView:
+    """One line per report on ``file``: for logs, CI and anything that is not a terminal."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        self.file = bar.file if bar.file is not None else sys.stderr
+        self.last = ""
+
+    def show(self, bar: ProgressBar) -> None:
+        pass
+
+    def update(self, bar: ProgressBar) -> None:
+        self.last = bar.status
+        print(self.last, file=self.file, flush=True)
+
+    def close(self, bar: ProgressBar) -> None:
+        if bar.status != self.last:
+            self.update(bar)
+
+
+class _RichView:
+    """A rich bar (stderr by default)."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        console = Console(file=bar.file, stderr=bar.file is None)
+        self.progress = Progress(BarColumn(), TextColumn("{task.fields[status]}"),
+                                 console=console, transient=False, auto_refresh=False)
+        self.task: Any = None
+
+    def show(self, bar: ProgressBar) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=1.0, status=bar.status)
+        self.progress.update(self.task, completed=bar.fraction)
+
+    def update(self, bar: ProgressBar) -> None:
+        self.progress.update(self.task, completed=bar.fraction, status=bar.status,
+                             refresh=True)
+
+    def close(self, bar: ProgressBar) -> None:
+        self.update(bar)
+        self.progress.stop()
+
+
+class _HTMLView:
+    """An HTML ``<progress>`` updated in place (Jupyter without ipywidgets)."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        from IPython.display import HTML, display
+
+        self._html, self._display = HTML, display
+        self.handle: Any = None
+        self.last = ""
+
+    def _render(self, bar: ProgressBar) -> Any:
+        from html import escape
+        self.last = (f"<progress value='{bar.fraction:.4f}' max='1' style='width:20em'>"
+                     f"</progress> <code>{escape(bar.status)}</code>")
+        return self._html(self.last)
+
+    def show(self, bar: ProgressBar) -> None:
+        self.handle = self._display(self._render(bar), display_id=True)
+
+    def update(self, bar: ProgressBar) -> None:
+        content = self._render(bar)
+        if self.handle is not None:
+            self.handle.update(content)
+
+    def close(self, bar: ProgressBar) -> None:
+        self.update(bar)
+
+
+class _WidgetView:
+    """An ipywidgets bar and label (Jupyter); the saved notebook keeps its final state."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        import ipywidgets
+        from IPython.display import display
+
+        self.progress = ipywidgets.FloatProgress(value=0.0, min=0.0, max=1.0)
+        self.label = ipywidgets.Label(value=bar.status)
+        self.box = ipywidgets.HBox([self.progress, self.label])
+        self._display = display
+        self.handle: Any = None
+
+    def show(self, bar: ProgressBar) -> None:
+        self.handle = self._display(self.box, display_id=True)
+
+    def update(self, bar: ProgressBar) -> None:
+        self.progress.value = bar.fraction
+        self.label.value = bar.status
+
+    def close(self, bar: ProgressBar) -> None:
+        self.update(bar)
+        self.progress.bar_style = "success" if bar.epoch >= bar.epochs else "warning"
+        if self.handle is not None:
+            # Re-send the output: its text/plain (what a saved notebook or its HTML shows
+            # without the widget state) is then the final one, not "epoch 0/N".
+            self.handle.update(self.box)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -671,7 +947,8 @@ def fit(
         Training metrics are accumulated over the epoch's batches.
     callbacks : iterable of Callback
     progress : bool, optional
-        Show a progress bar on stderr; default: only when stderr is a terminal.
+        Show a :class:`ProgressBar` (a widget in Jupyter, a bar in a terminal, plain
+        lines otherwise); default: in Jupyter and when stderr is a terminal.
     checkpoint : path, optional
         Where to write checkpoints (every ``checkpoint_every`` epochs, default 1, and at
         the end).
@@ -729,7 +1006,7 @@ def fit(
     elif checkpoint_every is not None:
         raise ValueError("checkpoint_every= needs checkpoint= a file path to write to.")
     if progress is None:
-        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)()) or _in_notebook()
     if progress:
         cbs.append(ProgressBar())
     return loop.run(cbs, resume_from)
@@ -829,6 +1106,8 @@ class _Loop:
         for cb in callbacks:
             cb.state = state
         was_training = model.training
+        batch_hooks = [cb for cb in callbacks
+                       if type(cb).on_batch_end is not Callback.on_batch_end]
         last: dict[str, Any] = {}
         last_good = model.params.copy()
         try:
@@ -844,7 +1123,8 @@ class _Loop:
                     started = time.perf_counter()
                     lr = getattr(self.optimizer, "lr", None)
                     model.train()
-                    record = self._full_batch_epoch(state) if self.full_batch else self._epoch()
+                    record = (self._full_batch_epoch(state) if self.full_batch
+                              else self._epoch(batch_hooks))
                     bad = record.get("diverged")
                     if bad is None and not np.isfinite(model.params).all():
                         bad = "a parameter became NaN or infinite"
@@ -907,8 +1187,11 @@ class _Loop:
         state.extra_state["callbacks"] = states
         state.extra_state["rng"] = self.rng.bit_generator.state
 
-    def _epoch(self) -> dict[str, Any]:
-        """One pass over the shuffled training rows in mini-batches (the lean path)."""
+    def _epoch(self, batch_hooks: Sequence[Callback] = ()) -> dict[str, Any]:
+        """One pass over the shuffled training rows in mini-batches (the lean path).
+
+        ``batch_hooks``: the callbacks that override ``on_batch_end`` (usually none).
+        """
         model, loss, optimizer = self.model, self.loss, self.optimizer
         params, grads = model.params, model.grads
         metrics, clip, weights = self.metrics, self.clip_norm, self.weights
@@ -938,6 +1221,10 @@ class _Loop:
             if clip is not None:
                 clip_grad_norm(grads, clip)
             optimizer.step(params, grads)
+            if batch_hooks:
+                batch_logs = {"n_batches": -(-n // bs)}
+                for cb in batch_hooks:
+                    cb.on_batch_end(start // bs + 1, batch_logs)
         record: dict[str, Any] = {"loss": total / n if mean else total}
         record.update({metric.name: metric.result() for metric in metrics})
         return record
