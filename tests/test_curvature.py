@@ -235,3 +235,19 @@ def test_gauss_newton_frees_each_product_after_its_last_pair():
     assert peak < 120 * 2**20, peak / 2**20
     J = jacobian(model, X[:64], wrt="params").reshape(64 * 4, -1)
     np.testing.assert_allclose(gauss_newton(model, X[:64])[0], J.T @ J, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mse", "cross_entropy", "bce"])
+@pytest.mark.parametrize("use_base", [False, True])
+def test_curvature_sqrt_squares_to_the_unnormalised_curvature(name, use_base):
+    from jacnet.losses import LOSSES, Loss
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5, 3))
+    target = rng.integers(0, 3, size=5) if name == "cross_entropy" else (
+        rng.integers(0, 2, size=(5, 3)).astype(float) if name == "bce" else rng.normal(size=(5, 3)))
+    loss = LOSSES[name]()
+    root = (Loss.curvature_sqrt(loss, z, target) if use_base
+            else loss.curvature_sqrt(z, target))
+    full = np.stack([np.diag(r) for r in root]) if root.ndim == 2 else root
+    hess = loss.curvature(z, target).dense() * z.shape[0]  # undo reduction="mean"
+    np.testing.assert_allclose(full.transpose(0, 2, 1) @ full, hess, rtol=1e-12, atol=1e-14)

@@ -106,6 +106,38 @@ class Loss:
         """∂²loss/∂prediction², one (m × m) block per sample: the Gauss–Newton middle factor."""
         raise NotImplementedError
 
+    def curvature_sqrt(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """A square root C of each sample's curvature, CᵀC = H, on the unnormalised scale.
+
+        The reduction's 1/B is left out: the curvature of one sample's own loss is factored.
+        The base class factors :meth:`curvature` with ``eigh`` (negative eigenvalues
+        clipped to 0), so a custom loss need only define ``curvature``.
+
+        Parameters
+        ----------
+        prediction, target : ndarray, shape (B, m) (target as the loss takes it)
+
+        Returns
+        -------
+        ndarray, shape (B, m) (a diagonal root, C = diag(c)) or (B, k, m) (a full root)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from jacnet.losses import CrossEntropyLoss
+        >>> z = np.array([[0.3, -1.0, 2.0]])
+        >>> c = CrossEntropyLoss().curvature_sqrt(z, np.array([2]))
+        >>> h = CrossEntropyLoss().curvature(z, np.array([2])).dense()[0]
+        >>> bool(np.allclose(c[0].T @ c[0], h))
+        True
+        """
+        hess = self.curvature(prediction, target).dense()
+        hess = hess / self._scale(prediction.shape[0])
+        values, vectors = np.linalg.eigh(0.5 * (hess + hess.transpose(0, 2, 1)))
+        root = np.sqrt(np.clip(values, 0.0, None))
+        return (root[:, :, None] * vectors.transpose(0, 2, 1)).astype(prediction.dtype,
+                                                                       copy=False)
+
     def get_config(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "reduction": self.reduction}
 
@@ -148,6 +180,10 @@ class MSELoss(Loss):
     def curvature(self, prediction: np.ndarray, target: np.ndarray) -> Diagonal:
         return Diagonal(np.full(prediction.shape, self._scale(prediction.shape[0]),
                                 dtype=prediction.dtype))
+
+    def curvature_sqrt(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """H = I per sample, so C = I: a diagonal root of ones, shape (B, m)."""
+        return np.ones(prediction.shape, dtype=prediction.dtype)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -218,6 +254,15 @@ class CrossEntropyLoss(Loss):
         hess[:, idx, idx] += p
         hess *= self._scale(p.shape[0])
         return PerSample(hess)
+
+    def curvature_sqrt(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """S = diag(√p) − √p pᵀ, shape (B, m, m): SᵀS = diag(p) − ppᵀ since Σp = 1."""
+        p = np.exp(_log_softmax(prediction))
+        root_p = np.sqrt(p)
+        root = -root_p[:, :, None] * p[:, None, :]
+        idx = np.arange(p.shape[1])
+        root[:, idx, idx] += root_p
+        return root
 
 
 def check_labels(labels: Any, n_classes: int, name: str = "target") -> np.ndarray:
@@ -294,6 +339,11 @@ class BCEWithLogitsLoss(Loss):
         e = np.exp(-np.abs(prediction))
         # σ(1 − σ) = e^(−|z|) / (1 + e^(−|z|))², symmetric in z
         return Diagonal(e / (1.0 + e) ** 2 * self._scale(prediction.shape[0]))
+
+    def curvature_sqrt(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """√(σ(1 − σ)) per output, a diagonal root of shape (B, m)."""
+        e = np.exp(-np.abs(prediction))
+        return np.sqrt(e) / (1.0 + e)
 
 
 LOSSES: dict[str, type[Loss]] = {
