@@ -88,6 +88,19 @@ def torch_trainer(model: Any, optimizer: str) -> Any:
     return step
 
 
+def jax_loss(params: Any, X: Any, y: Any) -> Any:
+    """The JAX contenders' loss: the ReLU MLP's logits, mean cross-entropy with integer labels."""
+    import jax
+    import optax
+
+    h = X
+    for i, (w, b) in enumerate(params):
+        h = h @ w.T + b
+        if i < len(params) - 1:
+            h = jax.nn.relu(h)
+    return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+
 def jax_trainer(model: Any, optimizer: str) -> Any:
     """JAX's compiled step: the whole forward, loss, backward and optax update in one
     ``jax.jit`` call with the parameters and optimizer state donated, from a copy of
@@ -104,16 +117,8 @@ def jax_trainer(model: Any, optimizer: str) -> Any:
     tx = (optax.sgd(LR[optimizer]) if optimizer == "sgd"
           else optax.adam(LR[optimizer], b1=0.9, b2=0.999, eps=1e-8))
 
-    def loss_fn(params: Any, X: Any, y: Any) -> Any:
-        h = X
-        for i, (w, b) in enumerate(params):
-            h = h @ w.T + b
-            if i < len(params) - 1:
-                h = jax.nn.relu(h)
-        return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
-
     def update(params: Any, opt_state: Any, X: Any, y: Any) -> Any:
-        value, grads = jax.value_and_grad(loss_fn)(params, X, y)
+        value, grads = jax.value_and_grad(jax_loss)(params, X, y)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
@@ -292,17 +297,9 @@ def jax_epoch(model: Any, X: np.ndarray, y: np.ndarray, batch: int) -> Any:
     tx = optax.adam(1e-3, b1=0.9, b2=0.999, eps=1e-8)
     Xd, yd = jnp.asarray(X), jnp.asarray(y, dtype=jnp.int32)
 
-    def loss_fn(params: Any, Xb: Any, yb: Any) -> Any:
-        h = Xb
-        for i, (w, b) in enumerate(params):
-            h = h @ w.T + b
-            if i < len(params) - 1:
-                h = jax.nn.relu(h)
-        return optax.softmax_cross_entropy_with_integer_labels(h, yb).mean()
-
     @partial(jax.jit, donate_argnums=(0, 1))
     def update(params: Any, opt_state: Any, idx: Any) -> Any:
-        value, grads = jax.value_and_grad(loss_fn)(params, Xd[idx], yd[idx])
+        value, grads = jax.value_and_grad(jax_loss)(params, Xd[idx], yd[idx])
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
