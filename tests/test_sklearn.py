@@ -25,7 +25,6 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import (
-    check_sample_weight_equivalence_on_dense_data,
     parametrize_with_checks,
 )
 
@@ -34,71 +33,62 @@ from jacnet.sklearn import MLPClassifier, MLPRegressor
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 # --------------------------------------------------------------------------- estimator checks
-_FLOAT32_XFAIL = {
-    "check_sample_weight_equivalence_on_dense_data": (
-        "weights are not equivalent to repeated rows under mini-batch SGD/Adam: repeating a "
-        "row changes the batches and their shuffled order (scikit-learn's own test suite runs "
-        "this check on its MLP only with solver='lbfgs', or sgd stopped after a few "
-        "epochs); and the float32 default cannot meet rtol=1e-7. The "
-        "float64 L-BFGS instances below pass it."
-    ),
-    "check_regressor_multioutput": (
-        "the check requires float64 predictions; dtype='float32' (the default) trains and "
-        "predicts in float32 by design. The dtype='float64' instance below passes it."
-    ),
-}
+_WEIGHT_EQUIVALENCE = ("check_sample_weight_equivalence_on_dense_data",
+                       "check_sample_weight_equivalence_on_sparse_data")
 
 
-_NO_SAMPLE_WEIGHT = (
-    "solver='br' rejects sample_weight with a ValueError: Bayesian regularisation's "
-    "β = (N - γ)/(2 E_D) counts unweighted residuals (solver='lm' takes weights)."
-)
-_SECOND_ORDER_XFAIL = {
-    name: _NO_SAMPLE_WEIGHT
-    for name in (
-        "check_sample_weights_pandas_series",
-        "check_sample_weights_not_an_array",
-        "check_sample_weights_list",
-        "check_sample_weights_shape",
-        "check_sample_weights_not_overwritten",
-        "check_sample_weight_equivalence_on_dense_data",
-    )
-}
-
-
-def _expected_failures(estimator: object) -> dict[str, str]:
-    failures = {} if getattr(estimator, "dtype", None) == "float64" else dict(_FLOAT32_XFAIL)
-    if getattr(estimator, "solver", None) == "br":
-        failures.update(_SECOND_ORDER_XFAIL)
-    return failures
+def _check_name(check):
+    return getattr(check, "func", check).__name__
 
 
 @parametrize_with_checks(
     [
-        MLPClassifier(max_iter=100),
+        MLPClassifier(max_iter=100),  # scikit-learn's settings for its own MLP's checks
         MLPRegressor(max_iter=100),
-        MLPClassifier(max_iter=50, solver="lbfgs", dtype="float64"),
-        MLPRegressor(max_iter=50, solver="lbfgs", dtype="float64"),
-        MLPRegressor(hidden_layer_sizes=(10,), solver="lm", max_iter=20, dtype="float64"),
-        MLPClassifier(hidden_layer_sizes=(10,), solver="lm", max_iter=20, dtype="float64"),
-        MLPRegressor(hidden_layer_sizes=(10,), solver="br", max_iter=20),
+        MLPClassifier(max_iter=50, solver="lbfgs"),
+        MLPRegressor(max_iter=50, solver="lbfgs"),
+        MLPRegressor(hidden_layer_sizes=(10,), solver="lm", max_iter=20),
+        MLPClassifier(hidden_layer_sizes=(10,), solver="lm", max_iter=20),
     ],
-    expected_failed_checks=_expected_failures,
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-def test_expected_failures_fail_for_the_stated_reason():
-    """The float32 default really does fail the two listed checks, for the reasons given."""
-    with pytest.raises(AssertionError, match=r"floating-point precision\. Got float32"):
-        from sklearn.utils.estimator_checks import check_regressor_multioutput
+# solver='br' rejects sample_weight with a ValueError (Bayesian regularisation's
+# β = (N − γ)/(2 E_D) counts unweighted residuals); every other check passes.
+_BR_SKIPPED = {
+    "check_sample_weights_pandas_series", "check_sample_weights_not_an_array",
+    "check_sample_weights_list", "check_sample_weights_shape",
+    "check_sample_weights_not_overwritten", *_WEIGHT_EQUIVALENCE,
+}
 
-        check_regressor_multioutput("MLPRegressor", MLPRegressor(max_iter=20))
-    with pytest.raises(AssertionError, match="not equivalent"):
-        check_sample_weight_equivalence_on_dense_data("MLPRegressor", MLPRegressor(max_iter=20))
-    check_sample_weight_equivalence_on_dense_data(
-        "MLPRegressor", MLPRegressor(max_iter=50, solver="lbfgs", dtype="float64"))
+
+@parametrize_with_checks([MLPRegressor(hidden_layer_sizes=(10,), solver="br", max_iter=20)])
+def test_sklearn_estimator_checks_br(estimator, check):
+    if _check_name(check) in _BR_SKIPPED:
+        with pytest.raises(ValueError, match=r"solver='br' does not support sample_weight|"
+                           r"raises error if 'sample_weight' parameter is of type pandas"):
+            check(estimator)
+    else:
+        check(estimator)
+
+
+def test_dtype_follows_the_input_as_scikit_learn():
+    """float32 X trains and predicts in float32, anything else in float64; dtype= forces."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    for X_in, expected in ((X, np.float64), (X.astype(np.float32), np.float32),
+                           (X.astype(np.float16), np.float64), ((X * 10).astype(int), np.float64)):
+        reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X_in, y)
+        assert reg.model_.dtype == expected and reg.coefs_[0].dtype == expected
+        assert reg.predict(X_in).dtype == expected
+    forced = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0, dtype="float32").fit(X, y)
+    assert forced.model_.dtype == np.float32 and forced.predict(X).dtype == np.float32
+    # partial_fit continues in the first call's type.
+    reg = MLPRegressor(hidden_layer_sizes=(4,), random_state=0).partial_fit(X.astype(np.float32), y)
+    reg.partial_fit(X, y)
+    assert reg.model_.dtype == np.float32
 
 
 # --------------------------------------------------------------------------- same meaning
@@ -439,9 +429,9 @@ def test_pandas_dataframe_feature_names():
 
 
 # --------------------------------------------------------------------------- jacnet specifics
-def test_dtype_float32_default_and_float64_option(digits):
+def test_dtype_forced_float32_and_float64(digits):
     X, y = digits
-    clf = MLPClassifier((8,), max_iter=5, random_state=0).fit(X, y)
+    clf = MLPClassifier((8,), max_iter=5, random_state=0, dtype="float32").fit(X, y)
     assert clf.model_.dtype == np.float32 and clf.coefs_[0].dtype == np.float32
     assert clf.predict_proba(X).dtype == np.float32
     clf64 = MLPClassifier((8,), max_iter=5, random_state=0, dtype=np.float64).fit(X, y)
@@ -491,7 +481,7 @@ def test_pickle_keeps_the_network_trainable(digits):
         (dict(alpha=-1), "The 'alpha' parameter of MLPClassifier must be a float in the range "
                          r"\[0.0, inf\). Got -1 instead."),
         (dict(solver="newton"), "The 'solver' parameter of MLPClassifier must be a str among"),
-        (dict(dtype="float16"), "The 'dtype' parameter of MLPClassifier must be a str among"),
+        (dict(dtype="float16"), "The 'dtype' parameter of MLPClassifier must be None, a str among"),
         (dict(momentum=1.0), r"The 'momentum' parameter of MLPClassifier must be a float in the "
                              r"range \[0.0, 1.0\)"),
         (dict(hidden_layer_sizes=(4, 0)), r"hidden_layer_sizes must be > 0, got \[4, 0\]"),

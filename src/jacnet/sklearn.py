@@ -5,11 +5,12 @@ methods are scikit-learn's (``sklearn.neural_network``): the same Glorot-uniform
 initial weights drawn from the same ``random_state``, the same mini-batches in the same
 shuffled order, the same loss (half squared error, log-loss, half Poisson deviance) with
 the same L2 penalty ``alpha / (2 n) Σ‖W‖²`` per batch, the same ``tol`` /
-``n_iter_no_change`` / ``early_stopping`` rules. With ``dtype="float64"`` a fit follows
+``n_iter_no_change`` / ``early_stopping`` rules, the same dtype convention (float32 ``X``
+trains and predicts in float32, anything else in float64). On float64 data a fit follows
 scikit-learn's trajectory to rounding. What is new:
 
-- the network is a jacnet :class:`~jacnet.network.Sequential` (float32 by default,
-  ``dtype="float64"`` on request), trained through its chain of VJPs;
+- the network is a jacnet :class:`~jacnet.network.Sequential` (of the input's type, or
+  the one ``dtype=`` forces), trained through its chain of VJPs;
 - ``solver="lm"`` (Levenberg–Marquardt) and ``solver="br"`` (Bayesian regularisation),
   full-batch second-order solvers from :mod:`jacnet.optim.second_order`, which record the
   damping per iteration in ``mu_curve_`` (and, for ``"br"``, the effective number of
@@ -203,7 +204,7 @@ class _BaseMLP(BaseEstimator):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
-        "dtype": [StrOptions({"float32", "float64"}), Options(type, {np.float32, np.float64})],
+        "dtype": [None, StrOptions({"float32", "float64"}), Options(type, {np.float32, np.float64})],
     }
 
     # Set by the subclasses' __init__ (scikit-learn reads the parameters from its signature).
@@ -289,7 +290,8 @@ class _BaseMLP(BaseEstimator):
             self.model_ = Sequential.from_config(config, dtype=dtype, params=params)
 
     # --- fitting --------------------------------------------------------------------
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, Any]:
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
+                        dtype: Any) -> tuple[Any, Any]:
         raise NotImplementedError
 
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False) -> Any:
@@ -300,21 +302,21 @@ class _BaseMLP(BaseEstimator):
         if np.any(np.array(hidden_layer_sizes) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden_layer_sizes}.")
         first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
-        self._dtype = np.dtype(self.dtype)
-
-        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass,
+                                    dtype=self._fit_dtype(first_pass))
+        dtype = X.dtype
         n_features = X.shape[1]
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=self._dtype)
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
-        y = y.astype(self._dtype, copy=False)
+        y = y.astype(dtype, copy=False)
         layer_units = [n_features, *hidden_layer_sizes, y.shape[1]]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
-            self._initialize(y, layer_units)
+            self._initialize(y, layer_units, dtype)
         else:
-            self._check_warm_model(layer_units)
+            self._check_warm_model(layer_units, dtype)
             if self.solver in _STOCHASTIC_SOLVERS and not hasattr(self, "_no_improvement_count"):
                 self._initialize_stochastic()
 
@@ -333,7 +335,20 @@ class _BaseMLP(BaseEstimator):
             )
         return self
 
-    def _check_warm_model(self, layer_units: list[int]) -> None:
+    def _fit_dtype(self, first_pass: bool) -> Any:
+        """The ``dtype`` argument of ``validate_data`` for a fit.
+
+        ``dtype`` given: that type. Otherwise scikit-learn's convention: a fresh fit keeps
+        float32 input in float32 and converts anything else to float64; a ``warm_start``
+        or ``partial_fit`` continues in the fitted network's type.
+        """
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        if not first_pass:
+            return self.model_.dtype
+        return [np.float64, np.float32]
+
+    def _check_warm_model(self, layer_units: list[int], dtype: np.dtype) -> None:
         units = [self._linear_layers()[0].in_features] + [
             layer.out_features for layer in self._linear_layers()]
         if units != layer_units:
@@ -342,20 +357,20 @@ class _BaseMLP(BaseEstimator):
                 f"but hidden_layer_sizes and the data now ask for {layer_units}; fit afresh "
                 "with warm_start=False."
             )
-        if self.model_.dtype != self._dtype:
-            self.model_ = self.model_.astype(self._dtype)
+        if self.model_.dtype != dtype:
+            self.model_ = self.model_.astype(dtype)
 
     def _output_activation(self) -> str:
         raise NotImplementedError
 
-    def _initialize(self, y: np.ndarray, layer_units: list[int]) -> None:
+    def _initialize(self, y: np.ndarray, layer_units: list[int], dtype: np.dtype) -> None:
         self.n_iter_ = 0
         self.t_ = 0
         self.n_outputs_ = y.shape[1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._output_activation()
         model = mlp(layer_units, activation=_ACTIVATIONS[self.activation], init="zeros",
-                    dtype=self._dtype)
+                    dtype=dtype)
         # scikit-learn's Glorot-uniform draws, in its order (coef then intercept per layer)
         # and orientation (n_in, n_out), so a random_state gives the same initial network.
         factor = 2.0 if self.activation == "logistic" else 6.0
@@ -813,8 +828,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
     beta_1, beta_2, epsilon, n_iter_no_change, max_fun
         As in scikit-learn (``momentum`` must be < 1).
-    dtype : {"float32", "float64"}, default "float32"
-        Floating type of the network, its training and its predictions.
+    dtype : {"float32", "float64"} or None, default None
+        Floating type of the network, its training and its predictions. None follows
+        scikit-learn: float32 ``X`` trains (and the network predicts) in float32, any
+        other ``X`` in float64; ``warm_start`` and ``partial_fit`` continue in the fitted
+        network's type. A type given forces it whatever the input.
 
     Attributes
     ----------
@@ -878,7 +896,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         epsilon: float = 1e-8,
         n_iter_no_change: Any = 10,
         max_fun: int = 15000,
-        dtype: Any = "float32",
+        dtype: Any = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -911,8 +929,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _output_activation(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, Any]:
-        X, y = validate_data(self, X, y, multi_output=True, dtype=self._dtype, reset=reset)
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
+                        dtype: Any) -> tuple[Any, Any]:
+        X, y = validate_data(self, X, y, multi_output=True, dtype=dtype, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
@@ -1077,7 +1096,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         epsilon: float = 1e-8,
         n_iter_no_change: Any = 10,
         max_fun: int = 15000,
-        dtype: Any = "float32",
+        dtype: Any = None,
     ) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1111,8 +1130,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _output_activation(self) -> str:
         return "exp" if self.loss == "poisson" else "identity"
 
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, Any]:
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=self._dtype,
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
+                        dtype: Any) -> tuple[Any, Any]:
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=dtype,
                              reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
