@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules with mutmut 3 (configuration: [mutmut] in setup.cfg).
-# Slow (~2 900 mutants, about 30 min on 2 free cores), so not part of CI. See docs/testing.md.
+# Slow (~2 900 mutants, tens of minutes on 2 cores), so not part of CI. See docs/testing.md.
 #   scripts/mutation.sh                       # every mutant of setup.cfg's only_mutate
 #   scripts/mutation.sh 'jacnet.layers.*'     # one module (mutmut name globs)
 # Results stay in mutants/ (git-ignored); `mutmut show NAME` prints one mutant's diff.
