@@ -422,3 +422,87 @@ def test_a_schedule_of_another_optimizer_is_refused():
     h = fit(jacnet.mlp([2, 1], seed=0), X, y, optimizer=mine,
             schedule=StepLR(mine, step_size=1, gamma=0.5), epochs=3, progress=False)
     assert h["lr"] == [0.01, 0.005, 0.0025]
+
+
+# --------------------------------------------------------------------------- full-batch (LM, BR)
+def _lm_data(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    x = np.linspace(-1, 1, n)[:, None]
+    noise = 0.05 * np.random.default_rng(seed).normal(size=(n, 1))
+    return x, np.sinc(5 * x / np.pi) + noise
+
+
+def test_lm_validation_stop_is_trainlms_max_fail_and_restores_the_best():
+    from jacnet.optim import LevenbergMarquardt
+
+    X, y = _lm_data()
+    X_val = X[::3] + 0.01
+    y_val = np.random.default_rng(1).normal(size=(X_val.shape[0], 1))  # unrelated: val fails
+    recorder = ParamRecorder()
+    lm = LevenbergMarquardt(max_fail=4)
+    model = jacnet.mlp([1, 12, 1], seed=0, dtype="float64")
+    history = fit(model, X, y, optimizer=lm, epochs=200, validation_data=(X_val, y_val),
+                  callbacks=[recorder], progress=False)
+    val = history["val_loss"]
+    best = int(np.argmin(val))
+    # patience is the optimizer's max_fail: stop 4 epochs after the best one ...
+    assert len(history) == best + 1 + 4 and history.stop_reason.startswith("early stopping")
+    # ... and the best validation network is the one kept.
+    np.testing.assert_array_equal(model.params, recorder.params[best])
+    # The user's patience wins; early_stopping=False switches the rule off.
+    short = fit(jacnet.mlp([1, 12, 1], seed=0, dtype="float64"), X, y,
+                optimizer=LevenbergMarquardt(max_fail=4), epochs=200, patience=1,
+                validation_data=(X_val, y_val), progress=False)
+    assert len(short) == int(np.argmin(short["val_loss"])) + 2
+    off = fit(jacnet.mlp([1, 12, 1], seed=0, dtype="float64"), X, y,
+              optimizer=LevenbergMarquardt(max_fail=4), epochs=len(history) + 3,
+              early_stopping=False, validation_data=(X_val, y_val), progress=False)
+    assert len(off) == len(history) + 3
+
+
+def test_br_has_no_validation_stop_by_default():
+    X, y = _lm_data()
+    history = fit(jacnet.mlp([1, 8, 1], seed=0, dtype="float64"), X, y, optimizer="br",
+                  epochs=12, validation_split=0.3, progress=False)
+    assert len(history) == 12 and "gamma" in history.columns and "val_loss" in history.columns
+
+
+def test_sample_weight_for_a_full_batch_optimizer_is_repeated_rows():
+    X, y = _lm_data(30)
+    counts = np.arange(30) % 3
+    a = jacnet.mlp([1, 6, 1], seed=0, dtype="float64")
+    b = a.copy()
+    ha = fit(a, X, y, optimizer="lm", epochs=8, sample_weight=counts, progress=False)
+    hb = fit(b, np.repeat(X, counts, axis=0), np.repeat(y, counts, axis=0), optimizer="lm",
+             epochs=8, progress=False)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ha["loss"], hb["loss"], rtol=1e-8)
+    unweighted = jacnet.mlp([1, 6, 1], seed=0, dtype="float64")
+    fit(unweighted, X, y, optimizer="lm", epochs=8, progress=False)
+    assert not np.allclose(a.params, unweighted.params, rtol=1e-3)  # the weights mattered
+    with pytest.raises(ValueError, match="BayesianRegularization does not take sample_weight"):
+        fit(jacnet.mlp([1, 6, 1], seed=0, dtype="float64"), X, y, optimizer="br", epochs=2,
+            sample_weight=counts, progress=False)
+
+
+@pytest.mark.parametrize("name", ["lm", "br"])
+def test_a_full_batch_run_resumes_bit_for_bit(tmp_path, name):
+    X, y = _lm_data()
+    kwargs = dict(optimizer=name, seed=3, validation_split=0.25, progress=False)
+    full = jacnet.mlp([1, 10, 1], seed=0, dtype="float64")
+    history_full = fit(full, X, y, epochs=12, **kwargs)
+
+    ckpt = tmp_path / "ckpt.npz"
+    stopper = LambdaCallback(on_epoch_end=lambda e, logs: (_ for _ in ()).throw(KeyboardInterrupt)
+                             if e == 7 else None)
+    with pytest.raises(KeyboardInterrupt):
+        fit(jacnet.mlp([1, 10, 1], seed=0, dtype="float64"), X, y, epochs=12, checkpoint=ckpt,
+            checkpoint_every=5, callbacks=[stopper], **kwargs)
+    assert load_checkpoint(ckpt).state["epoch"] == 5
+
+    resumed = jacnet.mlp([1, 10, 1], seed=0, dtype="float64")
+    history = fit(resumed, X, y, epochs=12, checkpoint=ckpt, resume_from=ckpt,
+                  callbacks=[LambdaCallback()], **kwargs)
+    np.testing.assert_array_equal(resumed.params, full.params)
+    strip = [{k: v for k, v in r.items() if k != "time"} for r in history.records]
+    assert strip == [{k: v for k, v in r.items() if k != "time"} for r in history_full.records]
+    assert len(history) == 12 and "mu" in history.columns

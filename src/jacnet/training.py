@@ -333,6 +333,13 @@ class EarlyStopping(Callback):
     min_delta : float, default 0.0
     mode : {"min", "max"}, default "min"
     restore_best : bool, default True
+
+    Attributes
+    ----------
+    best, best_epoch : float, int
+        The best value of ``monitor`` so far and its epoch (0: none yet).
+    stopped_epoch : int
+        The epoch at which this callback stopped training (0: it did not).
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
@@ -349,6 +356,7 @@ class EarlyStopping(Callback):
         self.best = math.inf if mode == "min" else -math.inf
         self.best_epoch = 0
         self.wait = 0
+        self.stopped_epoch = 0
         self.best_params: np.ndarray | None = None
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
@@ -371,7 +379,8 @@ class EarlyStopping(Callback):
             np.copyto(self.best_params, self.state.model.params)
         else:
             self.wait += 1
-            if self.wait >= self.patience:
+            if self.wait >= self.patience and self.state.stop_reason is None:
+                self.stopped_epoch = epoch
                 self.state.stop(
                     f"early stopping: {key} did not improve for {self.patience} epochs "
                     f"(best {self.best:.6g} at epoch {self.best_epoch})"
@@ -883,8 +892,8 @@ def fit(
     seed: int | None = 0,
     validation_data: tuple[Any, Any] | None = None,
     validation_split: float = 0.0,
-    early_stopping: bool = False,
-    patience: int = 10,
+    early_stopping: bool | None = None,
+    patience: int | None = None,
     min_delta: float = 0.0,
     restore_best: bool = True,
     schedule: Any = None,
@@ -927,10 +936,15 @@ def fit(
     validation_split : float, default 0.0
         Fraction of the rows (chosen at random with ``seed``) held out for validation
         when ``validation_data`` is not given.
-    early_stopping : bool, default False
+    early_stopping : bool, optional
         Stop when the validation loss (training loss without validation data) has not
-        improved by ``min_delta`` for ``patience`` epochs.
-    patience : int, default 10
+        improved by ``min_delta`` for ``patience`` epochs. Default (None): on for a
+        full-batch optimizer with a validation stop (``max_fail`` > 0, as
+        Levenberg–Marquardt's 6) when there is validation data — MATLAB ``trainlm``'s
+        validation rule, which also returns the network of the best validation loss —
+        and off otherwise.
+    patience : int, optional
+        Default: the full-batch optimizer's ``max_fail`` when it has one (> 0), else 10.
     min_delta : float, default 0.0
     restore_best : bool, default True
         With early stopping, put back the best epoch's parameters at the end.
@@ -957,8 +971,9 @@ def fit(
         A checkpoint to continue from: parameters, optimizer, schedule, history,
         epoch and generator states are restored; pass the same data and arguments.
     sample_weight : array-like, shape (n_samples,), optional
-        Non-negative weights; each batch minimises Σ wᵢ lossᵢ / Σ wᵢ (first-order
-        optimizers only). Metrics stay unweighted.
+        Non-negative weights; each batch minimises Σ wᵢ lossᵢ / Σ wᵢ (a full-batch
+        optimizer: the whole training set's, passed to its ``epoch`` and judged by it, so
+        Bayesian regularisation refuses weights). Metrics stay unweighted.
 
     Returns
     -------
@@ -993,6 +1008,11 @@ def fit(
     for cb in cbs:
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be jacnet Callback objects; got {type(cb).__name__}.")
+    validation_stop = int(getattr(loop.optimizer, "max_fail", 0) or 0) if loop.full_batch else 0
+    if early_stopping is None:  # trainlm's validation stop, for optimizers that have one
+        early_stopping = validation_stop > 0 and loop.X_val is not None
+    if patience is None:
+        patience = validation_stop if validation_stop > 0 else 10
     if early_stopping:
         cbs.append(EarlyStopping("val_loss", patience=patience, min_delta=min_delta,
                                  restore_best=restore_best))
@@ -1053,15 +1073,17 @@ class _Loop:
         _check_rows(X_arr, target, "y")
         weights = None
         if sample_weight is not None:
-            if self.full_batch:
-                raise ValueError("sample_weight is supported with first-order optimizers only.")
-            weights = check_array(sample_weight, "sample_weight", ndim=1, dtype=model.dtype)
+            # A full-batch optimizer solves in float64 whatever the model's type: keep the
+            # weights' precision for it.
+            weights = check_array(sample_weight, "sample_weight", ndim=1,
+                                  dtype=np.float64 if self.full_batch else model.dtype)
             if weights.shape[0] != X_arr.shape[0] or (weights < 0).any() or weights.sum() <= 0:
                 raise ValueError(
                     f"sample_weight must have one non-negative weight per row of X "
                     f"({X_arr.shape[0]}), not all zero; got shape {weights.shape}."
                 )
-            if not isinstance(self.loss, (MSELoss, CrossEntropyLoss, BCEWithLogitsLoss)):
+            if not self.full_batch and not isinstance(
+                    self.loss, (MSELoss, CrossEntropyLoss, BCEWithLogitsLoss)):
                 raise TypeError("sample_weight needs one of the built-in losses (mse, "
                                 f"cross_entropy, bce); got {type(self.loss).__name__}.")
         self.X_val = self.t_val = None
@@ -1244,7 +1266,14 @@ class _Loop:
         return float(np.dot(per_row, wb.astype(np.float64))) / total_w, grad
 
     def _full_batch_epoch(self, state: TrainingState) -> dict[str, Any]:
-        info = self.optimizer.epoch(self.model, self.loss, self.X, self.target)
+        """One ``optimizer.epoch`` on all the training rows (weighted when weights were
+        given: only then is ``sample_weight=`` passed, so an optimizer without weights
+        needs no such parameter), and the training metrics at the new parameters."""
+        if self.weights is None:
+            info = self.optimizer.epoch(self.model, self.loss, self.X, self.target)
+        else:
+            info = self.optimizer.epoch(self.model, self.loss, self.X, self.target,
+                                        sample_weight=self.weights)
         record: dict[str, Any] = {k: float(v) for k, v in dict(info).items()}
         value = record.get("loss", float("nan"))
         if not math.isfinite(value):

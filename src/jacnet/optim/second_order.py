@@ -638,9 +638,14 @@ class SecondOrderOptimizer:
             sample_weight: Any = None) -> dict[str, Any]:
         """Train with the ``trainlm`` stopping rules; return the history.
 
-        Stops after ``epochs`` epochs, or when a rule of :meth:`epoch` fires, or (with
-        validation data) when the validation loss has not improved for ``max_fail``
-        epochs in a row — then the parameters with the best validation loss are restored.
+        A shorthand for :func:`jacnet.training.fit` with this optimizer (the one training
+        loop: ``fit(model, X, y, optimizer=self, epochs=epochs, validation_data=(X_val,
+        y_val))``, no metrics, no progress bar), returning its history as lists. Stops
+        after ``epochs`` epochs, or when a rule of :meth:`epoch` fires, or (with
+        validation data and ``max_fail`` > 0) when the validation loss has not improved
+        for ``max_fail`` epochs in a row. With validation data and ``max_fail`` > 0 the
+        parameters with the best validation loss are restored at the end, whatever
+        stopped training (as MATLAB's ``train`` returns the best validation network).
 
         Parameters
         ----------
@@ -660,45 +665,41 @@ class SecondOrderOptimizer:
         -------
         dict
             Lists per epoch under ``"loss"``, ``"mu"``, ``"grad_norm"`` (and
-            ``"val_loss"``, ``"gamma"``... where they apply), and ``"stop_reason"``.
+            ``"val_loss"``, ``"gamma"``... where they apply), and ``"stop_reason"``:
+            ``"goal"``, ``"min_grad"``, ``"mu_max"``, ``"line_search"``, ``"max_fail"``
+            or ``"epochs"``.
         """
+        # The fit loop sits above the optimizers; imported here, where it is used.
+        from jacnet.training import EarlyStopping, LambdaCallback
+        from jacnet.training import fit as train
+
         owner = type(self).__name__
         epochs = _check_number(epochs, "epochs", owner, low=1, integer=True)
-        model, loss, X, target = self._check(model, MSELoss() if loss is None else loss, X, y)
-        self.reset()
-        val = None
+        validation = None
         if X_val is not None or y_val is not None:
             if X_val is None or y_val is None:
                 raise ValueError(f"{owner}.fit: pass both X_val and y_val, or neither.")
-            val = self._check(model, loss, X_val, y_val)[2:]
-        history: dict[str, Any] = {}
-        best_val, best_params, fails = math.inf, None, 0
-        stop: str | None = None
-        for epoch in range(epochs):
-            info = self.epoch(model, loss, X, target, sample_weight=sample_weight)
-            if val is not None:
-                info["val_loss"] = self._evaluate(model, loss, *val)[1]
-            for key, value in info.items():
-                history.setdefault(key, []).append(float(value))
-            if verbose:
-                print(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in info.items()))
-            if self.stop_reason is not None:
-                stop = self.stop_reason
-                break
-            if val is not None:
-                if info["val_loss"] < best_val:
-                    best_val, best_params, fails = info["val_loss"], model.params.copy(), 0
-                else:
-                    fails += 1
-                    if self.max_fail and fails >= self.max_fail:
-                        stop = "max_fail"
-                        break
+            validation = (X_val, y_val)
+        callbacks: list[Any] = []
+        stopper = None
+        if validation is not None and self.max_fail:
+            stopper = EarlyStopping("val_loss", patience=int(self.max_fail))
+            callbacks.append(stopper)
+        if verbose:
+            callbacks.append(LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+                f"epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()
+                                               if k not in ("epoch", "time")))))
+        history = train(model, X, y, loss=MSELoss() if loss is None else loss, optimizer=self,
+                        epochs=epochs, validation_data=validation, early_stopping=False,
+                        metrics=[], callbacks=callbacks, progress=False,
+                        sample_weight=sample_weight)
+        lists: dict[str, Any] = {key: history[key] for key in history.columns
+                                 if key not in ("epoch", "time")}
+        if stopper is not None and stopper.stopped_epoch:
+            lists["stop_reason"] = "max_fail"
         else:
-            stop = "epochs"
-        if stop == "max_fail" and best_params is not None:
-            model.params[...] = best_params
-        history["stop_reason"] = stop
-        return history
+            lists["stop_reason"] = history.stop_reason or "epochs"
+        return lists
 
     def state_dict(self) -> dict[str, float | int]:
         """The state needed to resume: plain numbers (``mu`` and the epoch count)."""
