@@ -69,6 +69,8 @@ from jacnet.layers import Linear
 from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from jacnet.network import Sequential, mlp
 from jacnet.optim import SGD, Adam
+from jacnet.training import Callback, EarlyStopping
+from jacnet.training import fit as train
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -176,6 +178,51 @@ class _StochasticSolver:
 
 
 # --------------------------------------------------------------------------- base class
+class _SecondOrderRecord(Callback):
+    """The estimators' bookkeeping of an lm/br fit, one fit-loop epoch per iteration.
+
+    After each epoch: ``loss_`` in scikit-learn's convention (the data term per output,
+    in the original target units, plus ``alpha``'s penalty on the weights), the curves,
+    ``n_iter_`` and, with early stopping, the validation score, written into the
+    epoch's record as ``val_score`` for the :class:`~jacnet.training.EarlyStopping`
+    that follows. An epoch that only found the solver converged (``tol``/goal reached
+    before any step) after the first is not an iteration: nothing changed.
+    """
+
+    def __init__(self, est: _BaseMLP, mask: np.ndarray, decay: float, loss_unit: float,
+                 per_output: int, validation: tuple[Any, Any, Any] | None) -> None:
+        self.est, self.mask, self.decay = est, mask, decay
+        self.loss_unit, self.per_output, self.validation = loss_unit, per_output, validation
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        est = self.est
+        if self.state.optimizer.stop_reason in ("goal", "min_grad") and est.n_iter_ > 0:
+            if self.validation is not None:
+                assert est.validation_scores_ is not None
+                logs["val_score"] = est.validation_scores_[-1]  # unchanged network
+            return
+        est.n_iter_ += 1
+        penalty = 0.0
+        if self.decay:
+            weights = est.model_.params[self.mask]
+            penalty = 0.5 * self.decay * float(np.dot(weights, weights))
+        est.loss_ = self.loss_unit * (logs["loss"] - penalty) / self.per_output + penalty
+        est.loss_curve_.append(est.loss_)
+        est.best_loss_ = min(est.best_loss_, est.loss_)
+        est.mu_curve_.append(float(logs["mu"]))
+        if "gamma" in logs:
+            est.gamma_curve_.append(float(logs["gamma"]))
+            est.effective_n_params_ = float(logs["gamma"])
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}, mu = {logs['mu']:.3g}")
+        if self.validation is not None:
+            score = est._score(*self.validation[:2], sample_weight=self.validation[2])
+            assert est.validation_scores_ is not None and est.best_validation_score_ is not None
+            est.validation_scores_.append(score)
+            est.best_validation_score_ = max(est.best_validation_score_, score)
+            logs["val_score"] = score
+
+
 class _BaseMLP(BaseEstimator):
     """Shared fitting, prediction and state of the two estimators (not for direct use)."""
 
@@ -607,6 +654,10 @@ class _BaseMLP(BaseEstimator):
                           sample_weight: np.ndarray | None, fresh: bool = True) -> None:
         """Levenberg–Marquardt or Bayesian regularisation, one full-batch epoch per iteration.
 
+        The epochs run in :func:`jacnet.training.fit` (the one training loop); a
+        :class:`_SecondOrderRecord` callback keeps scikit-learn's attributes and, with
+        early stopping, the validation score that an ``EarlyStopping`` callback watches.
+
         ``tol`` is the gradient-norm tolerance (as ``gtol`` for ``"lbfgs"``): the solver
         stops when ‖∂loss/∂θ‖ < tol, when its damping μ exceeds ``mu_max`` (no step lowers
         the loss), or after ``max_iter`` iterations. With ``early_stopping``, ``"lm"``
@@ -640,7 +691,7 @@ class _BaseMLP(BaseEstimator):
         # Split first: the weight decay alpha / n counts the rows LM trains on.
         X, y, sample_weight, X_val, y_val, sw_val = self._split_validation(
             X, y, sample_weight, early_stopping)
-        model, params = self.model_, self.model_.params
+        model = self.model_
         optimizer: LevenbergMarquardt | BayesianRegularization
         mask = np.zeros(model.n_params, dtype=bool)
         for s in self._weight_slices:
@@ -653,7 +704,6 @@ class _BaseMLP(BaseEstimator):
         else:
             decay = 0.0
             optimizer = BayesianRegularization(min_grad=float(self.tol))
-        per_output = self.n_outputs_ if isinstance(self._loss, MSELoss) else 1
         # "br" trains on targets mapped to [-1, 1], as MATLAB's trainbr does through
         # mapminmax: its evidence updates weigh the data term against the weights' scale,
         # and small targets let the prior win (a constant fit). The map is folded back
@@ -666,7 +716,6 @@ class _BaseMLP(BaseEstimator):
             y = ((y - center) / unit).astype(y.dtype, copy=False)
             if not fresh:  # a warm start: express the trained network in the scaled units
                 self._rescale_output_layer(1.0 / unit, -center / unit)
-        loss_unit = unit * unit
         self.loss_curve_ = []
         self.mu_curve_: list[float] = []
         if self.solver == "br":
@@ -675,57 +724,44 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         self.validation_scores_ = [] if early_stopping else None
         self.best_validation_score_ = -np.inf if early_stopping else None
-        best_params, no_improvement = params.copy(), 0
-        stop_reason: str | None = None
+        record = _SecondOrderRecord(
+            self, mask, decay, loss_unit=unit * unit,
+            per_output=self.n_outputs_ if isinstance(self._loss, MSELoss) else 1,
+            validation=(X_val, y_val, sw_val) if early_stopping else None)
+        callbacks: list[Callback] = [record]
+        stopper = None
+        if early_stopping:
+            # trainlm's validation stop on scikit-learn's score, with n_iter_no_change as
+            # max_fail; np.inf never stops (a patience past max_iter).
+            patience = (self.max_iter + 1 if math.isinf(self.n_iter_no_change)
+                        else int(self.n_iter_no_change))
+            stopper = EarlyStopping("val_score", patience=patience, mode="max")
+            callbacks.append(stopper)
+        stopped: str | None = None
         try:
-            for _ in range(self.max_iter):
-                info = optimizer.epoch(model, self._loss, X, y, sample_weight=sample_weight)
-                if optimizer.stop_reason in ("goal", "min_grad") and self.n_iter_ > 0:
-                    break  # converged before stepping: nothing new to record
-                self.n_iter_ += 1
-                weights = params[mask]
-                penalty = 0.5 * decay * float(np.dot(weights, weights)) if decay else 0.0
-                self.loss_ = loss_unit * (info["loss"] - penalty) / per_output + penalty
-                self.loss_curve_.append(self.loss_)
-                self.best_loss_ = min(self.best_loss_, self.loss_)
-                self.mu_curve_.append(float(info["mu"]))
-                if self.solver == "br":
-                    self.gamma_curve_.append(float(info["gamma"]))
-                    self.effective_n_params_ = float(info["gamma"])
-                if self.verbose:
-                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}, mu = {info['mu']:.3g}")
-                if early_stopping:
-                    score = self._score(X_val, y_val, sample_weight=sw_val)
-                    assert self.validation_scores_ is not None
-                    assert self.best_validation_score_ is not None
-                    self.validation_scores_.append(score)
-                    if score > self.best_validation_score_:
-                        self.best_validation_score_ = score
-                        np.copyto(best_params, params)
-                        no_improvement = 0
-                    else:
-                        no_improvement += 1
-                    if no_improvement >= self.n_iter_no_change:
-                        stop_reason = "validation"
-                        break
-                if optimizer.stop_reason is not None:
-                    break
-            else:
-                warnings.warn(
-                    f"{'Levenberg-Marquardt' if self.solver == 'lm' else 'Bayesian regularisation'}"
-                    f": Maximum iterations ({self.max_iter}) reached and the optimization "
-                    "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
+            history = train(model, X, y, loss=self._loss, optimizer=optimizer,
+                            epochs=self.max_iter, metrics=[], callbacks=callbacks,
+                            early_stopping=False, progress=False, sample_weight=sample_weight)
+            stopped = history.stop_reason
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
+            stopped = "interrupted"
+            if stopper is not None and stopper.best_params is not None and stopper.best_epoch:
+                model.params[...] = stopper.best_params
         finally:
-            if early_stopping and self.validation_scores_:
-                params[...] = best_params
-                # As scikit-learn's stochastic solvers report with early stopping: the best
-                # training loss belongs to no network that is kept.
-                self.best_loss_ = None
             if self.solver == "br":
                 self._rescale_output_layer(unit, center)
-        self.stop_reason_ = stop_reason or optimizer.stop_reason
+        if early_stopping and self.validation_scores_:
+            # As scikit-learn's stochastic solvers report with early stopping: the best
+            # training loss belongs to no network that is kept.
+            self.best_loss_ = None
+        if stopped is None:
+            warnings.warn(
+                f"{'Levenberg-Marquardt' if self.solver == 'lm' else 'Bayesian regularisation'}"
+                f": Maximum iterations ({self.max_iter}) reached and the optimization "
+                "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
+        self.stop_reason_ = ("validation" if stopper is not None and stopper.stopped_epoch
+                             else optimizer.stop_reason)
 
     def _rescale_output_layer(self, scale: float, shift: Any) -> None:
         """Make the last Linear layer compute scale · (W y + b) + shift, in place."""
