@@ -4,9 +4,11 @@
 (mini-batches from a seeded shuffle: forward, ``loss.value_and_grad``, backward as a
 chain of VJPs, optional clipping, ``optimizer.step`` on the flat parameter vector) or
 with a full-batch second-order optimizer (one ``optimizer.epoch(model, loss, X, target)``
-per epoch: Levenberg–Marquardt, Gauss–Newton, Bayesian regularisation). Progress, early
-stopping and checkpoints are callbacks like any user callback; every epoch appends one
-record to the :class:`History`.
+per epoch: Levenberg–Marquardt, Gauss–Newton, Bayesian regularisation; with validation
+data, their ``max_fail`` is the early-stopping patience, MATLAB ``trainlm``'s validation
+stop). Progress, early stopping and checkpoints are callbacks like any user callback;
+every epoch appends one record to the :class:`History`. This is the only training loop:
+the second-order optimizers' ``fit`` and the estimators' ``lm``/``br`` solvers run in it.
 
 A checkpoint holds everything the rest of the run depends on — parameters, optimizer
 and schedule state, the shuffling generator's state, dropout generators, early-stopping

@@ -29,9 +29,9 @@ float32. μ is on the scale of the unnormalised JᵀJ, as in MATLAB.
 Contract with :func:`jacnet.training.fit`: ``full_batch = True`` and
 ``epoch(model, loss, X, target)`` performs one iteration on the whole training set and
 returns ``{"loss", "mu", "grad_norm", ...}``; ``stop_reason`` is set when a stopping rule
-fires. ``trainlm``'s validation rule (``max_fail``) is early stopping on the validation
-loss: the fit loop's ``patience``; the optimizers' own :meth:`~SecondOrderOptimizer.fit`
-applies it directly.
+fires. ``trainlm``'s validation rule (``max_fail``) is the fit loop's early stopping on
+the validation loss (``patience`` defaults to ``max_fail``); the optimizers' own
+:meth:`~SecondOrderOptimizer.fit` is a shorthand for that loop.
 
 Examples
 --------
