@@ -536,3 +536,29 @@ def test_br_is_indifferent_to_the_targets_scale(amplitude):
     np.testing.assert_allclose(reg.predict(x), amplitude * unit.predict(x), rtol=1e-6,
                                atol=1e-9 * amplitude)
     assert reg.loss_ == pytest.approx(amplitude**2 * unit.loss_, rel=1e-6)
+
+
+def test_lm_tol_is_a_gradient_tolerance_on_the_objective():
+    """trainlm's min_grad: stop when ‖∇(mean loss + penalty)‖ < tol, as lbfgs reads tol."""
+    x, y = _sinc()
+    reg = MLPRegressor(hidden_layer_sizes=(8,), activation="tanh", solver="lm", tol=1e-3,
+                       max_iter=500, random_state=0, dtype="float64").fit(x, y)
+    assert reg.stop_reason_ == "min_grad" and reg.n_iter_ < 500
+    reg._loss_and_grad(x, y[:, None], None, reported=False)  # lbfgs's objective and gradient
+    assert np.linalg.norm(reg.model_.grads) < 1e-3
+    previous = MLPRegressor(hidden_layer_sizes=(8,), activation="tanh", solver="lm", tol=1e-3,
+                            max_iter=reg.n_iter_ - 1, random_state=0, dtype="float64")
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        previous.fit(x, y)
+    previous._loss_and_grad(x, y[:, None], None, reported=False)
+    assert np.linalg.norm(previous.model_.grads) >= 1e-3  # it stopped at the first epoch below
+
+
+@pytest.mark.parametrize("solver", ["lm", "br"])
+def test_second_order_max_iter_counts_epochs(solver):
+    x, y = _sinc()
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\)"):
+        short = MLPRegressor(hidden_layer_sizes=(8,), activation="tanh", solver=solver,
+                             max_iter=3, random_state=0, dtype="float64").fit(x, y)
+    assert short.n_iter_ == len(short.loss_curve_) == len(short.mu_curve_) == 3
+    assert short.stop_reason_ is None
