@@ -502,31 +502,104 @@ def default_sample(model: Sequential, loss: str | Loss = "mse") -> tuple[np.ndar
     return x, np.resize(np.array(DEFAULT_TARGET), model.out_features)
 
 
-@dataclass
-class _KinkChecker:
-    """The finite-difference checks of :func:`explain`, aware of activation kinks.
+# --- what every step builder reads -------------------------------------------------------
 
-    A check whose perturbation reaches an activation input at or near a kink (``kinked``:
-    layer index → units) and that fails is left out of the verdict; :meth:`fd` then
-    returns the sentence saying so, and :attr:`caveats` names the units.
+
+@dataclass(frozen=True)
+class _Pass:
+    """One sample's forward and backward pass through the float64 model: what the step
+    builders read, never change.
+
+    ``tensors[i]`` is the input of layer i (``tensors[-1]`` the output z); ``grads`` is
+    ``model.grads`` after ``Sequential.backward``, the fast path the weight gradients are
+    checked against.
     """
 
-    kinked: dict[int, np.ndarray]
-    texts: list[str]
+    model: Sequential
+    names: _Names
+    tensors: tuple[np.ndarray, ...]
+    target: np.ndarray
+    loss: Loss
+    loss_value: float
+    grad_output: np.ndarray
+    grads: np.ndarray
     rtol: float
-    n_dropped: int = 0
 
+    @classmethod
+    def run(cls, model: Sequential, X: np.ndarray, d: np.ndarray, loss: Loss, rtol: float
+            ) -> _Pass:
+        """Forward ``X`` through ``model``, take E and ∂E/∂z, and back-propagate them."""
+        tensors = [X]
+        for layer in model.layers:
+            tensors.append(layer.forward(tensors[-1]))
+        E, grad_z = loss.value_and_grad(tensors[-1].copy(), d)
+        model.backward(grad_z.copy())
+        return cls(model, _names(model), tuple(tensors), d, loss, float(E), grad_z,
+                   model.grads.copy(), rtol)
+
+    def step(self, section: str, name: str, formula: str, kind: str, value: np.ndarray,
+             structure: str, checks: Sequence[Comparison] = (),
+             operator: JacobianOperator | None = None, note: str = "") -> Step:
+        """A :class:`Step` judged by this pass's ``rtol``."""
+        # + 0.0 turns the -0.0 of (negative) × 0 into 0.0, which reads better.
+        return Step(section, name, formula, kind, np.array(value, dtype=np.float64) + 0.0,
+                    structure, tuple(checks), self.rtol, operator, note)
+
+
+# --- the checker -------------------------------------------------------------------------
+
+
+class _Checker:
+    """Every other way :func:`explain` computes a quantity, and the comparisons.
+
+    The fast path is each layer's own ``backward`` on a copy of the model; the slow path is
+    central finite differences in float64 on another copy, which this object alone
+    perturbs (and restores).
+
+    An activation whose input sits on a kink (ReLU at 0) has no derivative there: the
+    layer takes a convention (f′(0) = 0, as PyTorch does), and central differences across
+    the corner measure neither side. A finite-difference check whose perturbation reaches
+    an input near a kink is still made; if it fails, it is left out of the verdict, the
+    step says so (:meth:`finite_differences` returns the sentence) and :attr:`caveats`
+    names the units. "Near" allows for a weight's perturbation moving an input by eps
+    times the values below it; a check that passes is kept either way.
+    """
+
+    def __init__(self, sample: _Pass, eps: float):
+        self.sample = sample
+        self.eps = eps
+        self.rtol = sample.rtol
+        self._reference = sample.model.copy().eval()
+        self.kinked, self._kink_texts = _kinks(sample, eps)
+        #: Steps whose finite-difference check was left out of the verdict.
+        self.dropped: list[str] = []
+        self.backward_gradients = self._backward_chain()
+
+    def _backward_chain(self) -> dict[int, np.ndarray]:
+        """Layer index → the gradient its own ``backward`` hands down, chained from ∂E/∂z."""
+        fast = self.sample.model.copy().eval()
+        fast.forward(self.sample.tensors[0])
+        gradients: dict[int, np.ndarray] = {}
+        grad = self.sample.grad_output.copy()
+        for i in range(len(fast.layers) - 1, -1, -1):
+            result = fast.layers[i].backward(grad.copy())
+            assert result is not None
+            gradients[i] = grad = result
+        return gradients
+
+    # --- the checks ---------------------------------------------------------------------
     def crosses(self, j: int) -> bool:
         """Whether perturbing tensor j (a layer's input) reaches an input near a kink."""
         return any(i >= j for i in self.kinked)
 
-    def fd(self, value: np.ndarray, reference: Callable[[], np.ndarray], crossed: bool
-           ) -> tuple[list[Comparison], str]:
-        """The comparison with finite differences (none when it fails across a kink) and
-        the text to add to the step's note."""
+    def finite_differences(self, name: str, value: np.ndarray,
+                           reference: Callable[[], np.ndarray], crossed: bool
+                           ) -> tuple[list[Comparison], str]:
+        """The comparison of step ``name``'s value with finite differences (none when it
+        fails across a kink) and the text to add to the step's note."""
         comparison = compare("vs finite differences", value, reference())
         if crossed and comparison.max_rel_error > self.rtol:
-            self.n_dropped += 1
+            self.dropped.append(name)
             return [], (" (Finite differences disagree here because they cross a kink: "
                         "not counted.)")
         return [comparison], ""
@@ -534,7 +607,295 @@ class _KinkChecker:
     @property
     def caveats(self) -> tuple[str, ...]:
         """The kink sentences, when some check was left out."""
-        return tuple(self.texts) if self.n_dropped else ()
+        return tuple(self._kink_texts) if self.dropped else ()
+
+    # --- finite differences -------------------------------------------------------------
+    def _error_above(self, i: int, value: np.ndarray) -> np.ndarray:
+        """E as a function of tensor i (the input of layer i)."""
+        out = value
+        for layer in self._reference.layers[i:]:
+            out = layer.forward(out)
+        return np.asarray(self.sample.loss.value_and_grad(out, self.sample.target)[0])
+
+    def gradient(self, i: int) -> np.ndarray:
+        """∂E/∂(tensor i) by finite differences."""
+        return _finite_difference(partial(self._error_above, i), self.sample.tensors[i], self.eps)
+
+    def layer_jacobian(self, i: int) -> np.ndarray:
+        """∂(output of layer i)/∂(its input) by finite differences."""
+        return _finite_difference(self._reference.layers[i].forward, self.sample.tensors[i],
+                                  self.eps)[0, :, 0, :]
+
+    def parameter(self, i: int, attr: str, *, of_error: bool) -> np.ndarray:
+        """∂E/∂(layer i's ``attr``) (``of_error``) or ∂(its output)/∂``attr``."""
+        layer = self._reference.layers[i]
+        original = getattr(layer, attr).copy()
+        x = self.sample.tensors[i]
+
+        def f(value: np.ndarray) -> np.ndarray:
+            getattr(layer, attr)[...] = value
+            return self._error_above(i, x) if of_error else layer.forward(x)[0]
+
+        result = _finite_difference(f, original, self.eps)
+        getattr(layer, attr)[...] = original
+        return result
+
+    def network(self, *, of_error: bool) -> np.ndarray:
+        """∂E/∂θ (``of_error``, shape (1, P)) or ∂z/∂θ (m × P) by finite differences."""
+        ref, x, theta = self._reference, self.sample.tensors[0], self.sample.model.params.copy()
+
+        def f(values: np.ndarray) -> np.ndarray:
+            ref.params[:] = values
+            z = ref.forward(x)
+            return np.asarray(self.sample.loss.value_and_grad(z, self.sample.target)[0]) \
+                if of_error else z[0]
+
+        result = _finite_difference(f, theta, self.eps)
+        ref.params[:] = theta
+        return result[None, :] if of_error else result
+
+
+def _kinks(sample: _Pass, eps: float) -> tuple[dict[int, np.ndarray], list[str]]:
+    """Layer index → units whose activation input is at or near a kink, and a sentence
+    for each such layer (see :class:`_Checker`)."""
+    tensors, t = sample.tensors, sample.names.tensors
+    kinked: dict[int, np.ndarray] = {}
+    texts: list[str] = []
+    for i, layer in enumerate(sample.model.layers):
+        if isinstance(layer, Activation) and layer.kinks:
+            u = tensors[i][0]
+            scale = max([1.0] + [float(np.abs(tensors[j]).max()) for j in range(i + 1)])
+            distance = np.min(np.abs(u[:, None] - np.asarray(layer.kinks)[None, :]), axis=1)
+            if (distance <= 10.0 * eps * scale).any():
+                kinked[i] = units = np.flatnonzero(distance <= 10.0 * eps * scale)
+                texts.append(
+                    f"{t[i]}, the input of layer {i} ({type(layer).__name__}), is at or near "
+                    f"its kink at unit{'s' if units.size > 1 else ''} "
+                    f"{', '.join(map(str, units))}, where the function has no derivative; "
+                    f"jacnet uses f′ = {_format_array(layer.derivative()[0][units])} there, as "
+                    "PyTorch does. Finite differences across the corner measure neither "
+                    "side, so the checks they fail are left out of the verdict.")
+    return kinked, texts
+
+
+# --- the step builders -------------------------------------------------------------------
+
+
+def _forward_steps(p: _Pass) -> list[Step]:
+    """x, each layer's output, d and E."""
+    t, names, section = p.names.tensors, p.names, "Forward pass"
+    steps = [p.step(section, t[0], "", "value", p.tensors[0][0], "input")]
+    for i, layer in enumerate(p.model.layers):
+        if isinstance(layer, Linear):
+            bias_term = f" + {names.biases[i]}" if layer.bias is not None else ""
+            formula = f"{names.weights[i]} {t[i]}{bias_term}"
+        elif isinstance(layer, Activation):
+            function = names.functions[i]
+            formula = f"{function}({t[i]}), {function} = {type(layer).__name__.lower()}"
+        else:
+            formula = f"{type(layer).__name__.lower()}({t[i]})"
+        steps.append(p.step(section, t[i + 1], formula, "value", p.tensors[i + 1][0], "vector"))
+    _, loss_formula, _ = _loss_formulas(p.loss)
+    steps.append(p.step(section, "d", "", "value", p.target[0], "target"))
+    steps.append(p.step(section, "E", loss_formula, "value", np.array(p.loss_value), "the loss"))
+    return steps
+
+
+def _output_gradient_step(p: _Pass, checker: _Checker) -> Step:
+    """∂E/∂z, where back-propagation starts (for softmax with cross-entropy: softmax(z) − onehot(d))."""
+    _, _, grad_formula = _loss_formulas(p.loss)
+    grad_z = p.grad_output
+    return p.step("The output gradient", f"∂E/∂{p.names.tensors[-1]}", grad_formula, "gradient",
+                  grad_z, "row vector",
+                  [compare("vs finite differences", grad_z, checker.gradient(len(p.model.layers)))],
+                  note="Where back-propagation starts: the derivative of the scalar E w.r.t. "
+                       "the output vector is a row vector (a gradient).")
+
+
+def _linear_steps(p: _Pass, checker: _Checker, i: int, grad: np.ndarray
+                  ) -> tuple[list[Step], np.ndarray]:
+    """A linear layer s = W y (+ b): ∂s/∂vec(W) = I ⊗ yᵀ, the weight gradient δ yᵀ, the bias
+    gradient δᵀ, the Jacobian W and the gradient handed down δᵀ W; and that gradient."""
+    layer = p.model.layers[i]
+    assert isinstance(layer, Linear)
+    names = p.names
+    inp, out = names.tensors[i], names.tensors[i + 1]
+    W = names.weights[i]
+    bias_text = f" + {names.biases[i]}" if layer.bias is not None else ""
+    ordinal = _ordinal(sum(isinstance(lay, Linear) for lay in p.model.layers[:i + 1]))
+    section = f"Layer {i}, the {ordinal} linear layer: {out} = {W} {inp}{bias_text}"
+    steps = _weight_steps(p, checker, i, grad, section)
+    if layer.bias is not None:
+        steps.append(_bias_step(p, checker, i, grad, section))
+    jac: JacobianOperator = layer.jacobian()
+    steps.append(p.step(section, f"∂{out}/∂{inp}", W, "jacobian", jac.dense()[0], _structure(jac),
+                        [compare("vs finite differences", jac.dense()[0], checker.layer_jacobian(i))],
+                        operator=jac))
+    grad_below = jac.vjp(grad)
+    name = f"∂E/∂{inp}"
+    fd, why = checker.finite_differences(name, grad_below, partial(checker.gradient, i),
+                                         checker.crosses(i))
+    handed = "handed down to the layer below" if i > 0 else \
+        "the input gradient (not needed for training; every layer computes it)"
+    steps.append(p.step(section, name, f"{names.deltas[i]}ᵀ {W}", "gradient", grad_below,
+                        "row vector",
+                        [compare("vs the layer's backward", grad_below,
+                                 checker.backward_gradients[i]), *fd],
+                        note=f"The gradient from above times the Jacobian {W} (a VJP): {handed}."
+                             + why))
+    return steps, grad_below
+
+
+def _weight_steps(p: _Pass, checker: _Checker, i: int, grad: np.ndarray, section: str
+                  ) -> list[Step]:
+    """∂s/∂vec(W) = I ⊗ yᵀ and ∂E/∂W = δ yᵀ of linear layer i, given δᵀ = ``grad``."""
+    layer = p.model.layers[i]
+    assert isinstance(layer, Linear)
+    inp, out = p.names.tensors[i], p.names.tensors[i + 1]
+    W, delta = p.names.weights[i], p.names.deltas[i]
+    param_jac = layer.param_jacobian()
+    assert isinstance(param_jac, BlockRow)
+    kron = param_jac.blocks[0]
+    steps = [p.step(section, f"∂{out}/∂vec({W})", f"I{_sub(layer.out_features)} ⊗ {inp}ᵀ",
+                    "jacobian", kron.dense()[0], _structure(kron, inp),
+                    [compare("vs finite differences", kron.dense()[0],
+                             checker.parameter(i, "weight", of_error=False).reshape(kron.n_out, -1))],
+                    operator=kron,
+                    note=f"{W} is differentiated as the vector vec({W}) (row-major); the only "
+                         f"non-zeros are {layer.out_features} copies of {inp}ᵀ.")]
+    grad_weight = kron.vjp(grad).reshape(layer.weight.shape)
+    name = f"∂E/∂{W}"
+    fd, why = checker.finite_differences(
+        name, grad_weight, partial(checker.parameter, i, "weight", of_error=True),
+        checker.crosses(i + 1))
+    weight_slice = p.model.parameter_slices()[f"{i}.weight"]
+    steps.append(p.step(
+        section, name, f"{delta} {inp}ᵀ", "weight gradient", grad_weight, "outer product (rank 1)",
+        [compare(f"vs {delta} {inp}ᵀ (np.outer)", grad_weight,
+                 np.outer(grad[0], p.tensors[i][0])),
+         compare(f"vs backward (model.grads['{i}.weight'])", grad_weight,
+                 p.grads[weight_slice].reshape(layer.weight.shape)),
+         *fd],
+        note=f"(∂E/∂{out}) · ∂{out}/∂vec({W}) reshaped to {W}'s shape, with "
+             f"{delta}ᵀ = ∂E/∂{out}: used to update {W}." + why))
+    return steps
+
+
+def _bias_step(p: _Pass, checker: _Checker, i: int, grad: np.ndarray, section: str) -> Step:
+    """∂E/∂b = δᵀ of linear layer i (∂s/∂b = I)."""
+    layer = p.model.layers[i]
+    param_jac = layer.param_jacobian()
+    assert isinstance(param_jac, BlockRow)
+    out, b, delta = p.names.tensors[i + 1], p.names.biases[i], p.names.deltas[i]
+    grad_bias = param_jac.blocks[1].vjp(grad)[0]
+    name = f"∂E/∂{b}"
+    fd, why = checker.finite_differences(name, grad_bias,
+                                         partial(checker.parameter, i, "bias", of_error=True),
+                                         checker.crosses(i + 1))
+    return p.step(section, name, f"{delta}ᵀ", "weight gradient", grad_bias, "row vector",
+                  [compare(f"vs backward (model.grads['{i}.bias'])", grad_bias,
+                           p.grads[p.model.parameter_slices()[f"{i}.bias"]]),
+                   *fd],
+                  note=f"∂{out}/∂{b} = I, so the bias gradient is {delta}ᵀ itself." + why)
+
+
+def _elementwise_steps(p: _Pass, checker: _Checker, i: int, grad: np.ndarray
+                       ) -> tuple[list[Step], np.ndarray]:
+    """A layer without parameters (an activation: diag(f′(u)); softmax; dropout): its
+    Jacobian and the gradient handed down; and that gradient."""
+    layer = p.model.layers[i]
+    inp, out = p.names.tensors[i], p.names.tensors[i + 1]
+    function = p.names.functions[i]
+    section = f"Layer {i}, {type(layer).__name__}: {out} = {function}({inp})"
+    jac = layer.jacobian()
+    formula = _jacobian_formula(layer, function, inp, out)
+    diagonal = isinstance(jac, Diagonal)
+    note = ("An elementwise function has a diagonal Jacobian: output k depends on "
+            "input k only." if diagonal else "")
+    name = f"∂{out}/∂{inp}"
+    fd, why = checker.finite_differences(name, jac.dense()[0], partial(checker.layer_jacobian, i),
+                                         i in checker.kinked)
+    steps = [p.step(section, name, formula, "jacobian", jac.dense()[0], _structure(jac), fd,
+                    operator=jac, note=note + why)]
+    grad_below = jac.vjp(grad)
+    name = f"∂E/∂{inp}"
+    fd, why = checker.finite_differences(name, grad_below, partial(checker.gradient, i),
+                                         checker.crosses(i))
+    below = i - 1 if i > 0 and isinstance(p.model.layers[i - 1], Linear) else None
+    rhs = f"∂E/∂{out} · {formula}" if formula else f"∂E/∂{out} · ∂{out}/∂{inp}"
+    if below is not None:
+        rhs += f" = {p.names.deltas[below]}ᵀ"
+    elementwise = f" (elementwise: ∂E/∂{out} ⊙ {function}′({inp}))" if diagonal else ""
+    steps.append(p.step(section, name, rhs, "gradient", grad_below, "row vector",
+                        [compare("vs the layer's backward", grad_below,
+                                 checker.backward_gradients[i]), *fd],
+                        note="The gradient from above times the Jacobian, a VJP"
+                             + elementwise + "." + why))
+    return steps, grad_below
+
+
+def _network_steps(p: _Pass, checker: _Checker) -> list[Step]:
+    """∂z/∂θ of the whole network (a block row of Kronecker factors) and ∂E/∂θ."""
+    section, z = "The whole network", p.names.tensors[-1]
+    network_jac = jacobian(p.model, p.tensors[0], wrt="params", structured=True)
+    assert isinstance(network_jac, BlockRow)
+    weights = [p.names.weights[i] for i in sorted(p.names.weights)]
+    # θ reaches the tensors above the lowest layer with parameters.
+    crosses_theta = checker.crosses(p.model._lowest_with_params + 1)
+    name = f"∂{z}/∂θ"
+    fd, why = checker.finite_differences(name, network_jac.dense()[0],
+                                         partial(checker.network, of_error=False), crosses_theta)
+    steps = [p.step(section, name, f"[{' '.join(f'∂{z}/∂vec({w})' for w in weights)}]",
+                    "jacobian", network_jac.dense()[0], _structure(network_jac), fd,
+                    operator=network_jac,
+                    note="θ is the model's flat parameter vector; each block is A ⊗ (layer "
+                         "input)ᵀ, the Kronecker form kept through the chain rule." + why)]
+    grad_theta = network_jac.vjp(p.grad_output)
+    fd, why = checker.finite_differences("∂E/∂θ", grad_theta,
+                                         partial(checker.network, of_error=True), crosses_theta)
+    steps.append(p.step(section, "∂E/∂θ", f"∂E/∂{z} · ∂{z}/∂θ", "gradient", grad_theta,
+                        "row vector",
+                        [compare("vs backward (model.grads)", grad_theta, p.grads[None, :]), *fd],
+                        note="The output gradient times the network's Jacobian: all weight "
+                             "gradients at once." + why))
+    return steps
+
+
+def _loss_after_step(p: _Pass, lr: float) -> float:
+    """E after one gradient-descent step θ ← θ − lr ∂E/∂θ (on a copy of the model)."""
+    stepped = p.model.copy().eval()
+    stepped.params[:] = p.model.params - lr * p.grads
+    z = stepped.forward(p.tensors[0])
+    return float(np.asarray(p.loss.value_and_grad(z, p.target)[0]))
+
+
+def _one_sample(model: Sequential, loss: Loss, x: Any, target: Any
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(X, d): the sample as one row and its target as ``loss`` takes it (default: the
+    guide's, :func:`default_sample`); ValueError naming the shape otherwise."""
+    default_x, default_target = default_sample(model, loss)
+    if x is None:
+        x = default_x
+    X = np.asarray(x, dtype=np.float64) if not isinstance(x, np.ndarray) else x.astype(np.float64)
+    if X.ndim == 1:
+        X = X.reshape(1, -1)
+    if X.ndim != 2 or X.shape[0] != 1:
+        raise ValueError(
+            f"explain follows one sample: x must have shape ({model.in_features},) or "
+            f"(1, {model.in_features}); got {X.shape}. Pass a single row, e.g. X[0]."
+        )
+    X = model.check_input(X)
+    if target is None:
+        target = default_target
+    target_arr = np.asarray(target)
+    if not loss.takes_labels and target_arr.ndim <= 1:
+        target_arr = target_arr.reshape(1, -1)
+    elif loss.takes_labels and target_arr.ndim == 0:
+        target_arr = target_arr.reshape(1)
+    d = loss.prepare_target(target_arr, model.out_features, dtype=np.float64)
+    if d.shape[0] != 1:
+        raise ValueError(f"target must describe one sample; got {d.shape[0]} rows.")
+    return X, d
 
 
 def explain(model: Sequential | None = None, x: Any = None, target: Any = None, *,
@@ -601,252 +962,19 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr must be a number > 0; got {lr!r}.")
     m64 = model.astype(np.float64).eval()
-    default_x, default_target = default_sample(m64, loss_fn)
-    if x is None:
-        x = default_x
-    X = np.asarray(x, dtype=np.float64) if not isinstance(x, np.ndarray) else x.astype(np.float64)
-    if X.ndim == 1:
-        X = X.reshape(1, -1)
-    if X.ndim != 2 or X.shape[0] != 1:
-        raise ValueError(
-            f"explain follows one sample: x must have shape ({m64.in_features},) or "
-            f"(1, {m64.in_features}); got {X.shape}. Pass a single row, e.g. X[0]."
-        )
-    X = m64.check_input(X)
-    if target is None:
-        target = default_target
-    target_arr = np.asarray(target)
-    if not loss_fn.takes_labels and target_arr.ndim <= 1:
-        target_arr = target_arr.reshape(1, -1)
-    elif loss_fn.takes_labels and target_arr.ndim == 0:
-        target_arr = target_arr.reshape(1)
-    d = loss_fn.prepare_target(target_arr, m64.out_features, dtype=np.float64)
-    if d.shape[0] != 1:
-        raise ValueError(f"target must describe one sample; got {d.shape[0]} rows.")
-
-    names = _names(m64)
-    t = names.tensors
-    loss_name, loss_formula, grad_formula = _loss_formulas(loss_fn)
-    steps: list[Step] = []
-
-    def add(section: str, name: str, formula: str, kind: str, value: np.ndarray, structure: str,
-            checks: Sequence[Comparison] = (), operator: JacobianOperator | None = None,
-            note: str = "") -> None:
-        # + 0.0 turns the -0.0 of (negative) × 0 into 0.0, which reads better.
-        steps.append(Step(section, name, formula, kind, np.array(value, dtype=np.float64) + 0.0,
-                          structure, tuple(checks), rtol, operator, note))
-
-    # --- forward pass --------------------------------------------------------------
-    tensors = [X]
-    for layer in m64.layers:
-        tensors.append(layer.forward(tensors[-1]))
-    z = tensors[-1]
-    E, grad_z = loss_fn.value_and_grad(z.copy(), d)
-    section = "Forward pass"
-    add(section, t[0], "", "value", X[0], "input")
-    for i, layer in enumerate(m64.layers):
-        if isinstance(layer, Linear):
-            bias_term = f" + {names.biases[i]}" if layer.bias is not None else ""
-            formula = f"{names.weights[i]} {t[i]}{bias_term}"
-        elif isinstance(layer, Activation):
-            function = names.functions[i]
-            formula = f"{function}({t[i]}), {function} = {type(layer).__name__.lower()}"
-        else:
-            formula = f"{type(layer).__name__.lower()}({t[i]})"
-        add(section, t[i + 1], formula, "value", tensors[i + 1][0], "vector")
-    add(section, "d", "", "value", d[0], "target")
-    add(section, "E", loss_formula, "value", np.array(E), "the loss")
-
-    # References: a copy whose layers the finite differences may run freely, and one
-    # for the fast path (each layer's own backward).
-    ref = m64.copy().eval()
-    fast = m64.copy().eval()
-    fast.forward(X)
-
-    def error_from(i: int) -> Callable[[np.ndarray], np.ndarray]:
-        def f(value: np.ndarray) -> np.ndarray:
-            out = value
-            for layer in ref.layers[i:]:
-                out = layer.forward(out)
-            return np.asarray(loss_fn.value_and_grad(out, d)[0])
-        return f
-
-    def fd_gradient(i: int) -> np.ndarray:
-        return _finite_difference(error_from(i), tensors[i], eps)
-
-    # An activation whose input sits on a kink (ReLU at 0) has no derivative there: the
-    # layer takes a convention (f′(0) = 0, as PyTorch does), and central differences
-    # across the corner measure neither side. A finite-difference check whose
-    # perturbation reaches an input near a kink is still made; if it fails, it is left
-    # out of the verdict, the step says so, and the report names the unit. "Near" allows
-    # for a weight's perturbation moving an input by eps times the values below it; a
-    # check that passes is kept either way.
-    kinked: dict[int, np.ndarray] = {}
-    kink_texts: list[str] = []
-    for i, layer in enumerate(m64.layers):
-        if isinstance(layer, Activation) and layer.kinks:
-            u = tensors[i][0]
-            scale = max([1.0] + [float(np.abs(tensors[j]).max()) for j in range(i + 1)])
-            distance = np.min(np.abs(u[:, None] - np.asarray(layer.kinks)[None, :]), axis=1)
-            if (distance <= 10.0 * eps * scale).any():
-                kinked[i] = units = np.flatnonzero(distance <= 10.0 * eps * scale)
-                kink_texts.append(
-                    f"{t[i]}, the input of layer {i} ({type(layer).__name__}), is at or near "
-                    f"its kink at unit{'s' if units.size > 1 else ''} "
-                    f"{', '.join(map(str, units))}, where the function has no derivative; "
-                    f"jacnet uses f′ = {_format_array(layer.derivative()[0][units])} there, as "
-                    "PyTorch does. Finite differences across the corner measure neither "
-                    "side, so the checks they fail are left out of the verdict.")
-    checker = _KinkChecker(kinked, kink_texts, rtol)
-    crosses = checker.crosses
-
-    def fd_layer_jacobian(i: int) -> np.ndarray:
-        return _finite_difference(ref.layers[i].forward, tensors[i], eps)[0, :, 0, :]
-
-    def fd_weight(i: int, attr: str, of_error: bool) -> np.ndarray:
-        layer = ref.layers[i]
-        original = getattr(layer, attr).copy()
-
-        def f(value: np.ndarray) -> np.ndarray:
-            getattr(layer, attr)[...] = value
-            if of_error:
-                return error_from(i)(tensors[i])
-            return layer.forward(tensors[i])[0]
-
-        result = _finite_difference(f, original, eps)
-        getattr(layer, attr)[...] = original
-        return result
-
-    # --- the output gradient ---------------------------------------------------------
-    section = "The output gradient"
-    add(section, f"∂E/∂{t[-1]}", grad_formula, "gradient", grad_z, "row vector",
-        [compare("vs finite differences", grad_z, fd_gradient(len(m64.layers)))],
-        note="Where back-propagation starts: the derivative of the scalar E w.r.t. the "
-             "output vector is a row vector (a gradient).")
-
-    # --- layer by layer, from the top ------------------------------------------------
-    m64.backward(grad_z.copy())
-    grads = m64.grads.copy()
-    slices = m64.parameter_slices()
-    grad = grad_z
-    fast_grad = grad_z.copy()
+    X, d = _one_sample(m64, loss_fn, x, target)
+    p = _Pass.run(m64, X, d, loss_fn, rtol)
+    checker = _Checker(p, eps)
+    steps = [*_forward_steps(p), _output_gradient_step(p, checker)]
+    grad = p.grad_output
     for i in range(len(m64.layers) - 1, -1, -1):
-        layer = m64.layers[i]
-        inp, out = t[i], t[i + 1]
-        fast_result = fast.layers[i].backward(fast_grad.copy())
-        assert fast_result is not None
-        fast_grad = fast_result
-        if isinstance(layer, Linear):
-            W, delta = names.weights[i], names.deltas[i]
-            bias_text = f" + {names.biases[i]}" if layer.bias is not None else ""
-            ordinal = _ordinal(sum(isinstance(lay, Linear) for lay in m64.layers[:i + 1]))
-            section = f"Layer {i}, the {ordinal} linear layer: {out} = {W} {inp}{bias_text}"
-            param_jac = layer.param_jacobian()
-            kron = param_jac.blocks[0]
-            add(section, f"∂{out}/∂vec({W})", f"I{_sub(layer.out_features)} ⊗ {inp}ᵀ", "jacobian",
-                kron.dense()[0], _structure(kron, inp),
-                [compare("vs finite differences", kron.dense()[0],
-                         fd_weight(i, "weight", of_error=False).reshape(kron.n_out, -1))],
-                operator=kron,
-                note=f"{W} is differentiated as the vector vec({W}) (row-major); the only "
-                     f"non-zeros are {layer.out_features} copies of {inp}ᵀ.")
-            grad_weight = kron.vjp(grad).reshape(layer.weight.shape)
-            fd, why = checker.fd(grad_weight, partial(fd_weight, i, "weight", of_error=True),
-                                 crosses(i + 1))
-            add(section, f"∂E/∂{W}", f"{delta} {inp}ᵀ", "weight gradient", grad_weight,
-                "outer product (rank 1)",
-                [compare(f"vs {delta} {inp}ᵀ (np.outer)", grad_weight, np.outer(grad[0], tensors[i][0])),
-                 compare(f"vs backward (model.grads['{i}.weight'])", grad_weight,
-                         grads[slices[f"{i}.weight"]].reshape(layer.weight.shape)),
-                 *fd],
-                note=f"(∂E/∂{out}) · ∂{out}/∂vec({W}) reshaped to {W}'s shape, with "
-                     f"{delta}ᵀ = ∂E/∂{out}: used to update {W}." + why)
-            if layer.bias is not None:
-                b = names.biases[i]
-                grad_bias = param_jac.blocks[1].vjp(grad)[0]
-                fd, why = checker.fd(grad_bias, partial(fd_weight, i, "bias", of_error=True),
-                                     crosses(i + 1))
-                add(section, f"∂E/∂{b}", f"{delta}ᵀ", "weight gradient", grad_bias, "row vector",
-                    [compare(f"vs backward (model.grads['{i}.bias'])", grad_bias,
-                             grads[slices[f"{i}.bias"]]),
-                     *fd],
-                    note=f"∂{out}/∂{b} = I, so the bias gradient is {delta}ᵀ itself." + why)
-            jac: JacobianOperator = layer.jacobian()
-            add(section, f"∂{out}/∂{inp}", W, "jacobian", jac.dense()[0], _structure(jac),
-                [compare("vs finite differences", jac.dense()[0], fd_layer_jacobian(i))],
-                operator=jac)
-            grad_below = jac.vjp(grad)
-            fd, why = checker.fd(grad_below, partial(fd_gradient, i), crosses(i))
-            handed = "handed down to the layer below" if i > 0 else \
-                "the input gradient (not needed for training; every layer computes it)"
-            add(section, f"∂E/∂{inp}", f"{delta}ᵀ {W}", "gradient", grad_below, "row vector",
-                [compare("vs the layer's backward", grad_below, fast_grad),
-                 *fd],
-                note=f"The gradient from above times the Jacobian {W} (a VJP): {handed}." + why)
-        else:
-            function = names.functions[i]
-            section = f"Layer {i}, {type(layer).__name__}: {out} = {function}({inp})"
-            jac = layer.jacobian()
-            formula = _jacobian_formula(layer, function, inp, out)
-            note = ("An elementwise function has a diagonal Jacobian: output k depends on "
-                    "input k only." if isinstance(jac, Diagonal) else "")
-            fd, why = checker.fd(jac.dense()[0], partial(fd_layer_jacobian, i), i in kinked)
-            add(section, f"∂{out}/∂{inp}", formula, "jacobian", jac.dense()[0], _structure(jac),
-                fd, operator=jac, note=note + why)
-            grad_below = jac.vjp(grad)
-            fd, why = checker.fd(grad_below, partial(fd_gradient, i), crosses(i))
-            below = i - 1 if i > 0 and isinstance(m64.layers[i - 1], Linear) else None
-            rhs = f"∂E/∂{out} · {formula}" if formula else f"∂E/∂{out} · ∂{out}/∂{inp}"
-            if below is not None:
-                rhs += f" = {names.deltas[below]}ᵀ"
-            add(section, f"∂E/∂{inp}", rhs, "gradient", grad_below, "row vector",
-                [compare("vs the layer's backward", grad_below, fast_grad),
-                 *fd],
-                note=("The gradient from above times the Jacobian, a VJP"
-                               + (" (elementwise: ∂E/∂" + out + " ⊙ " + function + "′(" + inp + "))"
-                                  if isinstance(jac, Diagonal) else "") + "." + why))
-        grad = grad_below
-
-    # --- the whole network -----------------------------------------------------------
-    section = "The whole network"
-    theta = m64.params.copy()
-    network_jac = jacobian(m64, X, wrt="params", structured=True)
-    assert isinstance(network_jac, BlockRow)
-
-    def outputs_at(values: np.ndarray) -> np.ndarray:
-        ref.params[:] = values
-        return ref.forward(X)[0]
-
-    def error_at(values: np.ndarray) -> np.ndarray:
-        ref.params[:] = values
-        return np.asarray(loss_fn.value_and_grad(ref.forward(X), d)[0])
-
-    def fd_at(function: Callable[[np.ndarray], np.ndarray]) -> Callable[[], np.ndarray]:
-        def reference() -> np.ndarray:
-            result = _finite_difference(function, theta, eps)
-            ref.params[:] = theta
-            return result
-        return reference
-
-    weights = [names.weights[i] for i in sorted(names.weights)]
-    # θ reaches the tensors above the lowest layer with parameters.
-    crosses_theta = crosses(m64._lowest_with_params + 1)
-    fd, why = checker.fd(network_jac.dense()[0], fd_at(outputs_at), crosses_theta)
-    add(section, f"∂{t[-1]}/∂θ", f"[{' '.join(f'∂{t[-1]}/∂vec({w})' for w in weights)}]", "jacobian",
-        network_jac.dense()[0], _structure(network_jac), fd, operator=network_jac,
-        note="θ is the model's flat parameter vector; each block is A ⊗ (layer "
-             "input)ᵀ, the Kronecker form kept through the chain rule." + why)
-    grad_theta = network_jac.vjp(grad_z)
-    fd, why = checker.fd(grad_theta, lambda: fd_at(error_at)()[None, :], crosses_theta)
-    add(section, "∂E/∂θ", f"∂E/∂{t[-1]} · ∂{t[-1]}/∂θ", "gradient", grad_theta, "row vector",
-        [compare("vs backward (model.grads)", grad_theta, grads[None, :]), *fd],
-        note="The output gradient times the network's Jacobian: all weight "
-             "gradients at once." + why)
-
-    loss_after = float(error_at(theta - lr * grads))
-    ref.params[:] = theta
-    return Explanation(m64, X[0], d[0], loss_name, float(E), tuple(steps), float(lr), loss_after,
-                       rtol, {"weights": " ".join(weights)},
+        build = _linear_steps if isinstance(m64.layers[i], Linear) else _elementwise_steps
+        layer_steps, grad = build(p, checker, i, grad)
+        steps += layer_steps
+    steps += _network_steps(p, checker)
+    weights = " ".join(p.names.weights[i] for i in sorted(p.names.weights))
+    return Explanation(m64, X[0], d[0], _loss_formulas(loss_fn)[0], p.loss_value, tuple(steps),
+                       float(lr), _loss_after_step(p, lr), rtol, {"weights": weights},
                        checker.caveats)
 
 
