@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from jacnet.checks import CheckReport, GradientCheckError, gradcheck, jacobian_check
-from jacnet.explain import explain
+from jacnet.explain import Explanation, explain
 from jacnet.jacobians import (
     BlockRow,
     Diagonal,
@@ -34,6 +34,7 @@ from jacnet.layers import (
 )
 from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, get_loss
 from jacnet.network import Sequential, jacobian, mlp
+from jacnet.training import History
 
 __version__ = "0.1.0"
 
@@ -45,7 +46,9 @@ __all__ = [
     "CrossEntropyLoss",
     "Diagonal",
     "Dropout",
+    "Explanation",
     "GradientCheckError",
+    "History",
     "Identity",
     "JacobianOperator",
     "Kronecker",
