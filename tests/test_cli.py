@@ -221,3 +221,18 @@ def test_examples_run(script):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_help_and_the_module_docstring_name_every_subcommand():
+    import argparse
+
+    import jacnet.cli
+
+    parser = jacnet.cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = list(sub.choices)
+    assert len(commands) == 6
+    first_paragraph = (jacnet.cli.__doc__ or "").split("\n\n")[0]
+    for name in commands:
+        assert name in (parser.description or ""), name
+        assert f"``{name}``" in first_paragraph, name

@@ -1,4 +1,5 @@
-"""The ``jacnet`` command: ``train``, ``evaluate``, ``predict``, ``explain`` and ``inspect``.
+"""The ``jacnet`` command: ``train``, ``evaluate``, ``predict``, ``export``, ``explain``
+and ``inspect``.
 
 ``jacnet train`` with no arguments trains the seed's two-layer network (128 ReLU hidden
 units, cross-entropy, Adam) on the built-in ``digits`` data and prints the test
@@ -61,7 +62,8 @@ def _hidden(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jacnet`` command."""
     parser = _Parser(prog="jacnet", description="Neural networks in which back-propagation "
-                     "is Jacobian algebra: train, evaluate and predict from the command line.")
+                     "is Jacobian algebra: train, evaluate, predict, export (ONNX), explain "
+                     "(back-propagation step by step) and inspect from the command line.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
