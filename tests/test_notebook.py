@@ -72,3 +72,21 @@ def test_notebook_executes_and_shows_the_guides_numbers(monkeypatch):
     assert out.startswith("True\nFalse\n") and "FAILED" in out
     training = nb.cells[-1]
     assert "epoch 7/7" in text(training)  # the progress display's saved, final state
+
+
+def test_the_rendered_html_is_of_this_notebook_and_shows_the_guides_numbers():
+    # docs/tutorial.html is what a reader opens without Jupyter: it must be rendered from
+    # the notebook as stored (every cell's source) and show the guide's numbers.
+    import html
+    import re
+
+    page = (ROOT / "docs" / "tutorial.html").read_text(encoding="utf-8")
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", page)).split())
+    stored = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    for cell in stored["cells"]:
+        source = " ".join("".join(cell["source"]).split())
+        assert source in text, source[:80]
+    guide = GUIDE.read_text(encoding="utf-8")
+    for number in ("0.4321", "0.5062", "0.098286", "0.3321", "-0.2938", "0.092596", "-1.1468"):
+        assert number in text and number in guide, number
+    assert "epoch 7/7" in text
