@@ -296,3 +296,66 @@ def test_graph_figure_shows_forward_values_and_backward_gradients():
     texts = [t.get_text() for t in plot_graph(explain()).axes[0].texts]
     assert "(0.5, -1, 2)" in texts and "(0.43, 0.51)" in texts
     assert "∂E/∂z =\n(0.33, -0.29)" in texts and "E = 0.09829" in texts
+
+
+def test_a_batch_shows_delta_and_the_summed_weight_gradient():
+    model = seed_network(bias=True)
+    ex = explain(model, batch=2)  # the guide's two rows (docs/backprop.md, section 7)
+    X, D = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -1.0]]), np.array([[0.1, 0.8], [0.9, 0.2]])
+    np.testing.assert_array_equal(ex["X"].value, X)
+    # Oracle: the library's own batch backward with E = Σ_b E_b.
+    from jacnet.losses import MSELoss
+
+    oracle = model.copy()
+    _, grad = MSELoss(reduction="sum").value_and_grad(oracle(X), D)
+    oracle.backward(grad)
+    slices = oracle.parameter_slices()
+    np.testing.assert_allclose(ex["Σ_b ∂E_b/∂W"].value,
+                               oracle.grads[slices["2.weight"]].reshape(2, 4), rtol=1e-12)
+    np.testing.assert_allclose(ex["Σ_b ∂E_b/∂b₁"].value, oracle.grads[slices["0.bias"]], rtol=1e-12)
+    # ... and the sum of the one-sample explanations, row by row of Δ.
+    singles = [explain(model, X[b], D[b]) for b in range(2)]
+    np.testing.assert_allclose(ex["Σ_b ∂E_b/∂V"].value, sum(s["∂E/∂V"].value for s in singles))
+    np.testing.assert_allclose(ex["Δ₁"].value, np.vstack([s["∂E/∂u"].value for s in singles]))
+    assert ex["Σ_b ∂E_b/∂W"].formula == "Σ_b δ_b y_bᵀ = Δᵀ Y"
+    assert ex.passed and ex["∂E/∂W"].shape == (2, 4)  # the one-sample steps are unchanged
+    assert [c.name for c in ex["Σ_b ∂E_b/∂W"].checks] == [
+        "vs the one-sample gradients δ_b y_bᵀ, summed",
+        "vs backward on the batch (model.grads['2.weight'])", "vs finite differences"]
+
+
+def test_a_wrong_derivative_fails_the_batch_steps_too(monkeypatch):
+    monkeypatch.setattr(Sigmoid, "_derivative", lambda self, x, y: y * (1.0 - y) * 1.01)
+    ex = explain(batch=3)
+    assert not ex["Σ_b ∂E_b/∂V"].passed and not ex["Δ₁"].passed
+
+
+def test_a_batch_row_on_a_kink_is_named_not_failed():
+    model = mlp([2, 3, 1], activation="relu", seed=0, dtype="float64")
+    model.layers[0].bias[...] = 0.0
+    ex = explain(model, [0.3, -0.2], [1.0], batch=([[0.3, -0.2], [0.0, 0.0]], [[1.0], [1.0]]))
+    assert ex.passed and len(ex.caveats) == 1
+    assert ex.caveats[0].startswith("u (sample 1 of the batch), the input of layer 1 (ReLU)")
+    assert ex["Δ₁"].fd_error is None and "cross a kink" in ex["Δ₁"].note
+
+
+@pytest.mark.parametrize(("batch", "error", "match"), [
+    ("rows", TypeError, "batch must be a number of samples or a pair"),
+    (([[0.0, 0.0, 0.0]] * 2, [[0.1, 0.8]] * 3), ValueError, "2 rows of X but 3 targets"),
+    (0, ValueError, "positive number of samples; got 0"),
+])
+def test_a_bad_batch_is_named(batch, error, match):
+    with pytest.raises(error, match=match):
+        explain(batch=batch)
+
+
+def test_explain_command_batch(capsys):
+    # The guide's batch, so the guide's ∂E/∂W = Σ_b δ_b y_bᵀ (docs/backprop.md, section 7).
+    args = _parse(add_explain_arguments, ["--batch", "2", "--format", "text"])
+    assert explain_command(args) == 0
+    out = capsys.readouterr().out
+    assert "A batch of 2 samples: E = Σ_b E_b" in out
+    assert "[[-0.0516  0.0356 -0.0128 -0.071 ]\n   [ 0.0479 -0.0318  0.0125  0.0656]]" in out
+    args = _parse(add_explain_arguments, ["--batch", "0"])
+    assert explain_command(args) == 2
+    assert "--batch must be a positive number of samples; got 0" in capsys.readouterr().err

@@ -64,12 +64,12 @@ def _figure_index(tmp_path: Path) -> str:
     return "\n".join(p.name for p in paths) + "\n\n" + (tmp_path / "index.md").read_text("utf-8")
 
 
-def _saved_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+def _saved_model(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
     # A classifier saved with its loss and data, as `jacnet train` writes it.
     path = tmp_path / "model.npz"
     save_model(path, mlp([4, 5, 3], activation="relu", seed=0, dtype="float64"),
                metadata={"loss": "cross_entropy", "options": {"data": "iris"}})
-    return _command(["--model", str(path), "--format", "text"], capsys)
+    return _command(["--model", str(path), "--format", "text", *extra], capsys)
 
 
 CASES = {
@@ -83,6 +83,8 @@ CASES = {
          "--target", "0.2,0.3,0.5", "--lr", "0.2", "--format", "markdown"], cap),
     "relu_kink": lambda tmp, cap: _kink(),
     "saved_model": _saved_model,
+    "saved_model_batch": lambda tmp, cap: _saved_model(tmp, cap, "--batch", "3"),
+    "batch": lambda tmp, cap: _command(["--batch", "3", "--bias", "--format", "text"], cap),
     "rich": lambda tmp, cap: _rich(),
     "figure_index": lambda tmp, cap: _figure_index(tmp),
 }

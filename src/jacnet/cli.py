@@ -658,6 +658,9 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--loss", default=None, help="mse, cross_entropy, bce (default: the "
                         "loss saved with --model, else mse)")
     parser.add_argument("--lr", type=float, default=0.5, help="η of the gradient step shown (0.5)")
+    parser.add_argument("--batch", type=int, metavar="N", help="also show a batch of N samples: "
+                        "Δ, ∂E/∂W = Σ_b δ_b y_bᵀ = Δᵀ Y (the guide's two rows, then random "
+                        "ones; with --model, rows 0..N-1 of the saved data)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the default network's weights")
     parser.add_argument("--format", choices=("auto", "rich", "text", "markdown"), default="auto",
                         help="terminal output (auto: rich when installed)")
@@ -666,11 +669,11 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def _saved_sample(metadata: dict[str, Any], preprocessing: Any, loss: Any
+def _saved_sample(metadata: dict[str, Any], preprocessing: Any, loss: Any, n_rows: int = 1
                   ) -> tuple[np.ndarray, Any, str] | None:
-    """Row 0 of the data a saved model was trained on, scaled as in training, with its
-    target as the loss takes it, and a line saying where it came from; None when the data
-    cannot be read again (a moved file, a data set that would need a download)."""
+    """Rows 0..n_rows-1 of the data a saved model was trained on, scaled as in training,
+    with their targets as the loss takes them, and a line saying where they came from; None
+    when the data cannot be read again (a moved file, a data set that would need a download)."""
     saved_options = metadata.get("options")
     options: dict[str, Any] = saved_options if isinstance(saved_options, dict) else {}
     spec = options.get("data") or metadata.get("data")
@@ -683,14 +686,17 @@ def _saved_sample(metadata: dict[str, Any], preprocessing: Any, loss: Any
     except (ValueError, TypeError, OSError):
         return None
     x_scaler, y_scaler = _scaler(preprocessing, "X"), _scaler(preprocessing, "y")
-    X = dataset.X[:1] if x_scaler is None else x_scaler.transform(dataset.X[:1])
+    rows = slice(0, n_rows)
+    X = dataset.X[rows] if x_scaler is None else x_scaler.transform(dataset.X[rows])
     if loss.takes_labels:
-        target: Any = np.asarray(dataset.y[:1]).astype(np.int64)
+        target: Any = np.asarray(dataset.y[rows]).astype(np.int64)
     else:
-        y = np.asarray(dataset.y[:1], dtype=np.float64).reshape(1, -1)
-        target = (y if y_scaler is None else y_scaler.transform(y))[0]
+        y = np.asarray(dataset.y[rows], dtype=np.float64).reshape(len(X), -1)
+        target = y if y_scaler is None else y_scaler.transform(y)
     scaled = " (scaled as in training)" if x_scaler is not None else ""
-    return X[0], target, f"The sample is row 0 of {spec}, the model's training data{scaled}."
+    batch = f"; the batch is rows 0 to {len(X) - 1}" if n_rows > 1 else ""
+    return X, target, (f"The sample is row 0 of {spec}, the model's training "
+                       f"data{scaled}{batch}.")
 
 
 def explain_command(args: argparse.Namespace) -> int:
@@ -702,15 +708,22 @@ def explain_command(args: argparse.Namespace) -> int:
 
     note = ""
     try:
+        if args.batch is not None and args.batch < 1:
+            raise ValueError(f"--batch must be a positive number of samples; got {args.batch}.")
         x: Any = None if args.x is None else _floats(args.x, "--x")
         target: Any = None
+        batch: Any = args.batch
         if args.model:
             model, preprocessing, metadata = _load_any_model(args.model)
             # The loss the model was trained with (cross-entropy for a classifier).
             loss = get_loss(args.loss or metadata.get("loss") or "mse")
-            saved = _saved_sample(metadata, preprocessing, loss) if x is None else None
+            saved = _saved_sample(metadata, preprocessing, loss, args.batch or 1) \
+                if x is None else None
             if saved is not None and args.target is None:
-                x, target, note = saved
+                rows, targets, note = saved
+                x, target = rows[0], targets[0]
+                if args.batch:
+                    batch = (rows, targets)
         else:
             output = None if str(args.output_activation).lower() == "none" else args.output_activation
             model = seed_network(_sizes(args.sizes), args.activation, output, bias=args.bias,
@@ -720,7 +733,7 @@ def explain_command(args: argparse.Namespace) -> int:
             target = _floats(args.target, "--target")
             if loss.takes_labels:
                 target = target.astype(np.int64)
-        result = explain(model, x, target, loss=loss, lr=args.lr, seed=args.seed)
+        result = explain(model, x, target, loss=loss, lr=args.lr, seed=args.seed, batch=batch)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
         print(f"jacnet explain: error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ structure and singular values of its Jacobians. The command-line bodies of
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,6 +35,7 @@ __all__ = [
     "Explanation",
     "Inspection",
     "Step",
+    "default_batch",
     "default_sample",
     "explain",
     "inspect_model",
@@ -502,6 +504,39 @@ def default_sample(model: Sequential, loss: str | Loss = "mse") -> tuple[np.ndar
     return x, np.resize(np.array(DEFAULT_TARGET), model.out_features)
 
 
+#: The batch of the guide (docs/backprop.md, section 7): the sample above and a second
+#: row; targets repeated to the network's widths, classes 0 and 1 for cross-entropy.
+DEFAULT_BATCH_X = ((0.5, -1.0, 2.0), (1.0, 0.0, -1.0))
+DEFAULT_BATCH_TARGET = ((0.1, 0.8), (0.9, 0.2))
+
+
+def default_batch(model: Sequential, loss: str | Loss = "mse", n_samples: int = 2, *,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The batch :func:`explain` shows for ``batch=n_samples``: the guide's two rows, then
+    standard-normal inputs and uniform targets (random classes) drawn with ``seed``.
+
+    >>> X, D = default_batch(seed_network())
+    >>> X
+    array([[ 0.5, -1. ,  2. ],
+           [ 1. ,  0. , -1. ]])
+    >>> D
+    array([[0.1, 0.8],
+           [0.9, 0.2]])
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
+            or n_samples < 1:
+        raise ValueError(f"the batch needs a positive number of samples; got {n_samples!r}.")
+    n_in, n_out, labels = model.in_features, model.out_features, get_loss(loss).takes_labels
+    rows = [np.resize(np.array(x), n_in) for x in DEFAULT_BATCH_X]
+    targets = [np.array([b % n_out]) if labels else np.resize(np.array(d), n_out)
+               for b, d in enumerate(DEFAULT_BATCH_TARGET)]
+    rng = np.random.default_rng(seed)
+    for _ in range(len(rows), n_samples):
+        rows.append(rng.normal(size=n_in))
+        targets.append(rng.integers(0, n_out, size=1) if labels else rng.uniform(size=n_out))
+    X, D = np.stack(rows[:n_samples]), np.stack(targets[:n_samples])
+    return X, D[:, 0] if labels else D
+
 # --- what every step builder reads -------------------------------------------------------
 
 
@@ -663,17 +698,20 @@ def _kinks(sample: _Pass, eps: float) -> tuple[dict[int, np.ndarray], list[str]]
     texts: list[str] = []
     for i, layer in enumerate(sample.model.layers):
         if isinstance(layer, Activation) and layer.kinks:
-            u = tensors[i][0]
             scale = max([1.0] + [float(np.abs(tensors[j]).max()) for j in range(i + 1)])
-            distance = np.min(np.abs(u[:, None] - np.asarray(layer.kinks)[None, :]), axis=1)
-            if (distance <= 10.0 * eps * scale).any():
-                kinked[i] = units = np.flatnonzero(distance <= 10.0 * eps * scale)
+            for row, u in enumerate(tensors[i]):
+                distance = np.min(np.abs(u[:, None] - np.asarray(layer.kinks)[None, :]), axis=1)
+                if not (distance <= 10.0 * eps * scale).any():
+                    continue
+                units = np.flatnonzero(distance <= 10.0 * eps * scale)
+                kinked[i] = np.union1d(kinked.get(i, units), units)
+                where = f" (sample {row} of the batch)" if len(tensors[i]) > 1 else ""
                 texts.append(
-                    f"{t[i]}, the input of layer {i} ({type(layer).__name__}), is at or near "
-                    f"its kink at unit{'s' if units.size > 1 else ''} "
+                    f"{t[i]}{where}, the input of layer {i} ({type(layer).__name__}), is at or "
+                    f"near its kink at unit{'s' if units.size > 1 else ''} "
                     f"{', '.join(map(str, units))}, where the function has no derivative; "
-                    f"jacnet uses f′ = {_format_array(layer.derivative()[0][units])} there, as "
-                    "PyTorch does. Finite differences across the corner measure neither "
+                    f"jacnet uses f′ = {_format_array(layer.derivative()[row][units])} there, "
+                    "as PyTorch does. Finite differences across the corner measure neither "
                     "side, so the checks they fail are left out of the verdict.")
     return kinked, texts
 
@@ -861,6 +899,64 @@ def _network_steps(p: _Pass, checker: _Checker) -> list[Step]:
     return steps
 
 
+def _batch_steps(p: _Pass, checker: _Checker) -> list[Step]:
+    """A batch (``p`` holds B rows, E = Σ_b E_b): for each linear layer, Δ (one row δ_bᵀ per
+    sample), ∂E/∂W = Σ_b δ_b y_bᵀ = Δᵀ Y and ∂E/∂b = 1ᵀ Δ, each checked against the
+    one-sample gradients summed, ``backward`` on the batch and finite differences."""
+    names, n_samples = p.names, p.tensors[0].shape[0]
+    section = f"A batch of {n_samples} samples: E = Σ_b E_b"
+    inputs, targets = names.tensors[0].upper(), "D"
+    steps = [p.step(section, inputs, "rows x_bᵀ, one per sample", "value", p.tensors[0],
+                    "one row per sample"),
+             p.step(section, targets, "rows d_bᵀ", "value", p.target, "one row per sample"),
+             p.step(section, "Σ_b E_b", "", "value", np.array(p.loss_value), "the loss")]
+    grad = p.grad_output
+    slices = p.model.parameter_slices()
+    for i in range(len(p.model.layers) - 1, -1, -1):
+        layer = p.model.layers[i]
+        if isinstance(layer, Linear):
+            inp, out = names.tensors[i], names.tensors[i + 1]
+            W, delta = names.weights[i], names.deltas[i]
+            Delta, Inp = delta.replace("δ", "Δ"), inp.upper()
+            fd, why = checker.finite_differences(Delta, grad, partial(checker.gradient, i + 1),
+                                                 checker.crosses(i + 1))
+            steps.append(p.step(section, Delta, f"∂E/∂{out.upper()}", "gradient", grad,
+                                "one row per sample", fd,
+                                note=f"Row b is {delta}_bᵀ = ∂E_b/∂{out} at sample b: the "
+                                     "backward pass runs on every row at once." + why))
+            param_jac = layer.param_jacobian()
+            assert isinstance(param_jac, BlockRow)
+            grad_weight = grad.T @ p.tensors[i]
+            name = f"Σ_b ∂E_b/∂{W}"
+            fd, why = checker.finite_differences(
+                name, grad_weight, partial(checker.parameter, i, "weight", of_error=True),
+                checker.crosses(i + 1))
+            steps.append(p.step(
+                section, name, f"Σ_b {delta}_b {inp}_bᵀ = {Delta}ᵀ {Inp}", "weight gradient",
+                grad_weight, f"sum of {n_samples} outer products (one matrix product)",
+                [compare(f"vs the one-sample gradients {delta}_b {inp}_bᵀ, summed", grad_weight,
+                         param_jac.blocks[0].vjp(grad).sum(axis=0).reshape(layer.weight.shape)),
+                 compare(f"vs backward on the batch (model.grads['{i}.weight'])", grad_weight,
+                         p.grads[slices[f"{i}.weight"]].reshape(layer.weight.shape)),
+                 *fd],
+                note=f"What backward computes for a batch: one product {Delta}ᵀ {Inp}, equal "
+                     f"to the sum of the samples' {delta}_b {inp}_bᵀ." + why))
+            if layer.bias is not None:
+                b = names.biases[i]
+                grad_bias = grad.sum(axis=0)
+                name = f"Σ_b ∂E_b/∂{b}"
+                fd, why = checker.finite_differences(
+                    name, grad_bias, partial(checker.parameter, i, "bias", of_error=True),
+                    checker.crosses(i + 1))
+                steps.append(p.step(
+                    section, name, f"Σ_b {delta}_bᵀ = 1ᵀ {Delta}", "weight gradient", grad_bias,
+                    "row vector",
+                    [compare(f"vs backward on the batch (model.grads['{i}.bias'])", grad_bias,
+                             p.grads[slices[f"{i}.bias"]]), *fd],
+                    note=f"The column sums of {Delta}." + why))
+        grad = layer.jacobian().vjp(grad)
+    return steps
+
 def _loss_after_step(p: _Pass, lr: float) -> float:
     """E after one gradient-descent step θ ← θ − lr ∂E/∂θ (on a copy of the model)."""
     stepped = p.model.copy().eval()
@@ -898,9 +994,34 @@ def _one_sample(model: Sequential, loss: Loss, x: Any, target: Any
     return X, d
 
 
+def _the_batch(model: Sequential, loss: Loss, batch: Any, seed: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(X, D) of ``batch``: a number of samples (:func:`default_batch`) or a pair of rows
+    and their targets as ``loss`` takes them."""
+    if isinstance(batch, (int, np.integer)) and not isinstance(batch, bool):
+        X, targets = default_batch(model, loss, int(batch), seed=seed)
+    elif isinstance(batch, (tuple, list)) and len(batch) == 2:
+        X, targets = batch
+    else:
+        raise TypeError("batch must be a number of samples or a pair (X, targets) of rows; "
+                        f"got {type(batch).__name__}.")
+    X = model.check_input(np.asarray(X, dtype=np.float64))
+    D = loss.prepare_target(np.asarray(targets), model.out_features, dtype=np.float64)
+    if D.shape[0] != X.shape[0]:
+        raise ValueError(f"the batch has {X.shape[0]} rows of X but {D.shape[0]} targets; "
+                         "give one target per row.")
+    return X, D
+
+
+def _summed(loss: Loss) -> Loss:
+    """``loss`` with E = Σ_b E_b over a batch (reduction "sum")."""
+    summed = copy.copy(loss)
+    summed.reduction = "sum"
+    return summed
+
 def explain(model: Sequential | None = None, x: Any = None, target: Any = None, *,
             loss: str | Loss = "mse", lr: float = 0.5, eps: float = 1e-6, rtol: float = 1e-6,
-            seed: int = 0) -> Explanation:
+            seed: int = 0, batch: Any = None) -> Explanation:
     """Back-propagate one sample and record every step, each checked.
 
     For each layer from the output down: its Jacobian (``layer.jacobian()``: diagonal for
@@ -933,7 +1054,12 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
     rtol : float, default 1e-6
         Largest relative error a check may show and pass.
     seed : int, default 0
-        For the default model's weights.
+        For the default model's weights (and the extra rows of ``batch=n``).
+    batch : int or (X, targets), optional
+        Also show a batch, E = Σ_b E_b: for each linear layer Δ (one row δ_bᵀ per
+        sample), ∂E/∂W = Σ_b δ_b y_bᵀ = Δᵀ Y and the bias gradient 1ᵀ Δ, checked against
+        the one-sample gradients summed, ``backward`` on the batch and finite differences.
+        A number takes :func:`default_batch`'s rows (the guide's, for 2).
 
     Returns
     -------
@@ -972,10 +1098,16 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
         layer_steps, grad = build(p, checker, i, grad)
         steps += layer_steps
     steps += _network_steps(p, checker)
+    caveats = checker.caveats
+    if batch is not None:
+        X_batch, D_batch = _the_batch(m64, loss_fn, batch, seed)
+        batch_pass = _Pass.run(m64.copy().eval(), X_batch, D_batch, _summed(loss_fn), rtol)
+        batch_checker = _Checker(batch_pass, eps)
+        steps += _batch_steps(batch_pass, batch_checker)
+        caveats += batch_checker.caveats
     weights = " ".join(p.names.weights[i] for i in sorted(p.names.weights))
     return Explanation(m64, X[0], d[0], _loss_formulas(loss_fn)[0], p.loss_value, tuple(steps),
-                       float(lr), _loss_after_step(p, lr), rtol, {"weights": weights},
-                       checker.caveats)
+                       float(lr), _loss_after_step(p, lr), rtol, {"weights": weights}, caveats)
 
 
 # ======================================================================================
