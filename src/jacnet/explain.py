@@ -7,8 +7,14 @@ Jacobian diag(g′(s)), the Kronecker-structured ∂s/∂vec(W) = I ⊗ yᵀ, th
 below. Every value is computed from the core's Jacobian objects (``layer.jacobian()``,
 ``layer.param_jacobian()``, :func:`~jacnet.jacobians.compose`), and every one is checked
 against the fast path (``backward``, ``model.grads``) and against central finite
-differences in float64. The result renders to a terminal (rich, when installed), to
-plain text and to Markdown.
+differences in float64. With ``batch=``, it adds a batch: Δ (one row δ_bᵀ per sample)
+and ∂E/∂W = Σ_b δ_b y_bᵀ = Δᵀ Y. The result renders to a terminal (rich, when
+installed), to plain text and to Markdown.
+
+:func:`explain` is a small driver: :class:`_Pass` holds the sample's forward and backward
+pass, one builder per kind of step turns it into :class:`Step` objects, and
+:class:`_Checker` computes every quantity another way (each layer's ``backward``, finite
+differences) and compares.
 
 :func:`inspect_model` summarises a network on data: its layers, parameter count and the
 structure and singular values of its Jacobians. The command-line bodies of
