@@ -1074,7 +1074,11 @@ def explain(model: Sequential | None = None, x: Any = None, target: Any = None, 
     Raises
     ------
     ValueError
-        ``x`` with more than one row, or a target of the wrong size.
+        ``x`` with more than one row, a target of the wrong size, or a batch whose
+        targets do not match its rows.
+    TypeError
+        A model that is not a :class:`~jacnet.network.Sequential`, or a ``batch`` that is
+        neither a number nor a pair.
 
     Examples
     --------
