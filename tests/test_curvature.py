@@ -251,3 +251,227 @@ def test_curvature_sqrt_squares_to_the_unnormalised_curvature(name, use_base):
     full = np.stack([np.diag(r) for r in root]) if root.ndim == 2 else root
     hess = loss.curvature(z, target).dense() * z.shape[0]  # undo reduction="mean"
     np.testing.assert_allclose(full.transpose(0, 2, 1) @ full, hess, rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------ G·v
+from jacnet.curvature import ggn_vector_product  # noqa: E402
+from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, get_loss  # noqa: E402
+
+GGN_CASES = [
+    # sizes, activation, output activation, loss, batch
+    ([1, 4, 1], "tanh", None, "mse", 7),
+    ([3, 5, 4, 2], "tanh", None, "mse", 9),
+    ([4, 6, 3], "sigmoid", None, "cross_entropy", 10),
+    ([5, 7, 6, 3], "relu", None, "bce", 11),
+    ([3, 5, 4], "tanh", "softmax", "mse", 8),  # a Softmax layer: not a plain network
+    ([2, 6, 1], "sigmoid", None, "bce", 6),
+]
+
+
+def _ggn_data(sizes, activation, output_activation, loss_name, batch, seed=0):
+    model = mlp(sizes, activation=activation, output_activation=output_activation, seed=seed,
+                dtype="float64")
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(batch, sizes[0]))
+    m = sizes[-1]
+    if loss_name == "cross_entropy":
+        target = rng.integers(0, m, size=batch)
+    elif loss_name == "bce":
+        target = rng.integers(0, 2, size=(batch, m)).astype(float)
+    else:
+        target = rng.normal(size=(batch, m))
+    return model, X, target, rng
+
+
+def _dense_ggn(model, loss, X, target, weights):
+    """s Σ_b w_b J_bᵀ H_b J_b from the materialised Jacobian and the loss's curvature()
+    (not the curvature_sqrt the product uses)."""
+    prepared = loss.prepare_target(target, model.out_features, dtype=np.float64)
+    prediction = model.forward(X)
+    hess = loss.curvature(prediction, prepared).dense() / loss._scale(X.shape[0])
+    J = jacobian(model, X, wrt="params")
+    w = np.ones(X.shape[0]) if weights is None else np.asarray(weights)
+    s = 1.0 / w.sum() if loss.reduction == "mean" else 1.0
+    return s * np.einsum("b,bmp,bmn,bnq->pq", w, J, hess, J)
+
+
+def _relative(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("sizes, activation, output_activation, loss_name, batch", GGN_CASES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("chunk_size", [None, 3])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_ggn_vector_product_matches_dense(sizes, activation, output_activation, loss_name,
+                                          batch, weighted, chunk_size, reduction):
+    model, X, target, rng = _ggn_data(sizes, activation, output_activation, loss_name, batch)
+    loss = get_loss(loss_name, reduction=reduction)
+    weights = rng.uniform(0.0, 3.0, size=batch) if weighted else None
+    G = _dense_ggn(model, loss, X, target, weights)
+    for _ in range(3):
+        v = rng.normal(size=model.n_params)
+        got = ggn_vector_product(model, loss, X, target, v, sample_weight=weights,
+                                 chunk_size=chunk_size)
+        assert got.shape == (model.n_params,) and got.dtype == np.float64
+        assert _relative(got, G @ v) <= 1e-10
+
+
+@pytest.mark.parametrize("sizes, activation, output_activation, loss_name, batch", GGN_CASES)
+def test_ggn_vector_product_matches_gauss_newton_with_the_loss_root(
+        sizes, activation, output_activation, loss_name, batch):
+    # The factored JᵀHJ of gauss_newton with C_b √(w_b / Σw) against the matrix-free product.
+    model, X, target, rng = _ggn_data(sizes, activation, output_activation, loss_name, batch)
+    loss = get_loss(loss_name)
+    weights = rng.uniform(0.5, 2.0, size=batch)
+    prepared = loss.prepare_target(target, model.out_features, dtype=np.float64)
+    root = loss.curvature_sqrt(model.forward(X), prepared)
+    scale = np.sqrt(weights / weights.sum())
+    root = root * (scale[:, None] if root.ndim == 2 else scale[:, None, None])
+    jthj, _ = gauss_newton(model, X, curvature_sqrt=root)
+    v = rng.normal(size=model.n_params)
+    got = ggn_vector_product(model, loss, X, target, v, sample_weight=weights)
+    assert _relative(got, jthj @ v) <= 1e-10
+
+
+def test_ggn_vector_product_chunking_changes_only_rounding():
+    model, X, target, rng = _ggn_data([4, 8, 5, 3], "tanh", None, "cross_entropy", 50)
+    v = rng.normal(size=model.n_params)
+    whole = ggn_vector_product(model, "cross_entropy", X, target, v)
+    for chunk_size in (1, 7, 49, 50, 51):
+        parts = ggn_vector_product(model, "cross_entropy", X, target, v, chunk_size=chunk_size)
+        assert _relative(parts, whole) <= 1e-13
+
+
+class _ScaledSquares(Loss):
+    """½ Σ_k a_k (z_k − d_k)²: a custom loss that defines curvature only (its root comes
+    from the base class's eigh)."""
+
+    def __init__(self, a, reduction="mean"):
+        super().__init__(reduction)
+        self.a = np.asarray(a, dtype=float)
+
+    def value_and_grad(self, prediction, target):
+        diff = prediction - target
+        scale = self._scale(prediction.shape[0])
+        return 0.5 * scale * float(np.sum(self.a * diff * diff)), scale * self.a * diff
+
+    def curvature(self, prediction, target):
+        from jacnet.jacobians import PerSample
+        scale = self._scale(prediction.shape[0])
+        hess = np.zeros((prediction.shape[0],) + (prediction.shape[1],) * 2)
+        idx = np.arange(prediction.shape[1])
+        hess[:, idx, idx] = scale * self.a
+        return PerSample(hess)
+
+
+def test_ggn_vector_product_of_a_custom_loss():
+    model, X, target, rng = _ggn_data([3, 5, 2], "tanh", None, "mse", 9)
+    loss = _ScaledSquares([0.5, 3.0])
+    v = rng.normal(size=model.n_params)
+    got = ggn_vector_product(model, loss, X, target, v, chunk_size=4)
+    assert _relative(got, _dense_ggn(model, loss, X, target, None) @ v) <= 1e-10
+
+
+def test_ggn_vector_product_against_torch_hessian_of_the_linearised_loss():
+    # Independent of jacnet's Jacobians: G = ∂²/∂δ² L(f(θ) + J δ) at δ = 0, by torch.func.
+    torch = pytest.importorskip("torch")
+    from torch.func import functional_call, hessian, jvp
+
+    model, X, target, rng = _ggn_data([4, 6, 3], "tanh", None, "cross_entropy", 10)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    params = {k: torch.tensor(value.copy()) for k, (_, value) in zip(names, model.named_parameters())}
+    shapes = [p.shape for p in params.values()]
+    sizes = [p.numel() for p in params.values()]
+    Xt, yt = torch.tensor(X), torch.tensor(target)
+
+    def unflatten(flat):
+        return dict(zip(names, [t.reshape(s) for t, s in zip(torch.split(flat, sizes), shapes)]))
+
+    def out(flat):
+        return functional_call(net, unflatten(flat), (Xt,))
+
+    theta = torch.tensor(model.params.copy())
+
+    def linearised_loss(delta):
+        z, dz = jvp(out, (theta,), (delta,))
+        return torch.nn.functional.cross_entropy(z.detach() + dz, yt)
+
+    G = hessian(linearised_loss)(torch.zeros_like(theta)).numpy()
+    v = rng.normal(size=model.n_params)
+    assert _relative(ggn_vector_product(model, CrossEntropyLoss(), X, target, v), G @ v) <= 1e-10
+
+
+def test_products_leave_the_training_gradient_alone():
+    model, X, target, rng = _ggn_data([3, 5, 2], "tanh", None, "mse", 9)
+    model.grads[:] = rng.normal(size=model.n_params)
+    before = model.grads.copy()
+    ggn_vector_product(model, "mse", X, target, rng.normal(size=model.n_params), chunk_size=4)
+    jtv(model, X, rng.normal(size=(9, 2)), chunk_size=4)
+    gauss_newton(model, X, rng.normal(size=(9, 2)), chunk_size=4)
+    assert np.array_equal(model.grads, before)
+    # The views are bound back: a training backward still writes model.grads.
+    model.forward(X)
+    model.backward(np.ones((9, 2)))
+    assert not np.array_equal(model.grads, before)
+    np.testing.assert_allclose(model.grads, jtv(model, X, np.ones((9, 2))), rtol=1e-14)
+
+
+def test_ggn_vector_product_error_paths():
+    model, X, target, _ = _ggn_data([3, 4, 2], "tanh", None, "mse", 5)
+    v = np.ones(model.n_params)
+    with pytest.raises(TypeError, match="must be a jacnet Sequential"):
+        ggn_vector_product("model", "mse", X, target, v)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"v must have shape \(26,\)"):
+        ggn_vector_product(model, "mse", X, target, np.ones(21))
+    with pytest.raises(ValueError, match="target has 4 rows but X has 5"):
+        ggn_vector_product(model, "mse", X, target[:4], v)
+    with pytest.raises(ValueError, match="sample_weight must hold one non-negative weight"):
+        ggn_vector_product(model, "mse", X, target, v, sample_weight=-np.ones(5))
+    with pytest.raises(ValueError, match="sample_weight must hold one non-negative weight"):
+        ggn_vector_product(model, "mse", X, target, v, sample_weight=np.ones(4))
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        ggn_vector_product(model, "mse", X, target, v, chunk_size=0)
+
+    class NoCurvature(Loss):
+        pass
+
+    with pytest.raises(TypeError, match="NoCurvature has no curvature"):
+        ggn_vector_product(model, NoCurvature(), X, target, v)
+
+    class BadRoot(BCEWithLogitsLoss):
+        def curvature_sqrt(self, prediction, target):
+            return np.ones((prediction.shape[0], 5))
+
+    with pytest.raises(ValueError, match="curvature_sqrt must have shape"):
+        ggn_vector_product(model, BadRoot(), X, np.zeros((5, 2)), v)
+
+
+def test_backward_into_out_and_param_only_jvp():
+    from jacnet.layers import Linear, Tanh
+    model, X, _, rng = _ggn_data([3, 5, 2], "tanh", None, "mse", 6)
+    g = rng.normal(size=(6, 2))
+    model.forward(X)
+    model.backward(g)
+    expected = model.grads.copy()
+    model.grads[:] = 0.0
+    out = np.empty(model.n_params)
+    assert model.backward(g, input_grad=False, out=out) is None
+    assert np.array_equal(out, expected) and not model.grads.any()
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous array of shape \(32,\)"):
+        model.backward(g, out=np.empty(31))
+    # A parameter direction alone, without the zero input tangent.
+    v = rng.normal(size=model.n_params)
+    _, with_zero = model.jvp(X, np.zeros_like(X), v)
+    _, without = model._jvp(X, None, v)
+    np.testing.assert_allclose(without, with_zero, rtol=1e-14, atol=1e-15)
+    layer = Linear(3, 2, dtype="float64")
+    layer.forward(X)
+    with pytest.raises(ValueError, match="pass a tangent, a param_tangent or both"):
+        layer.jvp(None)
+    # A float64 gradient through a float32 activation stays float64.
+    tanh = Tanh()
+    tanh.forward(X.astype(np.float32))
+    back = tanh.backward(g[:, :1].repeat(3, axis=1))
+    assert back is not None and back.dtype == np.float64

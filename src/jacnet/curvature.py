@@ -1,4 +1,17 @@
-"""Curvature from the factored parameter Jacobian: JᵀJ, Jᵀv, per-sample gradients, the NTK.
+"""Curvature of a network's loss: JᵀJ, Jᵀv, G·v, per-sample gradients, the NTK.
+
+Two kinds of product live here. The matrix-free ones never hold a Jacobian, only one
+chunk's forward pass:
+
+- **Jᵀv** = Σ_b J_bᵀ v_b is one backward pass (a VJP) of v, whatever the number of
+  outputs (:func:`jtv`).
+- **G·v**, the generalised Gauss–Newton matrix G = s Σ_b w_b J_bᵀ H_b J_b times a
+  vector, is a forward pass carrying the tangent J v (forward mode, a JVP), the loss's
+  curvature H_b = C_bᵀC_b applied to each sample's tangent, and one backward pass
+  (:func:`ggn_vector_product`): what a conjugate-gradient solve of (G + μI)Δ = g needs,
+  at O(B·m + P) memory.
+
+The others work from the factored Jacobian:
 
 :func:`jacnet.network.jacobian` keeps a network's Jacobian w.r.t. θ as factors: for every
 parameter block l (a weight or a bias), sample b's rows are L_b ⊗ x_bᵀ with L_b = ∂z/∂s_l
@@ -12,7 +25,6 @@ for a bias). The zero blocks of I ⊗ xᵀ are never formed, and neither is J he
   (B·m, P_l)ᵀ(B·m, P_l′), costs fewer operations; each block pair takes the cheaper one.
   Diagonal block pairs compute only their upper half, and the output layer, whose L is
   the identity, is I_k ⊗ XᵀX.
-- **Jᵀv** = Σ_b J_bᵀ v_b: block l is (v L)ᵀ X, one (k × n) product.
 - **Per-sample gradients** J_bᵀ g_b, shape (B, P).
 - **Empirical neural tangent kernel** J(X₁) J(X₂)ᵀ: Σ_l (L₁ L₂ᵀ) ⊙ (X₁ X₂ᵀ).
 
@@ -43,9 +55,10 @@ from numpy.typing import DTypeLike
 from jacnet._validation import as_float_dtype, check_array
 from jacnet.jacobians import BlockRow, Kronecker
 from jacnet.layers import Linear
+from jacnet.losses import Loss, get_loss
 from jacnet.network import Sequential, _chain_jacobians, _is_plain, _write_param_jacobian
 
-__all__ = ["gauss_newton", "jtv", "ntk", "per_sample_gradients"]
+__all__ = ["gauss_newton", "ggn_vector_product", "jtv", "ntk", "per_sample_gradients"]
 
 #: Default number of samples per chunk.
 DEFAULT_CHUNK_SIZE = 1024
@@ -360,7 +373,8 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
         n_outputs = sqrt_h.shape[1]  # the rows of C_b L_b
     # Not zeroed: the first chunk writes every entry (later chunks add to them).
     jtj = np.empty((model.n_params, model.n_params), dtype=acc) if out is None else out
-    jte = None if e is None else np.zeros(model.n_params, dtype=acc)
+    jte = None if e is None else np.empty(model.n_params, dtype=acc)
+    scratch = None if e is None or n_samples <= step else np.empty_like(jte)
     plan: list[tuple[int, int, bool]] = []
     blocks: list[_Block] = []
     plain = _is_plain(model)
@@ -374,23 +388,19 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             keeps = sqrt_h is None or sqrt_h.ndim == 1
             plan = list(_plan(tuple((k, n, keeps and identity)
                                     for k, n, identity in _signature(model, op)), n_outputs))
+        if jte is not None and e is not None:
+            _add_vjp(model, e[rows], jte, scratch, first)
         all_direct = not any(use_kron for _, _, use_kron in plan)
         if all_direct and sqrt_h is None:
-            # Every pair is cheaper materialised: one symmetric product of the chunk's rows,
-            # and Jᵀe from the same rows.
+            # Every pair is cheaper materialised: one symmetric product of the chunk's rows.
             dense = np.empty((rows.stop - rows.start, n_outputs, model.n_params), dtype=acc)
             if op is None:
                 _write_param_jacobian(model, dense)
             else:
                 op.dense(dense)
-            rows_2d = dense.reshape(-1, model.n_params)
-            _add_gram(rows_2d, jtj, first)
-            if jte is not None and e is not None:
-                jte += rows_2d.T @ e[rows].reshape(-1)
+            _add_gram(dense.reshape(-1, model.n_params), jtj, first)
             continue
         blocks = _blocks(_factor_op(model, X[rows], forward=False) if op is None else op, acc)
-        if jte is not None and e is not None:
-            jte += _jtv_blocks(blocks, e[rows])
         if sqrt_h is not None:
             blocks = _scale_blocks(blocks, sqrt_h[rows])
         if all_direct:
@@ -515,21 +525,25 @@ def _scale_blocks(blocks: list[_Block], sqrt_h: np.ndarray) -> list[_Block]:
     return out
 
 
-def _jtv_blocks(blocks: list[_Block], v: np.ndarray) -> np.ndarray:
-    """Σ_b J_bᵀ v_b from the factors: block l is ((v L)ᵀ X).ravel()."""
-    parts = []
-    for block in blocks:
-        rows = v if block.left is None else np.einsum("bm,bmk->bk", v, block.left)
-        parts.append((rows.T @ block.x).ravel())
-    return np.concatenate(parts)
-
-
 # ------------------------------------------------------------------------------ Jᵀv
+def _add_vjp(model: Sequential, grad_rows: np.ndarray, total: np.ndarray,
+             scratch: np.ndarray | None, first: bool) -> None:
+    """``total`` = (``first``) or += Σ_b J_bᵀ g_b for the forward pass the layers hold:
+    one backward pass, written past ``model.grads`` (``scratch`` takes it when adding)."""
+    if first:
+        model.backward(grad_rows, input_grad=False, out=total)
+        return
+    assert scratch is not None
+    model.backward(grad_rows, input_grad=False, out=scratch)
+    total += scratch
+
+
 def jtv(model: Sequential, X: Any, v: Any, *, chunk_size: int | None = None) -> np.ndarray:
     """Σ_b J_bᵀ v_b: the transposed parameter Jacobian times one vector per sample.
 
-    With v = ∂loss/∂output this is the gradient ∂loss/∂θ (what ``backward`` leaves in
-    ``model.grads``), computed here without touching ``model.grads``.
+    One forward and one backward pass (a VJP, whatever the number of outputs m): with
+    v = ∂loss/∂output this is the gradient ∂loss/∂θ, written past ``model.grads``, which
+    keeps its value.
 
     Parameters
     ----------
@@ -537,7 +551,8 @@ def jtv(model: Sequential, X: Any, v: Any, *, chunk_size: int | None = None) -> 
     X : array-like, shape (B, in_features)
     v : array-like, shape (B, out_features)
     chunk_size : int, optional
-        Samples per chunk (default 1024).
+        Samples per chunk (default 1024): memory grows with it, the result does not
+        change beyond rounding.
 
     Returns
     -------
@@ -558,8 +573,135 @@ def jtv(model: Sequential, X: Any, v: Any, *, chunk_size: int | None = None) -> 
     step = _check_chunk_size(chunk_size, owner)
     v = _check_per_sample(v, "v", X.shape[0], model.out_features, owner, model.dtype)
     total = np.zeros(model.n_params, dtype=model.dtype)
+    scratch = None if X.shape[0] <= step else np.empty_like(total)
     for rows in _chunks(X.shape[0], step):
-        total += _jtv_blocks(_factors(model, X[rows], model.dtype), v[rows])
+        model.forward(X[rows])
+        _add_vjp(model, v[rows], total, scratch, rows.start == 0)
+    return total
+
+
+# ------------------------------------------------------------------------------ G·v
+def _loss_and_target(model: Sequential, loss: Any, X: np.ndarray, target: Any,
+                     sample_weight: Any, owner: str) -> tuple[Loss, np.ndarray, np.ndarray]:
+    """The loss object, its prepared target, and each sample's factor on ℓ_b in the
+    reduced loss: s·w_b with s = 1/B (1/Σw with weights) for a mean, 1 for a sum."""
+    loss = get_loss(loss)
+    target = loss.prepare_target(target, model.out_features, dtype=model.dtype)
+    n_samples = X.shape[0]
+    if target.shape[0] != n_samples:
+        raise ValueError(f"{owner}: target has {target.shape[0]} rows but X has {n_samples}; "
+                         "pass one target per sample.")
+    if sample_weight is None:
+        weights = np.ones(n_samples, dtype=model.dtype)
+    else:
+        weights = check_array(sample_weight, "sample_weight", ndim=1, dtype=model.dtype,
+                              owner=owner)
+        if weights.shape[0] != n_samples or (weights < 0).any() or not weights.sum() > 0:
+            raise ValueError(
+                f"{owner}: sample_weight must hold one non-negative weight per row of X "
+                f"({n_samples}), not all zero; got shape {weights.shape}"
+                f"{'' if weights.shape[0] != n_samples else ' with negative or zero total'}."
+            )
+    if loss.reduction == "mean":
+        weights = weights / weights.sum()
+    return loss, target, weights
+
+
+def _curvature_root(loss: Loss, prediction: np.ndarray, target: np.ndarray, owner: str
+                    ) -> np.ndarray:
+    """The loss's C_b (CᵀC = H_b, unnormalised) for a chunk, checked."""
+    try:
+        root = loss.curvature_sqrt(prediction, target)
+    except NotImplementedError:
+        raise TypeError(
+            f"{owner}: {type(loss).__name__} has no curvature (its curvature and "
+            "curvature_sqrt are not implemented), so it has no Gauss–Newton matrix; define "
+            "curvature (the per-sample Hessian w.r.t. the prediction) on the loss."
+        ) from None
+    return _check_curvature_sqrt(root, prediction.shape[0], prediction.shape[1], owner,
+                                 prediction.dtype)
+
+
+def _apply_root_squared(root: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """H_b u_b = C_bᵀ (C_b u_b) per sample, for C_b a scalar (B,), diagonal (B, m) or
+    matrix (B, r, m)."""
+    if root.ndim == 1:
+        return (root * root)[:, None] * u
+    if root.ndim == 2:
+        return root * root * u
+    return np.einsum("brm,br->bm", root, np.einsum("brm,bm->br", root, u))
+
+
+def ggn_vector_product(model: Sequential, loss: Any, X: Any, target: Any, v: Any, *,
+                       sample_weight: Any = None, chunk_size: int | None = None
+                       ) -> np.ndarray:
+    """G·v, the generalised Gauss–Newton matrix of the loss times a vector, never forming J.
+
+    G = s Σ_b w_b J_bᵀ H_b J_b is the Gauss–Newton approximation of the Hessian of the
+    reduced loss s Σ_b w_b ℓ_b (s = 1/B, or 1/Σw with ``sample_weight``, for a mean; 1 for
+    a sum), with J_b sample b's (m × P) parameter Jacobian and H_b = C_bᵀC_b the Hessian
+    of its loss ℓ_b w.r.t. the output, factored by the loss's own ``curvature_sqrt``
+    (any loss that defines a curvature; MSE: H_b = I, so G = s JᵀJ). Per chunk of
+    samples: one forward pass carrying the tangent u = J v (forward mode), H_b applied
+    to each u_b, one backward pass of s w_b H_b u_b — about 1.7 gradients' worth of work
+    (a forward pass, its tangent and a backward pass), and O(B·m + P) memory.
+
+    Parameters
+    ----------
+    model : Sequential
+    loss : Loss or str
+        The loss object (or its name: "mse", "cross_entropy", "bce").
+    X : array-like, shape (B, in_features)
+    target : array-like
+        As the loss takes it (values (B, m), or class labels (B,) for cross-entropy).
+    v : array-like, shape (P,)
+        A direction in parameter space, in the order of ``model.params``.
+    sample_weight : array-like, shape (B,), optional
+        Non-negative weights w_b, not all zero (default all ones).
+    chunk_size : int, optional
+        Samples per pass (default 1024): memory grows with it, the result does not
+        change beyond rounding.
+
+    Returns
+    -------
+    ndarray, shape (P,), the model's dtype. ``model.grads`` keeps its value; the layers'
+    caches hold the forward pass of the last chunk.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a Sequential, or the loss has no curvature.
+    ValueError
+        ``X``, ``target``, ``v`` or ``sample_weight`` of the wrong shape, or a bad
+        ``chunk_size``.
+
+    Examples
+    --------
+    >>> from jacnet.network import jacobian, mlp
+    >>> model = mlp([2, 3, 1], seed=0, dtype="float64")
+    >>> X, y, v = np.ones((4, 2)), np.zeros(4), np.ones(model.n_params)
+    >>> J = jacobian(model, X, wrt="params").reshape(4, -1)
+    >>> bool(np.allclose(ggn_vector_product(model, "mse", X, y, v), J.T @ J @ v / 4))
+    True
+    """
+    owner = "ggn_vector_product"
+    model = _check_model(model, owner)
+    X = model.check_input(X)
+    step = _check_chunk_size(chunk_size, owner)
+    loss, target, factor = _loss_and_target(model, loss, X, target, sample_weight, owner)
+    v = check_array(v, "v", ndim=1, dtype=model.dtype, owner=owner)
+    if v.shape != (model.n_params,):
+        raise ValueError(f"{owner}: v must have shape ({model.n_params},), one entry per "
+                         f"parameter of the model; got {v.shape}.")
+    total = np.zeros(model.n_params, dtype=model.dtype)
+    scratch = None if X.shape[0] <= step else np.empty_like(total)
+    for rows in _chunks(X.shape[0], step):
+        prediction, tangent = model._jvp(X[rows], None, v)
+        assert tangent is not None
+        root = _curvature_root(loss, prediction, target[rows], owner)
+        rows_h = _apply_root_squared(root, tangent)
+        rows_h *= factor[rows, None]
+        _add_vjp(model, rows_h, total, scratch, rows.start == 0)
     return total
 
 

@@ -129,7 +129,8 @@ class Layer:
         """JVP at the last forward input: J_x·tangent (+ J_θ·param_tangent), shape (B, n_out).
 
         ``tangent`` is (B, n_in); ``param_tangent`` is this layer's slice of a flat
-        parameter direction, shape (n_params,).
+        parameter direction, shape (n_params,). A layer with parameters also takes
+        ``tangent=None`` for a zero input tangent (J_θ·param_tangent alone).
         """
         raise NotImplementedError
 
@@ -291,15 +292,20 @@ class Linear(Layer):
             np.add.reduce(grad_output, axis=0, out=self.grad_bias)  # np.sum minus its wrapper
         return grad_output @ self.weight if input_grad else None
 
-    def jvp(self, tangent: np.ndarray, param_tangent: np.ndarray | None = None) -> np.ndarray:
+    def jvp(self, tangent: np.ndarray | None, param_tangent: np.ndarray | None = None
+            ) -> np.ndarray:
         x = self._require_cache("_x")
-        out = tangent @ self.weight.T
+        if tangent is None and param_tangent is None:
+            raise ValueError(f"{self!r}.jvp: pass a tangent, a param_tangent or both; got "
+                             "neither.")
+        out = None if tangent is None else tangent @ self.weight.T
         if param_tangent is not None:
             n_weight = self.weight.size
             d_weight = param_tangent[:n_weight].reshape(self.weight.shape)
-            out = out + x @ d_weight.T
+            out = x @ d_weight.T if out is None else out + x @ d_weight.T
             if self.bias is not None:
                 out = out + param_tangent[n_weight:]
+        assert out is not None
         return out
 
     def jacobian(self) -> Matrix:
@@ -362,6 +368,9 @@ class Activation(Layer):
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         derivative = self.derivative()
+        if derivative.dtype != grad_output.dtype:
+            # A wider gradient (float64 through a float32 network) stays wide.
+            return derivative * grad_output
         derivative *= grad_output
         return derivative
 

@@ -282,7 +282,8 @@ class Sequential:
             out = layer.forward(out)
         return out
 
-    def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(self, grad_output: np.ndarray, *, input_grad: bool = True,
+                 out: np.ndarray | None = None) -> np.ndarray | None:
         """Back-propagate ∂loss/∂output through every layer: the chain of VJPs.
 
         Parameters
@@ -292,11 +293,15 @@ class Sequential:
         input_grad : bool, default True
             Also compute ∂loss/∂input (a training step does not need it, and skipping
             it saves the first layer's largest matrix product).
+        out : ndarray, shape (n_params,), optional
+            Write ∂loss/∂θ = Σ_b J_bᵀ g_b here instead of into ``self.grads``, which is
+            then left as it was (:func:`jacnet.curvature.jtv` and the Gauss–Newton
+            products use this: one backward pass, the training gradient untouched).
 
         Returns
         -------
         ndarray, shape (B, in_features), or None when ``input_grad`` is False.
-            ``self.grads`` holds ∂loss/∂θ afterwards.
+            ``self.grads`` (or ``out``) holds ∂loss/∂θ afterwards.
         """
         grad = grad_output
         if grad.ndim != 2 or grad.shape[1] != self.out_features:
@@ -304,6 +309,23 @@ class Sequential:
                 f"grad_output must have shape (n_samples, {self.out_features}); got "
                 f"{getattr(grad, 'shape', type(grad).__name__)}."
             )
+        if out is not None:
+            if out.shape != self.params.shape or not out.flags.c_contiguous:
+                raise ValueError(
+                    f"out must be a C-contiguous array of shape ({self.n_params},), one entry "
+                    f"per parameter; got {getattr(out, 'shape', type(out).__name__)}."
+                )
+            # The layers write their gradients through views: point them at `out` for
+            # this pass, and back at self.grads after it.
+            for layer, s in zip(self.layers, self.layer_slices):
+                if layer.n_params:
+                    layer.bind(self.params[s], out[s])
+            try:
+                return self.backward(grad, input_grad=input_grad)
+            finally:
+                for layer, s in zip(self.layers, self.layer_slices):
+                    if layer.n_params:
+                        layer.bind(self.params[s], self.grads[s])
         # Layers below the first one with parameters need no gradient at all.
         lowest = self._lowest_with_params
         for i in range(len(self.layers) - 1, -1, -1):
@@ -354,12 +376,24 @@ class Sequential:
                     f"param_tangent must have shape ({self.n_params},), one entry per "
                     f"parameter; got {param_tangent.shape}."
                 )
+        out, t = self._jvp(X, tangent, param_tangent)
+        assert t is not None
+        return out, t
+
+    def _jvp(self, X: np.ndarray, tangent: np.ndarray | None, param_tangent: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`jvp` on checked arrays; a ``tangent`` of None is zero and is not formed,
+        so a parameter direction alone skips the input tangent's product in the first
+        ``Linear`` (the output tangent is None only if both directions are)."""
         out, t = X, tangent
         for layer, s in zip(self.layers, self.layer_slices):
             out = layer.forward(out)
             layer_tangent = param_tangent[s] if param_tangent is not None and layer.n_params \
                 else None
-            t = layer.jvp(t, layer_tangent)
+            if t is None and layer_tangent is None:
+                continue  # the tangent is still zero: every layer maps zero to zero
+            # None reaches only a layer with parameters, which takes it (Layer.jvp).
+            t = layer.jvp(t, layer_tangent)  # type: ignore[arg-type]
         return out, t
 
 
