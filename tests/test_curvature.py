@@ -475,3 +475,86 @@ def test_backward_into_out_and_param_only_jvp():
     tanh.forward(X.astype(np.float32))
     back = tanh.backward(g[:, :1].repeat(3, axis=1))
     assert back is not None and back.dtype == np.float64
+
+
+# ------------------------------------------------------------------------------ diag(G), traces
+from jacnet.curvature import ggn_diagonal, stochastic_lanczos_trace  # noqa: E402
+
+
+@pytest.mark.parametrize("sizes, activation, output_activation, loss_name, batch", GGN_CASES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_ggn_diagonal_matches_dense(sizes, activation, output_activation, loss_name, batch,
+                                    weighted, chunk_size):
+    model, X, target, rng = _ggn_data(sizes, activation, output_activation, loss_name, batch)
+    loss = get_loss(loss_name)
+    weights = rng.uniform(0.0, 3.0, size=batch) if weighted else None
+    expected = np.diag(_dense_ggn(model, loss, X, target, weights))
+    got = ggn_diagonal(model, loss, X, target, sample_weight=weights, chunk_size=chunk_size)
+    assert got.shape == (model.n_params,) and (got >= 0).all()
+    assert _relative(got, expected) <= 1e-10
+
+
+def test_ggn_diagonal_of_a_sum_reduction_and_without_bias():
+    from jacnet.layers import Linear, Tanh
+    rng = np.random.default_rng(3)
+    model = Sequential([Linear(3, 4, bias=False, seed=0), Tanh(), Linear(4, 2, seed=1)],
+                       dtype="float64")
+    X, target = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
+    loss = get_loss("bce", reduction="sum")
+    target = (target > 0).astype(float)
+    expected = np.diag(_dense_ggn(model, loss, X, target, None))
+    assert _relative(ggn_diagonal(model, loss, X, target), expected) <= 1e-10
+
+
+def _spd(n, condition, seed):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    values = np.geomspace(1.0, condition, n)
+    return (q * values) @ q.T
+
+
+def test_stochastic_lanczos_trace_is_exact_for_a_diagonal_matrix():
+    # Rademacher probes make zᵀ f(D) z = tr f(D) for every probe; with as many steps as
+    # distinct eigenvalues the quadrature is exact too.
+    values = np.geomspace(0.1, 50.0, 40)
+    exact = float(np.sum(1.0 / values))
+    got = stochastic_lanczos_trace(lambda v: values * v, 40, n_probes=3, n_steps=40, seed=1)
+    assert abs(got.estimate - exact) <= 1e-10 * exact and got.standard_error <= 1e-10 * exact
+    # Three distinct eigenvalues: Lanczos stops after three steps, exactly.
+    few = np.repeat([1.0, 2.0, 5.0], 10)
+    got = stochastic_lanczos_trace(lambda v: few * v, 30, n_probes=2, n_steps=30, seed=0)
+    assert abs(got.estimate - 10 * (1 + 0.5 + 0.2)) <= 1e-10
+    # Too few nodes for 1/x: the quadrature can only underestimate (see the docstring).
+    short = stochastic_lanczos_trace(lambda v: values * v, 40, n_probes=3, n_steps=4, seed=1)
+    assert short.estimate < exact - 1e-3 * exact
+
+
+def test_stochastic_lanczos_trace_of_an_inverse_within_its_standard_error():
+    A = _spd(200, 100.0, seed=0)
+    exact = float(np.trace(np.linalg.inv(A)))
+    got = stochastic_lanczos_trace(lambda v: A @ v, 200, n_probes=40, n_steps=40, seed=2)
+    assert abs(got.estimate - exact) <= 4 * got.standard_error
+    # The documented bound on the standard error: √(2 / n_probes) ‖A⁻¹‖_F.
+    bound = np.sqrt(2 / 40) * np.linalg.norm(np.linalg.inv(A))
+    assert 0 < got.standard_error <= 1.5 * bound
+    assert stochastic_lanczos_trace(lambda v: A @ v, 200, n_probes=5, seed=7) == \
+        stochastic_lanczos_trace(lambda v: A @ v, 200, n_probes=5, seed=7)
+    # tr((G + αI)⁻¹) of a network through its matrix-free product.
+    model, X, target, _ = _ggn_data([3, 6, 2], "tanh", None, "mse", 30)
+    alpha = 0.05
+    G = _dense_ggn(model, get_loss("mse"), X, target, None)
+    exact = float(np.trace(np.linalg.inv(G + alpha * np.eye(model.n_params))))
+    got = stochastic_lanczos_trace(
+        lambda v: ggn_vector_product(model, "mse", X, target, v) + alpha * v, model.n_params,
+        n_probes=30, n_steps=model.n_params, seed=0)
+    assert abs(got.estimate - exact) <= 4 * got.standard_error
+
+
+def test_stochastic_lanczos_trace_error_paths():
+    with pytest.raises(ValueError, match="matvec must map a vector of shape"):
+        stochastic_lanczos_trace(lambda v: v[:-1], 5)
+    with pytest.raises(ValueError, match="non-finite"):
+        stochastic_lanczos_trace(lambda v: np.full_like(v, np.nan), 5)
+    with pytest.raises(ValueError, match="n_probes"):
+        stochastic_lanczos_trace(lambda v: v, 5, n_probes=0)
