@@ -47,8 +47,10 @@ def test_gauss_newton_kronecker_path_with_tiles(monkeypatch):
     blocks = curvature._factors(model, X, np.dtype(np.float64))
     direct, kron = curvature._pair_costs(blocks[0], blocks[0], 4, True)
     assert kron < direct  # the path under test is the Kronecker one
-    jtj, _ = gauss_newton(model, X, chunk_size=5)
+    e = np.random.default_rng(1).normal(size=(13, 4))
+    jtj, jte = gauss_newton(model, X, e, chunk_size=5)
     np.testing.assert_allclose(jtj, J.T @ J, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jte, J.T @ e.ravel(), rtol=1e-12, atol=1e-12)
 
 
 def test_gauss_newton_float32_accumulates_in_float64():

@@ -389,18 +389,26 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             keeps = sqrt_h is None or sqrt_h.ndim == 1
             plan = list(_plan(tuple((k, n, keeps and identity)
                                     for k, n, identity in _signature(model, op)), n_outputs))
-        if jte is not None and e is not None:
-            _add_vjp(model, e[rows], jte, scratch, first)
         all_direct = not any(use_kron for _, _, use_kron in plan)
         if all_direct and sqrt_h is None:
-            # Every pair is cheaper materialised: one symmetric product of the chunk's rows.
+            # Every pair is cheaper materialised: one symmetric product of the chunk's rows,
+            # and Jᵀe from the same rows (a matrix-vector product: for the small networks
+            # that take this path, a tenth of a backward pass's time).
             dense = np.empty((rows.stop - rows.start, n_outputs, model.n_params), dtype=acc)
             if op is None:
                 _write_param_jacobian(model, dense)
             else:
                 op.dense(dense)
-            _add_gram(dense.reshape(-1, model.n_params), jtj, first)
+            rows_2d = dense.reshape(-1, model.n_params)
+            _add_gram(rows_2d, jtj, first)
+            if jte is not None and e is not None:
+                if first:
+                    np.matmul(rows_2d.T, e[rows].reshape(-1), out=jte)
+                else:
+                    jte += rows_2d.T @ e[rows].reshape(-1)
             continue
+        if jte is not None and e is not None:
+            _add_vjp(model, e[rows], jte, scratch, first)
         blocks = _blocks(_factor_op(model, X[rows], forward=False) if op is None else op, acc)
         if sqrt_h is not None:
             blocks = _scale_blocks(blocks, sqrt_h[rows])
