@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from jacnet.network import jacobian, mlp
 from jacnet.optim import (
     OPTIMIZERS,
@@ -73,8 +73,8 @@ def test_mu_grows_to_mu_max_when_no_step_helps(monkeypatch):
     original = lm._evaluate
     calls = []
 
-    def every_trial_fails(model, loss, X, target, trial=False):
-        residuals, value = original(model, loss, X, target, trial)
+    def every_trial_fails(model, loss, X, target):
+        residuals, value = original(model, loss, X, target)
         calls.append(value)
         return residuals, value + (0.0 if len(calls) == 1 else 1.0)
 
@@ -94,8 +94,8 @@ def test_lm_failure_increases_mu(monkeypatch):
     calls = []
     original = lm._evaluate
 
-    def worse_first(model, loss, X, target, trial=False):
-        residuals, value = original(model, loss, X, target, trial)
+    def worse_first(model, loss, X, target):
+        residuals, value = original(model, loss, X, target)
         calls.append(value)
         return residuals, value + (1.0 if len(calls) == 2 else 0.0)  # the first trial fails
 
@@ -368,7 +368,7 @@ def test_a_reused_optimizer_starts_each_fit_afresh():
     assert len(history["loss"]) == 20 and not np.array_equal(fresh.params, start)
 
 
-def test_the_loss_memo_sees_data_changed_in_place():
+def test_an_epoch_without_state_sees_data_changed_in_place():
     rng = np.random.default_rng(0)
     X, t = rng.normal(size=(30, 2)), rng.normal(size=(30, 1))
     model = mlp([2, 5, 1], seed=0, dtype="float64")
@@ -435,10 +435,10 @@ def test_lm_masked_decay_in_the_dual_form_matches_dense_reference(weighted, monk
 
 
 @pytest.mark.parametrize("data", ["float64", "float32 data", "float32 weights"])
-def test_lm_reuses_its_own_forward_pass_for_the_jacobian(monkeypatch, data):
-    """After an epoch whose trial step was accepted at once, the next epoch's Jacobian
-    reads the layers' caches of that trial: one forward pass per trial, none for J. Data
-    converted for the float64 network (a new array each epoch, same values) counts."""
+def test_lm_hands_its_forward_pass_to_the_next_epoch(monkeypatch, data):
+    """iterate's state: after an epoch whose trial step was accepted at once, the next
+    epoch builds J from that trial's forward pass: one forward pass per trial, none for
+    J. Data converted for the float64 network (a new array each epoch) changes nothing."""
     from jacnet.network import Sequential
 
     passes = [0]
@@ -452,17 +452,23 @@ def test_lm_reuses_its_own_forward_pass_for_the_jacobian(monkeypatch, data):
     x = np.linspace(-1, 1, 200)[:, None]
     y = np.sinc(5 * x / np.pi)
     model, lm, loss = mlp([1, 8, 1], seed=0, dtype="float64"), LevenbergMarquardt(), MSELoss()
+    reference, lm_ref = model.copy(), LevenbergMarquardt()
     weights = np.linspace(0.5, 1.5, 200, dtype=np.float32) if data == "float32 weights" else None
     if data == "float32 data":
         x = x.astype(np.float32)
-    lm.epoch(model, loss, x, y, sample_weight=weights)
+    state, _ = lm.iterate(model, loss, x, y, sample_weight=weights)
+    lm_ref.epoch(reference, loss, x, y, sample_weight=weights)
     single_trials = 0
     for _ in range(12):
         mu, before = lm.mu, passes[0]
-        lm.epoch(model, loss, x, y, sample_weight=weights)
+        state, info = lm.iterate(model, loss, x, y, state, sample_weight=weights)
         if np.isclose(lm.mu, mu * lm.mu_dec):  # one trial, accepted
             single_trials += 1
             assert passes[0] - before == 1
+        # the same steps as epochs that each start with their own forward pass
+        ref_info = lm_ref.epoch(reference, loss, x, y, sample_weight=weights)
+        np.testing.assert_array_equal(model.params, reference.params)
+        assert info == ref_info
     assert single_trials
 
 
@@ -473,14 +479,16 @@ def _other_pass(kind):
         "jvp": lambda model: model.jvp(other, param_tangent=np.ones(model.n_params)),
         "a layer": lambda model: model[0].forward(other),
         "fewer rows": lambda model: model.jvp(other[:50]),
+        "new parameters": lambda model: model.params.__imul__(1.01),
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["forward", "jvp", "a layer", "fewer rows"])
-def test_lm_does_not_reuse_caches_overwritten_by_another_pass(kind):
+@pytest.mark.parametrize("kind", ["forward", "jvp", "a layer", "fewer rows", "new parameters"])
+def test_lm_state_survives_other_passes_in_between(kind):
     """A pass on other data between epochs (a validation loss, a directional derivative,
-    a look at hidden activations) leaves θ and the data as they were, but not the layers'
-    caches: the next epoch must not build J from them."""
+    a look at hidden activations) overwrites the layers' caches: the state puts its own
+    back. Parameters changed in between (a callback) make the state stale: the epoch
+    evaluates afresh. Either way the steps are those of stateless epochs."""
     from jacnet.layers import Dropout, Linear, Tanh
     from jacnet.network import Sequential
 
@@ -490,10 +498,12 @@ def test_lm_does_not_reuse_caches_overwritten_by_another_pass(kind):
                    dtype="float64")
     b = a.copy()
     lm_a, lm_b, loss = LevenbergMarquardt(), LevenbergMarquardt(), MSELoss()
+    state = None
     for _ in range(4):
         lm_a.epoch(a, loss, x, y)
-        lm_b.epoch(b, loss, x, y)
+        state, _ = lm_b.iterate(b, loss, x, y, state)
         _other_pass(kind)(b)
+        _other_pass(kind)(a)
     np.testing.assert_array_equal(a.params, b.params)
 
 
@@ -527,7 +537,7 @@ def test_lm_sees_sample_weights_changed_in_place():
 
 def test_lm_sees_the_switch_to_evaluation_mode():
     """A Dropout network trained one epoch in training mode, then switched to eval():
-    the remembered loss and caches (with dropped units) no longer describe it."""
+    the state's loss and caches (with dropped units) no longer describe it."""
     from jacnet.layers import Dropout, Linear, Tanh
     from jacnet.network import Sequential
 
@@ -536,10 +546,10 @@ def test_lm_sees_the_switch_to_evaluation_mode():
     model = Sequential([Linear(1, 8, seed=0), Tanh(), Dropout(0.5, seed=1), Linear(8, 1, seed=2)],
                        dtype="float64")
     lm, loss = LevenbergMarquardt(), MSELoss()
-    lm.epoch(model, loss, x, y)
+    state, _ = lm.iterate(model, loss, x, y)
     model.eval()
     expected = _fresh_epoch(model, lm, x, y)
-    lm.epoch(model, loss, x, y)
+    lm.iterate(model, loss, x, y, state)
     np.testing.assert_allclose(model.params, expected, rtol=1e-12, atol=1e-14)
 
 
@@ -576,3 +586,67 @@ def test_cholesky_solve_raises_for_a_matrix_that_is_not_positive_definite():
             _cholesky_solve(matrix.copy(), rhs)
     spd = np.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
     np.testing.assert_allclose(_cholesky_solve(spd.copy(), rhs), np.linalg.solve(spd, rhs))
+
+
+# --------------------------------------------------------------------------- a user's loss
+class _LogCosh(Loss):
+    """ℓ = Σ_k log cosh(z_k − d_k), a robust loss jacnet does not ship: only its value,
+    gradient and curvature factor √(sech²) are defined."""
+
+    def value_and_grad(self, prediction, target):
+        r = prediction - target
+        scale = self._scale(r.shape[0])
+        value = float(np.sum(np.logaddexp(r, -r) - np.log(2.0)))
+        return scale * value, scale * np.tanh(r)
+
+    def curvature_sqrt(self, prediction, target):
+        return 1.0 / np.cosh(prediction - target)
+
+
+class _HalfSquares(Loss):
+    """½‖z − d‖² written by a user: a least-squares loss, its curvature factor the identity."""
+
+    def value_and_grad(self, prediction, target):
+        r = prediction - target
+        scale = self._scale(r.shape[0])
+        return 0.5 * scale * float(np.vdot(r, r)), scale * r
+
+    def curvature_sqrt(self, prediction, target):
+        return np.ones_like(prediction)
+
+
+def test_lm_trains_a_user_defined_loss_with_the_exact_ggn_step():
+    X, Y = _data(40, 2, 2)
+    model, loss, lm = mlp([2, 6, 2], seed=0, dtype="float64"), _LogCosh(), LevenbergMarquardt()
+    for _ in range(3):
+        z = model.forward(X)
+        J = jacobian(model, X, wrt="params").reshape(Y.size, -1)
+        root = loss.curvature_sqrt(z, Y).ravel()  # diagonal: H = diag(root²)
+        g = loss.value_and_grad(z, Y)[1].ravel() * X.shape[0]
+        before = model.params.copy()
+        info = lm.epoch(model, loss, X, Y)
+        used = info["mu"] / lm.mu_dec
+        reference = np.linalg.solve((J.T * root**2) @ J + used * np.eye(J.shape[1]), J.T @ g)
+        step = before - model.params
+        assert np.linalg.norm(step - reference) <= 1e-9 * np.linalg.norm(reference)
+    history = GaussNewton().fit(model, X, Y, loss=loss, epochs=5)
+    assert np.all(np.diff(history["loss"]) <= 0)
+    with pytest.raises(TypeError, match="least-squares loss, one whose curvature_sqrt"):
+        BayesianRegularization().epoch(model, loss, X, Y)
+
+
+@pytest.mark.parametrize("optimizer", [LevenbergMarquardt, GaussNewton, BayesianRegularization])
+@pytest.mark.parametrize("n_samples", [40, 6])  # primal; dual (12 residuals < 42 parameters)
+def test_a_user_defined_least_squares_loss_trains_as_mse_does(optimizer, n_samples):
+    """Nothing in the optimizers asks which loss they have: a user's least-squares loss
+    (identity curvature factor) takes MSE's path, dual form and BR's evidence included."""
+    X, Y = _data(n_samples, 2, 2)
+    a = mlp([2, 8, 2], seed=0, dtype="float64")
+    b = a.copy()
+    mine, theirs = optimizer(), optimizer()
+    for _ in range(4):
+        info_a = mine.epoch(a, _HalfSquares(), X, Y)
+        info_b = theirs.epoch(b, MSELoss(), X, Y)
+        assert info_a == pytest.approx(info_b, rel=1e-12)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
+    assert not np.array_equal(a.params, mlp([2, 8, 2], seed=0, dtype="float64").params)

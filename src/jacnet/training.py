@@ -3,8 +3,10 @@
 :func:`fit` trains a :class:`~jacnet.network.Sequential` with a first-order optimizer
 (mini-batches from a seeded shuffle: forward, ``loss.value_and_grad``, backward as a
 chain of VJPs, optional clipping, ``optimizer.step`` on the flat parameter vector) or
-with a full-batch second-order optimizer (one ``optimizer.epoch(model, loss, X, target)``
-per epoch: Levenberg–Marquardt, Gauss–Newton, Bayesian regularisation; with validation
+with a full-batch second-order optimizer (one ``optimizer.iterate(model, loss, X, target,
+state)`` per epoch, the solver state each epoch returns handed to the next, or
+``optimizer.epoch(model, loss, X, target)`` for an optimizer without ``iterate``:
+Levenberg–Marquardt, Gauss–Newton, Bayesian regularisation; with validation
 data, their ``max_fail`` is the early-stopping patience, MATLAB ``trainlm``'s validation
 stop). Progress, early stopping and checkpoints are callbacks like any user callback;
 every epoch appends one record to the :class:`History`. This is the only training loop:
@@ -1113,6 +1115,7 @@ class _Loop:
             if weights is not None:
                 weights = weights[train_rows]
         self.X, self.target, self.weights = X_arr, target, weights
+        self.solver_state: Any = None  # a full-batch optimizer's state between epochs
         self.rng = np.random.default_rng(self.seed)
 
     # -- the epochs ----------------------------------------------------------------
@@ -1271,11 +1274,16 @@ class _Loop:
         """One ``optimizer.epoch`` on all the training rows (weighted when weights were
         given: only then is ``sample_weight=`` passed, so an optimizer without weights
         needs no such parameter), and the training metrics at the new parameters."""
-        if self.weights is None:
-            info = self.optimizer.epoch(self.model, self.loss, self.X, self.target)
+        optimizer = self.optimizer
+        weighted = {} if self.weights is None else {"sample_weight": self.weights}
+        if hasattr(optimizer, "iterate"):
+            # The forward pass the accepted step ended with, handed to the next epoch
+            # (the same data every epoch; see SolverState).
+            self.solver_state, info = optimizer.iterate(self.model, self.loss, self.X,
+                                                        self.target, self.solver_state,
+                                                        **weighted)
         else:
-            info = self.optimizer.epoch(self.model, self.loss, self.X, self.target,
-                                        sample_weight=self.weights)
+            info = optimizer.epoch(self.model, self.loss, self.X, self.target, **weighted)
         record: dict[str, Any] = {k: float(v) for k, v in dict(info).items()}
         value = record.get("loss", float("nan"))
         if not math.isfinite(value):

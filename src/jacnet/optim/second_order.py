@@ -11,15 +11,36 @@ by Cholesky, raising μ until the step lowers the loss (MATLAB ``trainlm``). Wit
 residuals N·m than parameters P the same step is taken in the dual form
 Δ = Jᵀ(JJᵀ + μI)⁻¹e, whose matrix JJᵀ (the empirical NTK) is N·m × N·m.
 
-Any loss with a curvature (:meth:`jacnet.losses.Loss.curvature`: H_b, the Hessian of
-sample b's loss w.r.t. its prediction) trains the same way in the generalised
-Gauss–Newton form: with g_b = ∂loss_b/∂z_b, each epoch solves (Jᵀ H J + μI) Δ = Jᵀ g.
-JᵀHJ comes from the same factored products, each block's left factor pre-multiplied by
-a square root C_b of H_b (C_bᵀC_b = H_b): √h for a diagonal H (MSE, binary
-cross-entropy), S = diag(√p) − √p pᵀ for softmax cross-entropy. For MSE, H = I and g = e:
-the step above. Sample weights w_b scale g_b and H_b (√w_b scales C_b). The dual form is
-used for MSE only (and without a weight-decay mask); other losses always solve the P × P
-primal system, since the dual needs a solve with C_b, which is singular for the softmax.
+Any loss with a curvature trains the same way in the generalised Gauss–Newton form: with
+g_b = ∂ℓ_b/∂z_b and H_b the Hessian of sample b's loss w.r.t. its prediction, each epoch
+solves (Jᵀ H J + μI) Δ = Jᵀ g. Each loss owns its curvature factor
+(:meth:`jacnet.losses.Loss.curvature_sqrt`: C_b with C_bᵀC_b = H_b; √h for a diagonal H as
+in binary cross-entropy, S = diag(√p) − √p pᵀ for softmax cross-entropy, the identity for
+MSE), and JᵀHJ comes from the same factored products with each block's left factor
+pre-multiplied by C_b; the optimizers never ask which loss they have, so a user's
+subclass with ``value_and_grad`` and ``curvature_sqrt`` trains as the built-in ones do.
+Sample weights w_b scale g_b and H_b (√w_b scales C_b). The dual form is chosen by a
+property of the factor, not the loss's class: it is used when C_b is the identity (a
+least-squares loss; without a weight-decay mask or with one of whole blocks), since the
+dual needs a solve with C_b, which is singular for the softmax. Bayesian regularisation
+needs such a loss too (its β is the residuals' noise precision).
+
+Explicit state: an epoch's accepted trial step has run the forward pass and computed the
+loss the next epoch starts from. :meth:`SecondOrderOptimizer.iterate` returns them as a
+:class:`SolverState` and takes them back (``state → state``); ``jacnet.training.fit``
+carries the state from epoch to epoch, so an epoch whose first trial is accepted costs
+one forward pass for the loss and none for J. :meth:`~SecondOrderOptimizer.epoch` is
+``iterate`` without a state: it starts with a forward pass.
+
+Data parallelism: with ``allreduce`` (a callable that sums a float64 array over all
+processes in place, e.g. ``lambda a: comm.Allreduce(MPI.IN_PLACE, a)`` with mpi4py) each
+process passes its own rows, and every quantity a decision depends on is summed before it
+is used: the row count and total sample weight, JᵀHJ and Jᵀg (dense path), the G·v
+products, the diagonal and the trace probes (matrix-free path), and the loss at the start
+and at every μ trial. Every process then takes the same decisions and the same step, and
+the parameters stay equal without being sent. The dual form (an N·m × N·m kernel that
+couples all rows) is not used with ``allreduce``. Without it (the default) nothing is
+summed.
 
 Precision: the normal equations square J's condition number, so they are formed and
 solved in float64 also for float32 models (the factors come from the float32 forward
@@ -48,7 +69,6 @@ from __future__ import annotations
 import math
 import os
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -57,8 +77,7 @@ import numpy as np
 
 from jacnet._validation import check_array
 from jacnet.curvature import DEFAULT_CHUNK_SIZE, _check_curvature_sqrt, _gram, jtv, ntk
-from jacnet.jacobians import Diagonal, PerSample
-from jacnet.losses import CrossEntropyLoss, Loss, MSELoss
+from jacnet.losses import Loss, MSELoss
 from jacnet.network import Sequential
 from jacnet.optim.first_order import OPTIMIZERS, _check_mask, _check_number
 
@@ -68,9 +87,14 @@ __all__ = [
     "GaussNewton",
     "LevenbergMarquardt",
     "SecondOrderOptimizer",
+    "SolverState",
 ]
 
 _F64 = np.dtype(np.float64)
+
+#: Sums a float64 array over all processes, in place (data parallelism; see the module
+#: docstring).
+Allreduce = Callable[[np.ndarray], None]
 
 
 # ----------------------------------------------------------------------------- linear algebra
@@ -163,13 +187,14 @@ class _NormalEquations:
     def __init__(self, model: Sequential, X: np.ndarray, grad_rows: np.ndarray,
                  chunk_size: int | None, dual: bool, sqrt_h: np.ndarray | None = None,
                  buffer: np.ndarray | None = None, mask: np.ndarray | None = None,
-                 cached_forward: bool = False) -> None:
+                 cached_forward: bool = False, allreduce: Allreduce | None = None) -> None:
         self.model, self.X, self.dual = model, X, dual
         self.mask = mask  # the dual form with a weight-decay mask made of whole blocks
         self.n_params = model.n_params
         self.row_scale = sqrt_h
         if dual:
             assert sqrt_h is None or sqrt_h.ndim == 1
+            assert allreduce is None  # JJᵀ couples every process's rows
             if model.dtype != _F64:
                 # As the primal form accumulates JᵀJ in float64: a float32 kernel JJᵀ has
                 # eigenvalues of ±1e-6 that break Cholesky at small μ.
@@ -197,6 +222,9 @@ class _NormalEquations:
             jtj, jte = _gram(model, X, grad_rows, sqrt_h, step, _F64, buffer,
                              forward=not (cached_forward and X.shape[0] <= step))
             assert jte is not None
+            if allreduce is not None:  # this process's rows only: sum over all of them
+                allreduce(jtj)
+                allreduce(jte)
             self.jtj, self.jte = jtj, jte
         self._jw: np.ndarray | None = None
 
@@ -233,6 +261,10 @@ class _NormalEquations:
         step = self._row_scaled_jtv(c * self.e - v) / d_vec
         return step if decay is None else step + decay
 
+    def diagonal(self) -> np.ndarray:
+        """The diagonal of JᵀHJ (of ĴĴᵀ in the dual form)."""
+        return np.diag(self.kernel if self.dual else self.jtj)
+
     def trace(self) -> float:
         """tr(JᵀHJ) (= tr(ĴĴᵀ) in the dual form)."""
         return float(np.trace(self.kernel if self.dual else self.jtj))
@@ -268,76 +300,71 @@ class _NormalEquations:
         return step
 
 
-# ----------------------------------------------------------------------------- the loss memo
-#: Data up to this size (bytes of X and the target together) is copied into the memo and
-#: compared entry by entry; larger data is evaluated afresh every epoch, where one more
-#: forward pass is a small part of the epoch.
-_MEMO_BYTES = 1 << 25
+# ----------------------------------------------------------------------------- solver state
+def _forward_caches(model: Sequential) -> tuple[dict[str, np.ndarray | None], ...]:
+    """Each layer's record of its last forward pass: its private array attributes (``_x``,
+    ``_y``, ``_scale``; None where a layer keeps none), by reference. A forward pass binds
+    new arrays to them rather than writing into the old ones, so the record stays that
+    pass's whatever runs later."""
+    return tuple({name: value for name, value in vars(layer).items()
+                  if name.startswith("_") and (value is None or isinstance(value, np.ndarray))}
+                 for layer in model.layers)
 
 
-def _layer_caches(model: Sequential) -> list[np.ndarray]:
-    """The arrays the layers keep from their last forward pass (``_x``, ``_y``, ...)."""
-    return [value for layer in model.layers for name, value in vars(layer).items()
-            if name.startswith("_") and isinstance(value, np.ndarray)]
+@dataclass(frozen=True)
+class SolverState:
+    """What one epoch hands the next: the forward pass at the parameters it ended with.
 
+    An epoch whose trial step is accepted has just run the forward pass (and computed the
+    loss) that the next epoch starts from: :meth:`SecondOrderOptimizer.iterate` returns it
+    and takes it back, so the next epoch needs no pass of its own before it builds the
+    Jacobian (the ``state → state`` loop of Optimistix, or ``scipy.optimize.least_squares``'
+    loop variables). ``jacnet.training.fit`` carries it from epoch to epoch.
 
-@dataclass
-class _Memo:
-    """The loss at one θ on one data set, and what it was computed from.
+    It belongs to the data it was computed on: pass it back only with the same ``X``,
+    target and sample weights (it is not checked against them). It is used only while the
+    model's parameters and train/eval mode are those it records (anything that changed
+    them, e.g. a callback, makes the next epoch evaluate afresh); the layers' caches are
+    put back from it, so passes on other data in between (validation, metrics) do no harm.
 
-    It is trusted only for the same model and loss, data, target and sample weights of the
-    same values (compared entry by entry with copies, so data changed in place is seen),
-    in the same train/eval mode, at the same θ. :meth:`caches_hold` adds whether the layers still keep
-    the forward pass that produced it: no pass since, counted or not (a layer called
-    directly, ``Sequential.jvp``), replaced a cache array.
+    Attributes
+    ----------
+    params : ndarray, shape (P,)
+        θ the pass was run at (a copy).
+    training : bool
+        The model's mode during the pass.
+    prediction : ndarray, shape (N, m)
+        The network's output on the training rows.
+    value : float
+        The training loss there (weighted, without weight decay; the sum over all
+        processes with ``allreduce``).
+    caches : tuple of dict
+        Each layer's arrays from that pass (see ``_forward_caches``).
     """
 
-    objects: tuple[Any, ...]  # model, loss, X, target, sample weights
-    contents: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None  # copies of the last 3
-    training: bool
     params: np.ndarray
+    training: bool
     prediction: np.ndarray
     value: float
-    caches: list[weakref.ref[np.ndarray]]
+    caches: tuple[dict[str, np.ndarray | None], ...]
 
     @classmethod
-    def record(cls, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
-               weights: np.ndarray | None, prediction: np.ndarray, value: float,
-               previous: _Memo | None, same_data: bool) -> _Memo:
-        """``same_data``: the caller knows that X and the target hold what they held for
-        ``previous`` (a trial step within the epoch whose start checked them)."""
-        contents = None
-        if X.nbytes + np.asarray(target).nbytes <= _MEMO_BYTES:
-            if (same_data and previous is not None and previous.contents is not None
-                    and previous.objects[2] is X and previous.objects[3] is target
-                    and previous.objects[4] is weights):
-                contents = previous.contents
-            else:
-                contents = (X.copy(), np.array(target, copy=True),
-                            None if weights is None else weights.copy())
-        return cls((model, loss, X, target, weights), contents, model.training,
-                   model.params.copy(), prediction, value,
-                   [weakref.ref(array) for array in _layer_caches(model)])
+    def record(cls, model: Sequential, prediction: np.ndarray, value: float) -> SolverState:
+        """The state of the forward pass that produced ``prediction``, run just now."""
+        return cls(model.params.copy(), model.training, prediction, float(value),
+                   _forward_caches(model))
 
-    def matches(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
-                weights: np.ndarray | None) -> bool:
-        # The data by value, not identity: a float32 X or sample weights converted for a
-        # float64 model arrive as a new array every epoch, with the same values.
-        saved = self.contents
-        return (saved is not None
-                and self.objects[0] is model and self.objects[1] is loss
-                and model.training == self.training
-                and np.array_equal(self.params, model.params)
-                and np.array_equal(saved[0], X)
-                and np.array_equal(saved[1], target)
-                and (saved[2] is None if weights is None
-                     else saved[2] is not None and np.array_equal(saved[2], weights)))
-
-    def caches_hold(self, model: Sequential) -> bool:
-        current = _layer_caches(model)
-        return (len(current) == len(self.caches)
-                and all(ref() is array for ref, array in zip(self.caches, current))
+    def describes(self, model: Sequential, n_samples: int) -> bool:
+        """Whether ``model`` is still at this state's θ and mode (O(P), no data compared)."""
+        return (self.training == model.training and len(self.caches) == len(model.layers)
+                and self.prediction.shape == (n_samples, model.out_features)
                 and np.array_equal(self.params, model.params))
+
+    def restore(self, model: Sequential) -> None:
+        """Put this pass's caches back into the layers (for the Jacobian's factors)."""
+        for layer, caches in zip(model.layers, self.caches):
+            for name, value in caches.items():
+                setattr(layer, name, value)
 
 
 # ----------------------------------------------------------------------------- base class
@@ -347,7 +374,8 @@ class SecondOrderOptimizer:
     Attributes
     ----------
     full_batch : bool
-        Always True: the fit loop calls :meth:`epoch` once per epoch on all the data.
+        Always True: the fit loop calls :meth:`iterate` (or :meth:`epoch`) once per epoch
+        on all the data.
     stop_reason : str or None
         Set by :meth:`epoch` when a stopping rule fires (``"goal"``, ``"min_grad"``,
         ``"mu_max"``, ``"line_search"``).
@@ -363,8 +391,15 @@ class SecondOrderOptimizer:
     _config: dict[str, Any]
 
     def __init__(self, *, goal: float, min_grad: float, max_fail: int,
-                 chunk_size: int | None) -> None:
+                 chunk_size: int | None, allreduce: Allreduce | None = None) -> None:
         owner = type(self).__name__
+        if allreduce is not None and not callable(allreduce):
+            raise TypeError(
+                f"{owner}: allreduce must be a callable that sums a float64 array over all "
+                "processes in place (e.g. lambda a: comm.Allreduce(MPI.IN_PLACE, a)); got "
+                f"{type(allreduce).__name__}."
+            )
+        self.allreduce = allreduce
         self.goal = _check_number(goal, "goal", owner, low=0.0)
         self.min_grad = _check_number(min_grad, "min_grad", owner, low=0.0)
         self.max_fail = _check_number(max_fail, "max_fail", owner, low=0, integer=True)
@@ -373,10 +408,11 @@ class SecondOrderOptimizer:
         self.chunk_size = chunk_size
         self.stop_reason: str | None = None
         self.n_epochs = 0
-        self._memo: _Memo | None = None
         self._buffer: np.ndarray | None = None
+        self._totals = (0, 0.0)  # rows and total weight over all processes, this epoch
 
-    #: Whether this optimizer trains with any loss that has a curvature (else MSE only).
+    #: Whether this optimizer trains with any loss that has a curvature (else only a
+    #: least-squares loss, one whose curvature factor is the identity).
     _any_loss: ClassVar[bool] = True
     _sample_weight: np.ndarray | None = None
 
@@ -384,32 +420,32 @@ class SecondOrderOptimizer:
     def _check(self, model: Any, loss: Any, X: Any, target: Any
                ) -> tuple[Sequential, Loss, np.ndarray, np.ndarray]:
         owner = type(self).__name__
-        if not isinstance(loss, MSELoss) and not (self._any_loss and isinstance(loss, Loss)):
+        if not isinstance(loss, Loss):
             raise TypeError(
                 f"{owner} needs the residuals of a least-squares loss: pass "
-                f"jacnet.losses.MSELoss(); got {type(loss).__name__}. For classification "
-                "use LevenbergMarquardt or a first-order optimizer (adam, sgd)."
+                f"jacnet.losses.MSELoss() (or a Loss whose curvature_sqrt is the identity); "
+                f"got {type(loss).__name__}."
                 if not self._any_loss else
                 f"{owner} needs a jacnet.losses.Loss with a curvature (MSELoss, "
-                f"CrossEntropyLoss, BCEWithLogitsLoss); got {type(loss).__name__}."
+                "CrossEntropyLoss, BCEWithLogitsLoss, or a subclass that defines "
+                f"value_and_grad and curvature_sqrt); got {type(loss).__name__}."
             )
         if not isinstance(model, Sequential):
             raise TypeError(f"{owner}: model must be a jacnet Sequential; got {type(model).__name__}.")
         X = model.check_input(X)
-        if not isinstance(loss, MSELoss):
-            target = loss.prepare_target(target, model.out_features, dtype=model.dtype)
-            if target.shape[0] != X.shape[0]:
-                raise ValueError(f"{owner}: target has {target.shape[0]} rows but X has "
-                                 f"{X.shape[0]}; pass one target per sample.")
-            return model, loss, X, target
-        target = check_array(target, "target", ndim=(1, 2), dtype=model.dtype, owner=owner)
-        if target.ndim == 1 and model.out_features == 1:
-            target = target.reshape(-1, 1)
-        if target.shape != (X.shape[0], model.out_features):
-            raise ValueError(
-                f"{owner}: target must have shape (n_samples, n_outputs) = ({X.shape[0]}, "
-                f"{model.out_features}) to match X and the network; got {target.shape}."
-            )
+        if not loss.takes_labels:
+            target = check_array(target, "target", ndim=(1, 2), dtype=model.dtype, owner=owner)
+            if target.ndim == 1 and model.out_features == 1:
+                target = target.reshape(-1, 1)
+            if target.shape != (X.shape[0], model.out_features):
+                raise ValueError(
+                    f"{owner}: target must have shape (n_samples, n_outputs) = ({X.shape[0]}, "
+                    f"{model.out_features}) to match X and the network; got {target.shape}."
+                )
+        target = loss.prepare_target(target, model.out_features, dtype=model.dtype)
+        if target.shape[0] != X.shape[0]:
+            raise ValueError(f"{owner}: target has {target.shape[0]} rows but X has "
+                             f"{X.shape[0]}; pass one target per sample.")
         return model, loss, X, target
 
     def _check_sample_weight(self, sample_weight: Any, n_samples: int, dtype: Any
@@ -426,119 +462,106 @@ class SecondOrderOptimizer:
             )
         return weights
 
-    def _scale(self, loss: Loss, n_samples: int) -> float:
-        """The loss's factor on Σ wᵢ ℓᵢ: 1/N (1/Σw with weights) for a mean, else 1."""
+    def _scale(self, loss: Loss) -> float:
+        """The loss's factor on Σ wᵢ ℓᵢ: 1/N (1/Σw with weights) for a mean, else 1; N
+        and Σw over all processes."""
         if loss.reduction != "mean":
             return 1.0
-        weights = self._sample_weight
-        return 1.0 / n_samples if weights is None else 1.0 / float(weights.sum())
+        n_rows, total_weight = self._totals
+        return 1.0 / n_rows if self._sample_weight is None else 1.0 / total_weight
 
-    def _evaluate(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
-                  trial: bool = False) -> tuple[np.ndarray, float]:
-        """The prediction (B, m) and the (weighted) loss, summed in float64.
+    def _sum(self, value: float) -> float:
+        """A scalar summed over all processes (itself without ``allreduce``)."""
+        if self.allreduce is None:
+            return value
+        buffer = np.array([value], dtype=_F64)
+        self.allreduce(buffer)
+        return float(buffer[0])
 
-        The last result is remembered: an epoch starts where the previous one's accepted
-        trial ended, so the same parameters on the same data need no second forward pass.
-        ``trial``: a trial step of the current epoch, on the data its start evaluated.
-        """
-        memo = self._memo
-        if memo is not None and memo.matches(model, loss, X, target, self._sample_weight):
-            return memo.prediction, memo.value
+    def _evaluate(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
+                  ) -> tuple[np.ndarray, float]:
+        """One forward pass: the prediction (B, m) and the (weighted) loss, in float64."""
         # A trial step may overflow the network: its loss is then inf (or nan), rejected
         # by the μ loop, and the epoch's start refuses it with a clear error.
         with np.errstate(over="ignore", invalid="ignore"):
-            prediction, value = self._loss_at(model, loss, X, target)
-        self._memo = _Memo.record(model, loss, X, target, self._sample_weight, prediction, value,
-                                  memo, same_data=trial)
+            prediction = model.forward(X)
+            z = prediction.astype(_F64, copy=False)
+            weights = self._sample_weight
+            if weights is None and self.allreduce is None:
+                return prediction, float(loss.value_and_grad(z, target)[0])
+            if weights is None:  # Σ ℓᵢ of this process's rows
+                local = float(loss.value_and_grad(z, target)[0]) / loss._scale(X.shape[0])
+            else:
+                local = float(np.asarray(loss.per_sample(z, target), dtype=_F64) @ weights)
+            value = self._scale(loss) * self._sum(local)
         return prediction, value
 
-    def _evaluate_start(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
-                        ) -> tuple[np.ndarray, float]:
-        """:meth:`_evaluate` at the start of an epoch, where the loss must be finite: no
-        step can lower an infinite or undefined loss."""
-        prediction, value = self._evaluate(model, loss, X, target)
-        if not math.isfinite(value):
+    def _start(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+               state: SolverState | None) -> SolverState:
+        """The forward pass an epoch starts from: ``state``'s (its caches put back into the
+        layers) while it describes the model, else a fresh one. The loss must be finite:
+        no step can lower an infinite or undefined loss."""
+        if state is not None and state.describes(model, X.shape[0]):
+            state.restore(model)
+        else:
+            state = SolverState.record(model, *self._evaluate(model, loss, X, target))
+        if not math.isfinite(state.value):
             raise ValueError(
-                f"{type(self).__name__}: the loss at the current parameters is {value} (the "
-                "network's output overflows or is not a number), so no step can lower it. "
-                "Scale the inputs and targets (e.g. jacnet.data.StandardScaler), or start "
+                f"{type(self).__name__}: the loss at the current parameters is {state.value} "
+                "(the network's output overflows or is not a number), so no step can lower "
+                "it. Scale the inputs and targets (e.g. jacnet.data.StandardScaler), or start "
                 "from smaller weights."
             )
-        return prediction, value
+        return state
 
-    def _layers_hold(self, model: Sequential, X: np.ndarray) -> bool:
-        """Whether the layers' caches are still those of the forward pass that
-        :meth:`_evaluate` last ran, on ``X`` at the current θ (no pass since)."""
-        memo = self._memo
-        return (memo is not None and memo.contents is not None
-                and np.array_equal(memo.contents[0], X) and memo.caches_hold(model))
+    def _trial(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
+               ) -> SolverState:
+        """The forward pass at the trial parameters now in ``model``, as a state to hand
+        on if the step is accepted."""
+        return SolverState.record(model, *self._evaluate(model, loss, X, target))
 
-    def _loss_at(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
-                 ) -> tuple[np.ndarray, float]:
-        prediction = model.forward(X)
+    def _curvature(self, loss: Loss, prediction: np.ndarray, target: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        """What the loss says about the prediction, on the unnormalised scale Σ wᵢ ℓᵢ.
+
+        Returns g (B, m), row b = w_b ∂ℓ_b/∂z_b; C with C_bᵀC_b = w_b H_b from the loss's
+        :meth:`~jacnet.losses.Loss.curvature_sqrt` (None for H_b = I without weights,
+        √w_b of shape (B,) for H_b = I with them); and whether the loss's factor is the
+        identity (a least-squares loss: then the dual form JJᵀ can be used, and Bayesian
+        regularisation's β is a noise precision).
+        """
+        z = prediction.astype(_F64, copy=False)
+        unscale = 1.0 / loss._scale(z.shape[0])
+        rows = np.asarray(loss.grad(z, target), dtype=_F64) * unscale
+        root = np.asarray(loss.curvature_sqrt(z, target), dtype=_F64)
+        identity = root.shape == z.shape and bool(np.all(root == 1.0))
         weights = self._sample_weight
-        if isinstance(loss, MSELoss) and weights is None:
-            flat = loss.residuals(prediction, target).astype(_F64, copy=False).ravel()
-            scale = 1.0 / X.shape[0] if loss.reduction == "mean" else 1.0
-            return prediction, 0.5 * scale * float(flat @ flat)
-        per_sample = np.asarray(loss.per_sample(prediction, target), dtype=_F64)
-        total = float(per_sample.sum()) if weights is None else float(per_sample @ weights)
-        return prediction, self._scale(loss, X.shape[0]) * total
-
-    def _system(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
-                prediction: np.ndarray, dual: bool, mask: np.ndarray | None = None
-                ) -> _NormalEquations:
-        """The normal equations of the loss on the unnormalised scale (Σ wᵢ ℓᵢ)."""
-        weights = self._sample_weight
-        dual_mask = mask if dual else None
-        cached = self._layers_hold(model, X)
-        if isinstance(loss, MSELoss):
-            rows = loss.residuals(prediction, target)
-            if weights is None:
-                return _NormalEquations(model, X, rows, self.chunk_size, dual,
-                                        buffer=self._gram_buffer(model, dual), mask=dual_mask,
-                                        cached_forward=cached)
-            rows = rows.astype(_F64) * weights[:, None]
-            return _NormalEquations(model, X, rows, self.chunk_size, dual, np.sqrt(weights),
-                                    buffer=self._gram_buffer(model, dual), mask=dual_mask,
-                                    cached_forward=cached)
-        z = prediction.astype(_F64)
-        unscale = 1.0 / loss._scale(X.shape[0])
-        rows = loss.grad(z, target) * unscale
-        curvature = loss.curvature(z, target)
-        sqrt_h: np.ndarray
-        if isinstance(loss, CrossEntropyLoss):
-            # S = diag(√p) − √p pᵀ: SᵀS = diag(p) − ppᵀ since Σp = 1.
-            p = np.exp(z - z.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            root = np.sqrt(p)
-            sqrt_h = -root[:, :, None] * p[:, None, :]
-            idx = np.arange(p.shape[1])
-            sqrt_h[:, idx, idx] += root
-        elif isinstance(curvature, Diagonal):
-            sqrt_h = np.sqrt(np.clip(curvature.diagonal * unscale, 0.0, None))
-        elif isinstance(curvature, PerSample):
-            # Any PSD H_b: C_b = diag(√λ) Vᵀ from H_b = V diag(λ) Vᵀ.
-            eigval, eigvec = np.linalg.eigh(curvature.jacobians * unscale)
-            sqrt_h = np.sqrt(np.clip(eigval, 0.0, None))[:, :, None] * eigvec.transpose(0, 2, 1)
-        else:
-            sqrt_h = np.linalg.cholesky(curvature.dense() * unscale).transpose(0, 2, 1)
         if weights is not None:
             rows = rows * weights[:, None]
-            root_w = np.sqrt(weights)
-            sqrt_h = sqrt_h * (root_w[:, None] if sqrt_h.ndim == 2 else root_w[:, None, None])
-        return _NormalEquations(model, X, rows, self.chunk_size, False, sqrt_h,
-                                buffer=self._gram_buffer(model, False), cached_forward=cached)
+        if identity:
+            return rows, None if weights is None else np.sqrt(weights), True
+        if weights is not None:
+            root = root * np.sqrt(weights).reshape((-1,) + (1,) * (root.ndim - 1))
+        return rows, root, False
+
+    def _system(self, model: Sequential, X: np.ndarray, rows: np.ndarray,
+                sqrt_h: np.ndarray | None, dual: bool, mask: np.ndarray | None = None
+                ) -> _NormalEquations:
+        """The normal equations of the loss on the unnormalised scale (Σ wᵢ ℓᵢ), built
+        from the forward pass the layers hold (that of :meth:`_start`)."""
+        return _NormalEquations(model, X, rows, self.chunk_size, dual, sqrt_h,
+                                buffer=self._gram_buffer(model, dual),
+                                mask=mask if dual else None, cached_forward=True,
+                                allreduce=self.allreduce)
 
     def reset(self) -> None:
-        """Start afresh: μ back to its configured value, no stop reason, no cached loss or
-        JᵀJ buffer (:meth:`fit` and ``jacnet.training.fit`` call this before training, as
-        MATLAB's ``train`` starts every call from ``trainParam``)."""
+        """Start afresh: μ back to its configured value, no stop reason, no JᵀJ buffer
+        (:meth:`fit` and ``jacnet.training.fit`` call this before training, as MATLAB's
+        ``train`` starts every call from ``trainParam``)."""
         if "mu" in self._config:
             self.mu = float(self._config["mu"])
         self.stop_reason = None
         self.n_epochs = 0
-        self._memo = None
         self._buffer = None
 
     def _converged(self, value: float, grad_norm: float) -> bool:
@@ -589,18 +612,65 @@ class SecondOrderOptimizer:
         return self._buffer
 
     def _use_dual(self, model: Sequential, X: np.ndarray) -> bool:
-        return X.shape[0] * model.out_features < model.n_params
+        """Fewer residuals than parameters, all in this process (the dual's N·m × N·m
+        kernel couples every pair of rows, so it is not split over processes)."""
+        return self.allreduce is None and X.shape[0] * model.out_features < model.n_params
 
     # -- public API --------------------------------------------------------------------
+    def iterate(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+                state: SolverState | None = None, *, sample_weight: Any = None
+                ) -> tuple[SolverState, dict[str, float]]:
+        """One iteration on the whole training set, from and to an explicit state.
+
+        Updates ``model.params`` in place, as :meth:`epoch`, and returns the forward pass
+        at the parameters it ends with: pass that back as ``state`` to the next call on
+        the same data (see :class:`SolverState`), and that call runs no forward pass of its
+        own before building the Jacobian.
+
+        Parameters
+        ----------
+        model, loss, X, target, sample_weight
+            As for :meth:`epoch`.
+        state : SolverState, optional
+            What the previous call on the same data returned; None (or a state of other
+            parameters) starts with a forward pass.
+
+        Returns
+        -------
+        state : SolverState
+        info : dict
+            As :meth:`epoch` returns it.
+        """
+        model, loss, X, target = self._check(model, loss, X, target)
+        self._sample_weight = self._check_sample_weight(sample_weight, X.shape[0], model.dtype)
+        self.stop_reason = None
+        n_rows = X.shape[0]
+        total_weight = n_rows if self._sample_weight is None else float(self._sample_weight.sum())
+        if self.allreduce is not None:
+            totals = np.array([n_rows, total_weight], dtype=_F64)
+            self.allreduce(totals)
+            n_rows, total_weight = round(float(totals[0])), float(totals[1])
+        self._totals = (n_rows, total_weight)
+        try:
+            state, info = self._step(model, loss, X, target, state)
+        finally:
+            self._sample_weight = None
+        self.n_epochs += 1
+        return state, info
+
     def epoch(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
               sample_weight: Any = None) -> dict[str, float]:
         """One iteration on the whole training set; updates ``model.params`` in place.
+
+        :meth:`iterate` without a state: the epoch starts with a forward pass at the
+        current parameters.
 
         Parameters
         ----------
         model : Sequential
         loss : Loss
-            Any loss with a curvature (:class:`BayesianRegularization`: ``MSELoss``).
+            Any loss with a curvature (:class:`BayesianRegularization`: a least-squares
+            loss, one whose ``curvature_sqrt`` is the identity, e.g. ``MSELoss``).
         X : ndarray, shape (N, in_features)
         target : ndarray, shape (N, out_features) (or (N,) class labels)
         sample_weight : ndarray, shape (N,), optional
@@ -619,18 +689,10 @@ class SecondOrderOptimizer:
         ValueError
             ``X``, ``target`` or ``sample_weight`` of the wrong shape.
         """
-        model, loss, X, target = self._check(model, loss, X, target)
-        self._sample_weight = self._check_sample_weight(sample_weight, X.shape[0], model.dtype)
-        self.stop_reason = None
-        try:
-            info = self._epoch(model, loss, X, target)
-        finally:
-            self._sample_weight = None
-        self.n_epochs += 1
-        return info
+        return self.iterate(model, loss, X, target, sample_weight=sample_weight)[1]
 
-    def _epoch(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
-               ) -> dict[str, float]:
+    def _step(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+              state: SolverState | None) -> tuple[SolverState, dict[str, float]]:
         raise NotImplementedError
 
     def fit(self, model: Sequential, X: Any, y: Any, *, epochs: int = 1000, X_val: Any = None,
@@ -731,6 +793,8 @@ class SecondOrderOptimizer:
         return f"{type(self).__name__}({args})"
 
 
+
+
 # ----------------------------------------------------------------------------- LM
 class LevenbergMarquardt(SecondOrderOptimizer):
     """Levenberg–Marquardt with MATLAB ``trainlm``'s rules and defaults, full batch.
@@ -761,6 +825,10 @@ class LevenbergMarquardt(SecondOrderOptimizer):
         then (λ/2) Σ_{mask} θᵢ². A mask that is not all True uses the primal form.
     chunk_size : int, optional
         Samples per chunk when accumulating JᵀJ (memory only; default 1024).
+    allreduce : callable, optional
+        ``allreduce(array)`` sums a float64 array over all processes in place; each
+        process then passes only its own rows (see the module docstring). Not part of
+        :meth:`get_config` (a callable is not a setting to save).
 
     Notes
     -----
@@ -785,8 +853,10 @@ class LevenbergMarquardt(SecondOrderOptimizer):
     def __init__(self, mu: float = 1e-3, mu_dec: float = 0.1, mu_inc: float = 10.0,
                  mu_max: float = 1e10, goal: float = 0.0, min_grad: float = 1e-7,
                  max_fail: int = 6, weight_decay: float = 0.0,
-                 chunk_size: int | None = None, weight_decay_mask: Any = None) -> None:
-        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size)
+                 chunk_size: int | None = None, weight_decay_mask: Any = None,
+                 allreduce: Allreduce | None = None) -> None:
+        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size,
+                         allreduce=allreduce)
         owner = type(self).__name__
         self._weight_decay_mask = _check_mask(weight_decay_mask, owner)
         self.mu = _check_number(mu, "mu", owner, low=0.0, low_closed=False)
@@ -825,38 +895,42 @@ class LevenbergMarquardt(SecondOrderOptimizer):
         kept = theta if mask is None else theta * mask
         return 0.5 * self.weight_decay * float(kept @ theta)
 
-    def _epoch(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
-               ) -> dict[str, float]:
-        prediction, value = self._evaluate_start(model, loss, X, target)
-        scale = self._scale(loss, X.shape[0])
+    def _step(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+              state: SolverState | None) -> tuple[SolverState, dict[str, float]]:
+        start = self._start(model, loss, X, target, state)
+        value = start.value
+        scale = self._scale(loss)
         decay = self.weight_decay / scale  # λ on the unnormalised scale of JᵀJ
         mask = self._decay_vector(model.n_params) if decay else None
         theta = model.params.astype(_F64)
         if decay:
             value += self._penalty(theta, mask)
-        dual = (isinstance(loss, MSELoss) and self._use_dual(model, X)
+        rows, sqrt_h, identity = self._curvature(loss, start.prediction, target)
+        dual = (identity and self._use_dual(model, X)
                 and (mask is None or _whole_blocks(model, mask)))
-        system = self._system(model, loss, X, target, prediction, dual,
+        system = self._system(model, X, rows, sqrt_h, dual,
                               None if mask is None else mask.astype(bool))
         decay_term: float | np.ndarray = decay if mask is None else decay * mask
         gradient = system.jte + decay_term * theta if decay else system.jte
         grad_norm = scale * float(np.linalg.norm(gradient))
         info = {"loss": value, "mu": self.mu, "grad_norm": grad_norm}
         if self._converged(value, grad_norm):
-            return info
+            return start, info
 
-        def accept() -> float | None:
-            trial = self._evaluate(model, loss, X, target, trial=True)[1]
+        def accept() -> tuple[SolverState, float] | None:
+            trial = self._trial(model, loss, X, target)
+            total = trial.value
             if decay:
-                trial += self._penalty(model.params.astype(_F64), mask)
-            return trial if trial < value else None
+                total += self._penalty(model.params.astype(_F64), mask)
+            return (trial, total) if total < value else None
 
-        trial = self._damped_search(
+        accepted = self._damped_search(
             model, theta, lambda mu: system.solve(1.0, mu + decay_term, decay_term, theta), accept)
         info["mu"] = self.mu
-        if trial is not None:
-            info["loss"] = trial
-        return info
+        if accepted is None:
+            return start, info
+        info["loss"] = accepted[1]
+        return accepted[0], info
 
 
 # ----------------------------------------------------------------------------- GN
@@ -880,7 +954,7 @@ class GaussNewton(SecondOrderOptimizer):
     c : float, default 1e-4
         Armijo's sufficient-decrease constant.
     max_backtracks : int, default 30
-    goal, min_grad, max_fail, chunk_size
+    goal, min_grad, max_fail, chunk_size, allreduce
         As for :class:`LevenbergMarquardt`.
 
     Examples
@@ -897,8 +971,9 @@ class GaussNewton(SecondOrderOptimizer):
 
     def __init__(self, c: float = 1e-4, max_backtracks: int = 30, goal: float = 0.0,
                  min_grad: float = 1e-7, max_fail: int = 6,
-                 chunk_size: int | None = None) -> None:
-        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size)
+                 chunk_size: int | None = None, allreduce: Allreduce | None = None) -> None:
+        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size,
+                         allreduce=allreduce)
         owner = type(self).__name__
         self.c = _check_number(c, "c", owner, low=0.0, high=1.0, low_closed=False)
         self.max_backtracks = _check_number(max_backtracks, "max_backtracks", owner, low=1,
@@ -907,17 +982,18 @@ class GaussNewton(SecondOrderOptimizer):
                         "min_grad": self.min_grad, "max_fail": self.max_fail,
                         "chunk_size": self.chunk_size}
 
-    def _epoch(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
-               ) -> dict[str, float]:
-        prediction, value = self._evaluate_start(model, loss, X, target)
-        scale = self._scale(loss, X.shape[0])
-        dual = isinstance(loss, MSELoss) and self._use_dual(model, X)
-        system = self._system(model, loss, X, target, prediction, dual)
+    def _step(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+              state: SolverState | None) -> tuple[SolverState, dict[str, float]]:
+        start = self._start(model, loss, X, target, state)
+        value = start.value
+        scale = self._scale(loss)
+        rows, sqrt_h, identity = self._curvature(loss, start.prediction, target)
+        system = self._system(model, X, rows, sqrt_h, identity and self._use_dual(model, X))
         grad_norm = scale * float(np.linalg.norm(system.jte))
         info = {"loss": value, "mu": 0.0, "grad_norm": grad_norm, "step_size": 0.0}
         if self._converged(value, grad_norm):
-            return info
-        diagonal = np.diag(system.kernel if system.dual else system.jtj)
+            return start, info
+        diagonal = system.diagonal()
         jitter, step = 0.0, None
         while step is None:
             try:
@@ -926,21 +1002,21 @@ class GaussNewton(SecondOrderOptimizer):
                 jitter = 1e-12 * float(diagonal.max()) if jitter == 0.0 else jitter * 10.0
                 if jitter > float(diagonal.max()) or not math.isfinite(jitter):
                     self.stop_reason = "line_search"
-                    return info
+                    return start, info
         slope = scale * float(system.jte @ step)  # ∇lossᵀΔ > 0: −Δ is a descent direction
         theta = model.params.astype(_F64)
-        start = model.params.copy()
+        saved = model.params.copy()
         t = 1.0
         for _ in range(self.max_backtracks):
             model.params[...] = theta - t * step
-            trial = self._evaluate(model, loss, X, target, trial=True)[1]
-            if trial <= value - self.c * t * slope and trial <= value:
-                info.update(loss=trial, mu=jitter, step_size=t)
-                return info
+            trial = self._trial(model, loss, X, target)
+            if trial.value <= value - self.c * t * slope and trial.value <= value:
+                info.update(loss=trial.value, mu=jitter, step_size=t)
+                return trial, info
             t *= 0.5
-        model.params[...] = start
+        model.params[...] = saved
         self.stop_reason = "line_search"
-        return info
+        return start, info
 
 
 # ----------------------------------------------------------------------------- BR
@@ -962,7 +1038,7 @@ class BayesianRegularization(SecondOrderOptimizer):
     ----------
     mu : float, default 0.005
         Initial damping (``trainbr``'s default).
-    mu_dec, mu_inc, mu_max, goal, min_grad, max_fail, chunk_size
+    mu_dec, mu_inc, mu_max, goal, min_grad, max_fail, chunk_size, allreduce
         As for :class:`LevenbergMarquardt` (``max_fail`` defaults to 0: off, as in
         ``trainbr``).
 
@@ -988,8 +1064,10 @@ class BayesianRegularization(SecondOrderOptimizer):
 
     def __init__(self, mu: float = 0.005, mu_dec: float = 0.1, mu_inc: float = 10.0,
                  mu_max: float = 1e10, goal: float = 0.0, min_grad: float = 1e-7,
-                 max_fail: int = 0, chunk_size: int | None = None) -> None:
-        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size)
+                 max_fail: int = 0, chunk_size: int | None = None,
+                 allreduce: Allreduce | None = None) -> None:
+        super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size,
+                         allreduce=allreduce)
         owner = type(self).__name__
         self.mu = _check_number(mu, "mu", owner, low=0.0, low_closed=False)
         self.mu_dec = _check_number(mu_dec, "mu_dec", owner, low=0.0, high=1.0, low_closed=False)
@@ -1010,17 +1088,26 @@ class BayesianRegularization(SecondOrderOptimizer):
         return {"mu": float(self.mu), "alpha": float(self.alpha), "beta": float(self.beta),
                 "gamma": float(self.gamma)}
 
-    def _epoch(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray
-               ) -> dict[str, float]:
+    def _step(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
+              state: SolverState | None) -> tuple[SolverState, dict[str, float]]:
         if self._sample_weight is not None:
             raise ValueError(
                 "BayesianRegularization does not take sample_weight: its β = (N − γ)/(2 E_D) "
                 "counts unweighted residuals. Use LevenbergMarquardt with weight_decay, or "
                 "repeat rows."
             )
-        prediction, value = self._evaluate_start(model, loss, X, target)
-        scale = self._scale(loss, X.shape[0])
-        n_residuals, n_params = prediction.size, model.n_params
+        start = self._start(model, loss, X, target, state)
+        value = start.value
+        rows, sqrt_h, identity = self._curvature(loss, start.prediction, target)
+        if not identity:
+            raise TypeError(
+                "BayesianRegularization needs a least-squares loss, one whose curvature_sqrt "
+                "is the identity (e.g. jacnet.losses.MSELoss()): its β is the noise precision "
+                f"of the residuals. {type(loss).__name__}'s curvature is not the identity; "
+                "train it with LevenbergMarquardt (weight_decay for a prior)."
+            )
+        scale = self._scale(loss)
+        n_residuals, n_params = self._totals[0] * model.out_features, model.n_params
         theta = model.params.astype(_F64)
         sse, ssw = 2.0 * value / scale, float(theta @ theta)
         if math.isnan(self.gamma):
@@ -1029,7 +1116,7 @@ class BayesianRegularization(SecondOrderOptimizer):
             if self.beta <= 0.0:
                 self.beta = 1.0
             self.alpha = math.nan
-        system = self._system(model, loss, X, target, prediction, self._use_dual(model, X))
+        system = self._system(model, X, rows, sqrt_h, self._use_dual(model, X))
         if math.isnan(self.alpha):
             # Not trainbr's γ/(2 E_W): that measures the initial weights' scale, not the
             # data's. From small initial weights (Glorot, ‖θ‖² ≈ 4 for 1-20-1) it makes the
@@ -1044,21 +1131,23 @@ class BayesianRegularization(SecondOrderOptimizer):
         info = {"loss": value, "mu": self.mu, "grad_norm": grad_norm, "gamma": self.gamma,
                 "alpha": alpha, "beta": beta, "objective": objective}
         if self._converged(value, grad_norm):
-            return info
-        def accept() -> tuple[float, float, float] | None:
-            new_value = self._evaluate(model, loss, X, target, trial=True)[1]
+            return start, info
+
+        def accept() -> tuple[SolverState, float, float] | None:
+            trial = self._trial(model, loss, X, target)
             new_theta = model.params.astype(_F64)
-            new_sse, new_ssw = 2.0 * new_value / scale, float(new_theta @ new_theta)
+            new_sse, new_ssw = 2.0 * trial.value / scale, float(new_theta @ new_theta)
             if beta * new_sse + alpha * new_ssw >= objective:
                 return None
-            return new_value, new_sse, new_ssw
+            return trial, new_sse, new_ssw
 
         accepted = self._damped_search(
             model, theta, lambda mu: system.solve(beta, alpha + mu, alpha, theta), accept)
         info["mu"] = self.mu
         if accepted is None:
-            return info
-        new_value, new_sse, new_ssw = accepted
+            return start, info
+        new_state, new_sse, new_ssw = accepted
+        new_value = new_state.value
         # MacKay's update, with JᵀJ at the start of the epoch (as trainbr).
         eig = np.clip(system.eigenvalues(), 0.0, None)
         self.gamma = float(np.sum(beta * eig / (beta * eig + alpha)))
@@ -1074,8 +1163,8 @@ class BayesianRegularization(SecondOrderOptimizer):
                 "constant. This happens when the targets are small next to the weights' "
                 "scale; standardise or min-max scale the targets (MATLAB's trainbr maps them "
                 "to [-1, 1]), or use LevenbergMarquardt.",
-                CollapseWarning, stacklevel=3)
-        return info
+                CollapseWarning, stacklevel=4)
+        return new_state, info
 
 
 class CollapseWarning(UserWarning):
