@@ -172,7 +172,7 @@ def test_evaluate_rejects_a_foreign_file_and_mismatched_data(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["predict", str(out / "model.npz"), "iris"]) == 1
-    assert "has 4 feature columns but the model takes 2" in capsys.readouterr().err
+    assert "missing ['x1', 'x2']; unknown ['sepal length (cm)'" in capsys.readouterr().err
     assert main(["predict", str(out / "model.npz"), "xor", "--out", str(tmp_path / "p.txt")]) == 2
 
 
@@ -236,3 +236,111 @@ def test_the_help_and_the_module_docstring_name_every_subcommand():
     for name in commands:
         assert name in (parser.description or ""), name
         assert f"``{name}``" in first_paragraph, name
+
+
+# --------------------------------------------------------------------------- columns by name
+@pytest.fixture(scope="module")
+def price_model(tmp_path_factory):
+    """A regression model trained on a CSV with columns a, b, price."""
+    folder = tmp_path_factory.mktemp("price")
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(60, 2))
+    rows = "\n".join(f"{a:.6f},{b:.6f},{3 * a - b + 10:.6f}" for a, b in X)
+    (folder / "train.csv").write_text("a,b,price\n" + rows + "\n")
+    assert main(["train", "--data", str(folder / "train.csv"), "--hidden", "4", "--epochs", "5",
+                 "--out", str(folder / "run"), "--no-progress"]) == 0
+    return folder
+
+
+def _predict_lines(capsys, model, data, *extra):
+    code = main(["predict", str(model), str(data), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+def test_predict_matches_columns_by_name_in_any_order(price_model, tmp_path, capsys):
+    model = price_model / "run" / "model.npz"
+    assert load_model(model).metadata["target_column"] == "price"
+    (tmp_path / "ab.csv").write_text("a,b\n0.5,-0.25\n-0.5,0.75\n")
+    (tmp_path / "ba.csv").write_text("b,price,a\n-0.25,,0.5\n0.75,,-0.5\n")
+    code, ab, _ = _predict_lines(capsys, model, tmp_path / "ab.csv")
+    assert code == 0 and len(ab) == 3
+    code, ba, _ = _predict_lines(capsys, model, tmp_path / "ba.csv")
+    assert code == 0 and ba == ab
+    # by position, the swapped file would give other numbers: the order really matters
+    (tmp_path / "swapped.csv").write_text("a,b\n-0.25,0.5\n0.75,-0.5\n")
+    assert _predict_lines(capsys, model, tmp_path / "swapped.csv")[1] != ab
+
+
+@pytest.mark.parametrize("header, problem", [
+    ("id,a,b,price", "unknown ['id']"),
+    ("id,a,b", "unknown ['id']"),
+    ("a,c", "missing ['b']; unknown ['c']"),
+    ("u,v", "missing ['a', 'b']; unknown ['u', 'v']"),
+    ("a,a,b", "appear more than once"),
+])
+def test_predict_refuses_unknown_or_missing_columns(price_model, tmp_path, capsys, header, problem):
+    width = len(header.split(","))
+    (tmp_path / "x.csv").write_text(header + "\n" + ",".join(["1"] * width) + "\n")
+    code, out, err = _predict_lines(capsys, price_model / "run" / "model.npz", tmp_path / "x.csv")
+    assert code == 1 and out == []
+    assert problem in err and err.count("\n") == 1
+    if "appear" not in problem:
+        assert "expects the columns ['a', 'b'] (and optionally the target 'price')" in err
+
+
+def test_a_file_without_header_is_refused_then_read_whole_with_no_header(price_model, tmp_path,
+                                                                          capsys):
+    model = price_model / "run" / "model.npz"
+    (tmp_path / "bare.csv").write_text("0.5,-0.25\n-0.5,0.75\n0.1,0.2\n")
+    code, out, err = _predict_lines(capsys, model, tmp_path / "bare.csv")
+    assert code == 1 and "looks like data" in err and "--no-header" in err
+    code, out, _ = _predict_lines(capsys, model, tmp_path / "bare.csv", "--no-header")
+    assert code == 0 and len(out) == 4  # the prediction header and all three rows
+    (tmp_path / "ab.csv").write_text("a,b\n0.5,-0.25\n-0.5,0.75\n0.1,0.2\n")
+    assert _predict_lines(capsys, model, tmp_path / "ab.csv")[1] == out
+
+
+def test_train_refuses_numbers_as_names_and_no_header_trains_by_position(tmp_path, capsys):
+    rows = "\n".join(f"{i % 7},{i % 3},{i % 5 + 0.5}" for i in range(40))
+    (tmp_path / "bare.csv").write_text(rows + "\n")
+    argv = ["train", "--data", str(tmp_path / "bare.csv"), "--hidden", "3", "--epochs", "2",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(argv) == 1
+    assert "--no-header" in capsys.readouterr().err
+    assert main([*argv, "--no-header"]) == 0
+    meta = load_model(tmp_path / "run" / "model.npz").metadata
+    assert meta["named_features"] is False and meta["feature_names"] == ["x1", "x2"]
+    capsys.readouterr()
+    code, out, _ = _predict_lines(capsys, tmp_path / "run" / "model.npz", tmp_path / "bare.csv",
+                                  "--no-header")
+    assert code == 0 and len(out) == 41  # 40 rows, none dropped, target column ignored
+    assert main(["evaluate", str(tmp_path / "run" / "model.npz"), str(tmp_path / "bare.csv"),
+                 "--no-header", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_samples"] == 40
+
+
+def test_predict_streams_blocks_with_the_same_answer(price_model, tmp_path, capsys, monkeypatch):
+    model = price_model / "run" / "model.npz"
+    rows = "\n".join(f"{i / 10},{-i / 20}" for i in range(11))
+    (tmp_path / "many.csv").write_text("b,a\n" + rows + "\n")
+    whole = _predict_lines(capsys, model, tmp_path / "many.csv")[1]
+    import jacnet._readers as readers
+
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 3)
+    blocks = _predict_lines(capsys, model, tmp_path / "many.csv")[1]
+    assert blocks == whole and len(whole) == 12
+    main(["predict", str(model), str(tmp_path / "many.csv"), "-o", str(tmp_path / "p.npz")])
+    with np.load(tmp_path / "p.npz") as archive:
+        np.testing.assert_allclose(archive["prediction"], [float(v) for v in whole[1:]])
+
+
+def test_train_reports_a_typo_in_a_numeric_target_instead_of_classifying(tmp_path, capsys):
+    rows = [f"{i},{i * 0.5 + 1}" for i in range(30)]
+    rows[12] = "12,?"
+    (tmp_path / "typo.csv").write_text("x,y\n" + "\n".join(rows) + "\n")
+    assert main(["train", "--data", str(tmp_path / "typo.csv"), "--epochs", "1", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "1 of its 30 cells are not finite numbers: line 14 '?'" in err
+    assert not (tmp_path / "run").exists()

@@ -522,13 +522,14 @@ def test_csv_gzip(tmp_path):
         ("a,b,y\n1,2,3\n", {"target": 3}, r"index 3 is out of range .* 'a', 'b', 'y'"),
         ("a,b,y\n1,2,3\n", {"target": 1.0}, "column name or an integer index"),
         ("a,a,y\n1,2,3\n", {"target": "a"}, "appears 2 times"),
-        ("1,2,3\n4,5,6\n", {}, "looks like data.*header row"),
+        ("1,2,3\n4,5,6\n", {}, "looks like data.*header=False.*--no-header"),
         ("", {}, "is empty"),
         ("a,b,y\n", {}, "no data rows"),
         ("y\n1\n", {}, "single column"),
         ("a,b,y\n1,2,3\n4,5\n", {}, r"line 3: expected 3 fields .* found 2"),
-        ("a,y\n1,cat\n", {"task": "regression"}, r"line 2, column 'y': regression target 'cat'"),
-        ("a,y\n1,\n", {}, r"line 2, column 'y': the target is empty"),
+        ("a,y\n1,cat\n", {"task": "regression"},
+         r"column 'y': 1 of its 1 cells are not finite numbers.*line 2 'cat'"),
+        ("a,y\n1,\n", {}, r"column 'y' is empty on 1 line\(s\): 2\."),
         ("a,y\n1,2\n", {"task": "ranking"}, "task must be one of"),
         ("a,y\n1,2\n", {"delimiter": ";;"}, "single character"),
     ],
@@ -569,13 +570,13 @@ def test_npz_errors(tmp_path):
     with pytest.raises(ValueError, match=r"missing \['X'\], found \['features', 'y'\]"):
         load_npz(path)
     np.savez(path, X=np.zeros((2, 2)), y=np.array([{"a": 1}, None], dtype=object))
-    with pytest.raises(ValueError, match="object arrays"):
+    with pytest.raises(ValueError, match="array 'y' holds Python objects"):
         load_npz(path)
     np.save(tmp_path / "single.npy", np.zeros(3))
     with pytest.raises(ValueError, match=r"not a \.npz archive"):
         load_npz(tmp_path / "single.npy")
     (tmp_path / "junk.npz").write_bytes(b"not numpy at all")
-    with pytest.raises(ValueError, match=r"could not be read as a \.npz archive"):
+    with pytest.raises(ValueError, match=r"not a \.npz archive \(it does not start like a zip"):
         load_npz(tmp_path / "junk.npz")
     np.savez(path, X=np.zeros((3, 2)), y=np.zeros(2))
     with pytest.raises(ValueError, match="X has 3 rows but y has 2"):
@@ -730,3 +731,54 @@ def test_npz_labels_that_are_not_codes_are_encoded(tmp_path):
     assert ds.target_names == ["7", "2000"]
     np.savez(tmp_path / "codes.npz", X=X, y=np.array([0, 1, 2, 1]))
     assert load_npz(tmp_path / "codes.npz").target_names is None  # already codes: kept
+
+
+# ---------------------------------------------------------------- the task from the whole column
+@pytest.mark.parametrize("cells, match", [
+    (["1.5", "2", "?", "4", "5", "6.25", "7"], r"holds numbers, but 1 of its 7 cells are not finite "
+     r"numbers: line 4 '\?'\..*task='classification'"),
+    (["1.5", "2", "3", "4x", "5", "n/a", "7"], r"2 of its 7 cells .*line 5 '4x', line 7 'n/a'"),
+    (["cat", "dog", "cat", "7", "dog", "cat", "dog"], r"holds text labels, but 1 of its 7 cells are "
+     r"numbers: line 5 '7'"),
+])
+def test_one_odd_target_cell_never_changes_the_task(tmp_path, cells, match):
+    rows = "\n".join(f"{i},{cell}" for i, cell in enumerate(cells))
+    path = write_csv(tmp_path, "x,y\n" + rows + "\n")
+    with pytest.raises(ValueError, match=match):
+        load_csv(path)
+    # asked for explicitly, every value is a class label
+    labels = load_csv(path, task="classification")
+    assert labels.task == "classification" and labels.n_samples == 7
+    assert sorted(labels.target_names) == labels.target_names
+    assert [labels.target_names[c] for c in labels.y] == [c.rstrip("0").rstrip(".") if "." in c
+                                                          else c for c in cells]
+
+
+def test_the_offending_cells_are_listed_up_to_a_limit(tmp_path):
+    rows = "\n".join(f"{i},{'?' if i % 2 else i}" for i in range(30))
+    with pytest.raises(ValueError, match=r"15 of its 30 cells .*line 3 '\?'.* and 7 more\."):
+        load_csv(write_csv(tmp_path, "x,y\n" + rows + "\n"))
+
+
+def test_the_whole_column_decides_across_blocks(tmp_path, monkeypatch):
+    """The odd cell far from the first block is still found, and blocks keep rows in order."""
+    import jacnet._readers as readers
+
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 4)
+    rows = [f"{i},{i * 0.5},{i % 3}" for i in range(23)]
+    path = write_csv(tmp_path, "a,b,y\n" + "\n".join(rows) + "\n")
+    ds = load_csv(path)
+    np.testing.assert_array_equal(ds.X[:, 0], np.arange(23.0))
+    assert ds.task == "regression" and ds.y.tolist() == [i % 3 for i in range(23)]
+    rows[20] = "20,10,oops"
+    with pytest.raises(ValueError, match="line 22 'oops'"):
+        load_csv(write_csv(tmp_path, "a,b,y\n" + "\n".join(rows) + "\n"))
+    text = [f"{i},{'ab'[i % 2]}" for i in range(23)]
+    ds = load_csv(write_csv(tmp_path, "a,y\n" + "\n".join(text) + "\n"))
+    assert ds.target_names == ["a", "b"] and ds.y.tolist() == [i % 2 for i in range(23)]
+
+
+def test_header_false_reads_every_line(tmp_path):
+    path = write_csv(tmp_path, "1,2,3\n4,5,6\n")
+    ds = load_csv(path, header=False)
+    assert ds.n_samples == 2 and ds.feature_names == ["x1", "x2"] and ds.target_column == "x3"

@@ -14,13 +14,13 @@ Errors are one line on stderr; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
 import sys
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,7 +33,7 @@ _DEFAULTS: dict[str, Any] = {
     "loss": "auto", "optimizer": "adam", "lr": None, "weight_decay": None, "epochs": 100,
     "batch_size": 32, "seed": 0, "dtype": "float32", "test_size": 0.2,
     "validation_split": 0.0, "early_stopping": False, "patience": 10, "out": None,
-    "checkpoint_every": None, "progress": None,
+    "checkpoint_every": None, "progress": None, "no_header": False,
 }
 
 
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="built-in name (digits, iris, wine, breast_cancer, diabetes, xor, sine, "
                       "sinc, spirals, moons, fashion-mnist) or a .csv/.npz path [digits]")
     data.add_argument("--target", default=None, help="CSV target column, name or index [last]")
+    data.add_argument("--no-header", action="store_true", default=None,
+                      help="the CSV file has no header line: every line is data, the columns "
+                      "are x1, x2, ... and are matched by position later")
     data.add_argument("--task", choices=["classification", "regression"], default=None,
                       help="override the task inferred from a file")
     data.add_argument("--test-size", type=float, default=None,
@@ -123,15 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", metavar="MODEL", help="a model.npz written by jacnet train")
     evaluate.add_argument("data", metavar="DATA", help="built-in name or .csv/.npz path")
     evaluate.add_argument("--target", default=None, help="CSV target column [the training one]")
+    evaluate.add_argument("--no-header", action="store_true",
+                          help="the CSV file has no header line (columns by position)")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     predict = sub.add_parser("predict", help="predict with a saved model",
-                             description="Write predictions for DATA (features; a target "
-                             "column, if present, is ignored) as CSV or NPZ.")
+                             description="Write predictions for DATA as CSV or NPZ. CSV "
+                             "columns are matched to the model's features by name (any order; "
+                             "the training target column, if present, is ignored; other "
+                             "columns are refused), and read in blocks, so memory does not "
+                             "grow with the file.")
     predict.add_argument("model", metavar="MODEL", help="a model.npz written by jacnet train")
     predict.add_argument("data", metavar="DATA", help="built-in name or .csv/.npz path")
     predict.add_argument("--target", default=None, help="CSV target column to drop [the training one]")
+    predict.add_argument("--no-header", action="store_true",
+                         help="the CSV file has no header line (columns by position)")
     predict.add_argument("--out", "-o", default=None,
                          help="output .csv or .npz file [CSV on standard output]")
     predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
@@ -263,7 +273,7 @@ def _load_data(options: dict[str, Any]) -> tuple[Any, Any]:
     if jdata._canonical_name(str(spec)) == "fashion-mnist" and not Path(spec).is_file():
         return jdata.load_fashion_mnist()
     dataset = jdata.load(spec, target=_target_arg(options["target"]), task=options["task"],
-                         seed=options["seed"])
+                         seed=options["seed"], header=not options["no_header"])
     parts = jdata.split(dataset, test_size=options["test_size"], seed=options["seed"])
     return parts.train, parts.test
 
@@ -329,6 +339,9 @@ def _train(args: argparse.Namespace) -> int:
     scores = _score(model, loss, x_scaler, y_scaler, test.X, test.y)
     metadata = {
         "task": train.task, "loss": loss, "data": train.name, "feature_names": train.feature_names,
+        "named_features": not options["no_header"] and _named_columns(
+            str(options["data"]), train.feature_names, False),
+        "target_column": train.target_column,
         "target_names": train.target_names, "target": options["target"], "options": cli_options,
         "test_scores": scores, "epochs_trained": len(history), "train_seconds": elapsed,
         "stop_reason": history.stop_reason,
@@ -405,17 +418,77 @@ def _load_saved(path: str) -> Any:
     return saved
 
 
-def _dataset_for(saved: Any, spec: str, target: Any) -> Any:
+def _dataset_for(saved: Any, spec: str, target: Any, *, header: bool = True) -> Any:
+    """DATA as a Dataset whose columns are the model's features, in the model's order."""
     from jacnet import data as jdata
 
     meta = saved.metadata
-    target = _target_arg(target if target is not None else meta.get("target"))
     is_csv = str(spec).lower().endswith((".csv", ".csv.gz"))
-    dataset = jdata.load(spec, target=target if is_csv else None,
+    if target is None:
+        # The training file's target column by name (its position may differ here).
+        target = meta.get("target_column") if header else None
+        target = target if target is not None else meta.get("target")
+    target = _target_arg(target)
+    dataset = jdata.load(spec, target=target if is_csv else None, header=header,
                          task=meta["task"] if (is_csv or str(spec).lower().endswith(".npz")) else None)
     if dataset.task != meta["task"]:
         raise ValueError(f"{spec} holds {dataset.task} data but the model does {meta['task']}.")
+    by_name = (header or not is_csv) and _named_columns(spec, dataset.feature_names, is_csv)
+    order = _feature_order(dataset.feature_names, saved, spec, by_name=by_name, extra=None)
+    if order != list(range(dataset.n_features)):
+        dataset = jdata.Dataset(dataset.X[:, order], dataset.y, dataset.task, name=dataset.name,
+                                feature_names=[dataset.feature_names[j] for j in order],
+                                target_names=dataset.target_names,
+                                description=dataset.description,
+                                target_column=dataset.target_column)
     return dataset
+
+
+def _named_columns(spec: str, names: list[str], is_csv: bool) -> bool:
+    """Whether the data's column names are real (a CSV header, an NPZ's feature_names, a
+    built-in set) rather than the x1, x2, ... made up for a file without names."""
+    if is_csv:
+        return True
+    generated = [f"x{j + 1}" for j in range(len(names))]
+    return not (str(spec).lower().endswith(".npz") and names == generated)
+
+
+def _model_names(saved: Any) -> list[str] | None:
+    """The model's feature names when training saw real ones (scikit-learn's feature_names_in_)."""
+    meta = saved.metadata
+    names = meta.get("feature_names")
+    if meta.get("named_features") is False or not isinstance(names, list):
+        return None
+    return [str(n) for n in names]
+
+
+def _feature_order(columns: list[str], saved: Any, spec: str, *, by_name: bool,
+                   extra: str | None) -> list[int]:
+    """Indices of the model's features among ``columns``: by name when both sides have real
+    names (reordering as needed; ``extra``, the target column, may also be present), else by
+    position. Unknown or missing names are refused with the expected list."""
+    n_in = saved.model.in_features
+    names = _model_names(saved)
+    if by_name and names is not None:
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{spec}: the columns {repeated} appear more than once; name each "
+                             "column once.")
+        allowed = set(names) | ({extra} if extra else set())
+        unknown = [c for c in columns if c not in allowed]
+        missing = [n for n in names if n not in columns]
+        if unknown or missing:
+            problems = "; ".join(part for part in (
+                f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "")
+                if part)
+            target = f" (and optionally the target {extra!r})" if extra else ""
+            raise ValueError(f"{spec}: its columns do not match the model's features: {problems}. "
+                             f"The model expects the columns {names}{target}, in any order.")
+        return [columns.index(n) for n in names]
+    if len(columns) != n_in:
+        raise ValueError(f"{spec} has {len(columns)} feature columns but the model takes "
+                         f"{n_in}; pass --target to name the target column.")
+    return list(range(n_in))
 
 
 def _class_codes(dataset: Any, meta: dict[str, Any]) -> np.ndarray:
@@ -434,8 +507,7 @@ def _class_codes(dataset: Any, meta: dict[str, Any]) -> np.ndarray:
 def _evaluate(args: argparse.Namespace) -> int:
     saved = _load_saved(args.model)
     meta, prep = saved.metadata, saved.preprocessing
-    dataset = _dataset_for(saved, args.data, args.target)
-    _check_width(saved.model, dataset.n_features, args.data)
+    dataset = _dataset_for(saved, args.data, args.target, header=not args.no_header)
     y = _class_codes(dataset, meta) if meta["task"] == "classification" else dataset.y
     scores = _score(saved.model, meta["loss"], prep["X"], prep.get("y"), dataset.X, y)
     if args.json:
@@ -445,62 +517,65 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_width(model: Any, n_features: int, spec: str) -> None:
-    if n_features != model.in_features:
-        raise ValueError(f"{spec} has {n_features} feature columns but the model takes "
-                         f"{model.in_features}; pass --target to name the target column.")
+def _csv_feature_blocks(saved: Any, spec: str, target: Any, *, header: bool
+                        ) -> Iterator[np.ndarray]:
+    """The model's feature columns of a CSV file, block by block (memory flat in rows).
 
+    With real names on both sides, columns are matched by name (the training target
+    column may be present: it is never read); otherwise by position, all columns or all
+    but the target."""
+    from jacnet._readers import CsvReader, column_floats
 
-def _features_for_predict(saved: Any, spec: str, target: Any) -> np.ndarray:
-    """Feature rows of DATA: a target column is dropped when present, else every column is a feature."""
-    lower = str(spec).lower()
+    meta = saved.metadata
     n_in = saved.model.in_features
-    if lower.endswith(".csv") and Path(spec).is_file():
-        return _csv_features(spec, n_in, target if target is not None
-                             else saved.metadata.get("target"))
-    if lower.endswith(".npz") and Path(spec).is_file():
-        with np.load(spec, allow_pickle=False) as archive:
+    with CsvReader(spec, header=header, no_header_hint="--no-header") as reader:
+        columns = reader.columns
+        if header and _model_names(saved) is not None:
+            extra = (target if isinstance(target, str) and target in columns
+                     else meta.get("target_column"))
+            select = _feature_order(columns, saved, spec, by_name=True, extra=extra)
+        elif len(columns) == n_in + 1:
+            where = _target_arg(target if target is not None else meta.get("target"))
+            drop = where % len(columns) if isinstance(where, int) else (
+                columns.index(where) if where in columns else len(columns) - 1)
+            select = [j for j in range(len(columns)) if j != drop]
+        else:
+            select = _feature_order(columns, saved, spec, by_name=False, extra=None)
+        names = [columns[j] for j in select]
+        n_rows = 0
+        for cells, lines in reader.blocks():
+            n_rows += len(lines)
+            yield column_floats(cells[:, select], lines, names, reader.path)
+    if n_rows == 0:
+        raise ValueError(f"{spec} has a header but no data rows.")
+
+
+def _array_features(saved: Any, spec: str, target: Any) -> np.ndarray:
+    """The model's features from an NPZ file (array X) or a built-in data set."""
+    if str(spec).lower().endswith(".npz"):
+        from jacnet._readers import open_npz, read_npz_arrays
+        from jacnet._validation import check_array
+
+        with open_npz(spec) as archive:
             if "X" not in archive.files:
                 raise ValueError(f"{spec} has no array named 'X'; found {archive.files}.")
-            return np.asarray(archive["X"], dtype=np.float64)
+            arrays = read_npz_arrays(archive, Path(spec))
+        X = check_array(arrays["X"], "X", ndim=2, dtype=np.float64, owner=str(spec))
+        raw = arrays.get("feature_names")
+        named = (raw is not None and raw.dtype.kind in "US" and raw.ndim == 1
+                 and len(raw) == X.shape[1])
+        names = ([str(n) for n in raw.tolist()] if named and raw is not None
+                 else [f"x{j + 1}" for j in range(X.shape[1])])
+        order = _feature_order(names, saved, spec, by_name=_named_columns(spec, names, False),
+                               extra=None)
+        return X[:, order]
     return np.asarray(_dataset_for(saved, spec, target).X)
 
 
-def _csv_features(spec: str, n_in: int, target: Any) -> np.ndarray:
-    """The feature columns of a CSV: all of them, or all but the target column (whose cells
-    may be empty: predict never reads it)."""
-    with open(spec, encoding="utf-8-sig", newline="") as f:
-        header = next(csv.reader(f), [])
-    columns = list(range(len(header)))
-    if len(header) == n_in + 1:
-        target = _target_arg(target)
-        if isinstance(target, int):
-            drop = target % len(header)
-        elif target in header:
-            drop = header.index(target)
-        else:
-            drop = len(header) - 1  # the training default: the last column is the target
-        columns.remove(drop)
-    elif len(header) != n_in:
-        raise ValueError(f"{spec} has {len(header)} columns but the model takes {n_in} "
-                         f"features (plus, optionally, the target column).")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # loadtxt's own "no data" warning
-        try:
-            X = np.loadtxt(spec, delimiter=",", skiprows=1, ndmin=2, usecols=columns,
-                           dtype=np.float64)
-        except ValueError as exc:
-            raise ValueError(f"{spec}: every feature cell must be a number ({exc}).") from exc
-    if X.shape[0] == 0:
-        raise ValueError(f"{spec} has a header but no data rows.")
-    return X
-
-
-def _predict(args: argparse.Namespace) -> int:
-    saved = _load_saved(args.model)
+def _prediction_columns(saved: Any, X: np.ndarray) -> dict[str, np.ndarray]:
+    """What `jacnet predict` writes for feature rows X: labels and class probabilities, or
+    predictions in target units."""
     meta, prep = saved.metadata, saved.preprocessing
-    X = _features_for_predict(saved, args.data, args.target)
-    _check_width(saved.model, X.shape[1], args.data)
     out = _predict_values(saved.model, prep["X"].transform(X), prep.get("y"))
     columns: dict[str, np.ndarray] = {}
     if meta["task"] == "classification":
@@ -520,26 +595,37 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         for k in range(out.shape[1]):
             columns["prediction" if out.shape[1] == 1 else f"prediction_{k}"] = out[:, k]
-    if args.out is not None and str(args.out).lower().endswith(".npz"):
-        from jacnet.io import atomic_write
+    return columns
 
-        with atomic_write(args.out) as f:
-            cast(Any, np.savez)(f, **columns)
-        return 0
-    rows = zip(*(col.tolist() for col in columns.values()))
-    if args.out is None:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-        return 0
-    if not str(args.out).lower().endswith(".csv"):
-        raise UsageError(f"--out must end in .csv or .npz; got {args.out!r}.")
+
+def _predict(args: argparse.Namespace) -> int:
     from jacnet.io import atomic_write
 
-    with atomic_write(args.out, "w") as f:
+    out = None if args.out is None else str(args.out)
+    if out is not None and not out.lower().endswith((".csv", ".npz")):
+        raise UsageError(f"--out must end in .csv or .npz; got {args.out!r}.")
+    saved = _load_saved(args.model)
+    spec = args.data
+    if str(spec).lower().endswith((".csv", ".csv.gz")) and Path(spec).exists():
+        blocks: Iterator[np.ndarray] = _csv_feature_blocks(saved, spec, args.target,
+                                                           header=not args.no_header)
+    else:
+        if args.no_header:
+            raise UsageError("--no-header applies only to CSV files.")
+        blocks = iter([_array_features(saved, spec, args.target)])
+    if out is not None and out.lower().endswith(".npz"):
+        parts = [_prediction_columns(saved, X) for X in blocks]
+        columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        with atomic_write(out) as f:
+            cast(Any, np.savez)(f, **columns)
+        return 0
+    with (atomic_write(out, "w") if out is not None else contextlib.nullcontext(sys.stdout)) as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
+        for i, X in enumerate(blocks):
+            columns = _prediction_columns(saved, X)
+            if i == 0:
+                writer.writerow(columns)
+            writer.writerows(zip(*(col.tolist() for col in columns.values())))
     return 0
 
 

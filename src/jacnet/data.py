@@ -16,7 +16,6 @@ the training rows only.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import gzip
 import math
@@ -29,6 +28,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jacnet._readers import (
+    CsvReader,
+    check_file,
+    column_floats,
+    count_lines,
+    open_npz,
+    parse_number,
+    read_npz_arrays,
+)
 from jacnet._validation import check_array, check_choice, check_positive_int
 
 __all__ = [
@@ -78,6 +86,8 @@ class Dataset:
         name of each output column, or None.
     description : str, default ""
         One line saying where the data come from.
+    target_column : str or None, optional
+        The name of the file column the targets were read from (CSV files).
 
     Examples
     --------
@@ -95,6 +105,7 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     target_names: list[str] | None = None
     description: str = ""
+    target_column: str | None = None
 
     def __post_init__(self) -> None:
         owner = f"Dataset {self.name!r}"
@@ -176,6 +187,7 @@ class Dataset:
             feature_names=list(self.feature_names),
             target_names=None if self.target_names is None else list(self.target_names),
             description=self.description,
+            target_column=self.target_column,
         )
 
     def __repr__(self) -> str:
@@ -602,48 +614,47 @@ _GENERATORS = {
 # --------------------------------------------------------------------------------------
 
 
-def _parse_number(cell: str) -> float | None:
-    """Return ``cell`` as a finite float, or None if it is not one."""
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def load_csv(
     path: str | Path,
     target: str | int | None = None,
     *,
     delimiter: str = ",",
     task: str | None = None,
+    header: bool = True,
 ) -> Dataset:
-    """Read a CSV file with a header row into a :class:`Dataset`.
+    """Read a CSV file into a :class:`Dataset`, block by block (memory ~ the arrays).
 
     Parameters
     ----------
     path : str or Path
-        The file (``.csv`` or gzip-compressed ``.csv.gz``), UTF-8, first line = names.
+        The file (``.csv`` or gzip-compressed ``.csv.gz``), UTF-8.
     target : str or int, optional
         The target column, by name or by index (negative counts from the end).
         Default: the last column.
     delimiter : str, default ","
     task : {"classification", "regression"}, optional
-        Default: regression when every target cell is a number, classification when
-        the targets are text (encoded with :func:`encode_labels`; the original
-        labels become ``target_names``). Pass ``"classification"`` for numeric labels.
+        Default: decided from the target column as a whole: regression when every
+        cell is a finite number, classification when every cell is text (encoded with
+        :func:`encode_labels`; the labels become ``target_names``). A column that mixes
+        the two is refused with the offending cells listed. Pass ``"classification"``
+        for numeric (or mixed) labels.
+    header : bool, default True
+        True: the first line names the columns, and a first line of numbers is
+        refused (it looks like data). False: every line is data and the columns are
+        named ``x1, x2, ...``.
 
     Returns
     -------
     Dataset
-        ``X`` is every column but the target, float64.
+        ``X`` is every column but the target, float64; ``target_column`` names the target.
 
     Raises
     ------
     ValueError
-        No header, unknown target column (the message lists the columns), a row of the
-        wrong length, or a feature cell that is not a finite number (the message names
-        the column, the 1-based line number and the value).
+        A missing header, unknown target column (the message lists the columns), a row
+        of the wrong length, a feature cell that is not a finite number (the message
+        names the column, the 1-based line number and the value), or a target column
+        that mixes numbers with text or empty cells (the message lists them).
 
     Examples
     --------
@@ -658,90 +669,144 @@ def load_csv(
     path = Path(path)
     if task is not None:
         task = check_choice(task, "task", TASKS)
-    if not isinstance(delimiter, str) or len(delimiter) != 1:
-        raise ValueError(f"delimiter must be a single character such as ','; got {delimiter!r}.")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        header: list[str] | None = None
-        rows: list[list[str]] = []
-        line_numbers: list[int] = []
-        for row in reader:
-            if not row or all(not cell.strip() for cell in row):
-                continue  # blank lines carry no sample
-            if header is None:
-                header = [cell.strip() for cell in row]
-                continue
-            if len(row) != len(header):
-                raise ValueError(
-                    f"{path}, line {reader.line_num}: expected {len(header)} fields (as in "
-                    f"the header) but found {len(row)}. Check the delimiter "
-                    f"(delimiter={delimiter!r}) and quoting."
-                )
-            rows.append([cell.strip() for cell in row])
-            line_numbers.append(reader.line_num)
-    if header is None:
-        raise ValueError(f"{path} is empty; a CSV file needs a header row and data rows.")
-    if all(_parse_number(cell) is not None for cell in header):
-        raise ValueError(
-            f"The first line of {path} looks like data ({','.join(header[:4])}...); "
-            "load_csv needs a header row naming the columns. Add one, e.g. 'x1,x2,y'."
-        )
-    if len(header) < 2:
-        raise ValueError(
-            f"{path} has a single column {header[0]!r}; a data set needs at least one "
-            "feature column and a target column."
-        )
-    if not rows:
+    with CsvReader(path, delimiter=delimiter, header=header) as reader:
+        columns = reader.columns
+        if len(columns) < 2:
+            raise ValueError(
+                f"{path} has a single column {columns[0]!r}; a data set needs at least one "
+                "feature column and a target column."
+            )
+        target_index = _target_index(columns, target, path)
+        feature_index = [j for j in range(len(columns)) if j != target_index]
+        feature_names = [columns[j] for j in feature_index]
+        capacity = count_lines(reader.path)
+        X = np.empty((capacity, len(feature_index)))
+        target_cells = _TargetColumn(capacity)
+        n = 0
+        for cells, lines in reader.blocks():
+            rows = len(lines)
+            X[n:n + rows] = column_floats(cells[:, feature_index], lines, feature_names, path)
+            target_cells.add(cells[:, target_index], lines, n)
+            n += rows
+    if n == 0:
         raise ValueError(f"{path} has a header but no data rows.")
-    target_index = _target_index(header, target, path)
-    feature_index = [j for j in range(len(header)) if j != target_index]
-
-    X = np.empty((len(rows), len(feature_index)))
-    for i, (row, line) in enumerate(zip(rows, line_numbers, strict=True)):
-        for k, j in enumerate(feature_index):
-            value = _parse_number(row[j])
-            if value is None:
-                raise ValueError(
-                    f"{path}, line {line}, column {header[j]!r}: feature value "
-                    f"{row[j]!r} is not a finite number. Features must be numeric; "
-                    "fix or drop that row, or encode text columns as numbers."
-                )
-            X[i, k] = value
-
-    raw_target = [row[target_index] for row in rows]
-    for cell, line in zip(raw_target, line_numbers, strict=True):
-        if not cell:
-            raise ValueError(
-                f"{path}, line {line}, column {header[target_index]!r}: the target is empty."
-            )
-    numbers = [_parse_number(cell) for cell in raw_target]
-    numeric = all(v is not None for v in numbers)
-    if task is None:
-        task = "regression" if numeric else "classification"
-    if task == "regression":
-        if not numeric:
-            first = next(i for i, v in enumerate(numbers) if v is None)
-            raise ValueError(
-                f"{path}, line {line_numbers[first]}, column {header[target_index]!r}: "
-                f"regression target {raw_target[first]!r} is not a finite number. "
-                "Pass task='classification' for text labels."
-            )
-        y = np.array(numbers, dtype=np.float64)
-        target_names: list[str] = [header[target_index]]
-    else:
-        codes, classes = encode_labels(np.array(numbers) if numeric else np.array(raw_target))
-        y = codes
-        target_names = [_label_text(c) for c in classes.tolist()]
+    X.resize((n, len(feature_index)), refcheck=False)
+    name = columns[target_index]
+    y, task, target_names = target_cells.finish(n, task, f"{path}: the target column {name!r}")
     return Dataset(
         X,
         y,
         task,
         name=path.name.split(".")[0],
-        feature_names=[header[j] for j in feature_index],
-        target_names=target_names,
-        description=f"CSV file {path}, target column {header[target_index]!r}",
+        feature_names=feature_names,
+        target_names=[name] if task == "regression" else target_names,
+        description=f"CSV file {path}, target column {name!r}",
+        target_column=name,
     )
+
+
+class _TargetColumn:
+    """A CSV target column read block by block: numbers as float64, text as codes into a
+    small label table, never one Python string per row. :meth:`finish` decides the task
+    from the whole column."""
+
+    _SHOWN = 8
+
+    def __init__(self, capacity: int) -> None:
+        self.values = np.full(capacity, np.nan)
+        self.text_codes: np.ndarray | None = None  # -1 where the cell is a number
+        self.labels: dict[str, int] = {}
+        self.text_cells: list[tuple[int, str]] = []  # (line, cell), the first few
+        self.number_cells: list[tuple[int, str]] = []
+        self.n_text = 0
+        self.empty_lines: list[int] = []
+        self.n_empty = 0
+
+    def add(self, cells: np.ndarray, lines: np.ndarray, start: int) -> None:
+        rows = len(cells)
+        if len(self.number_cells) < self._SHOWN:
+            for i in range(min(rows, self._SHOWN)):
+                if parse_number(str(cells[i])) is not None:
+                    self.number_cells.append((int(lines[i]), str(cells[i])))
+            del self.number_cells[self._SHOWN:]
+        try:
+            values = cells.astype(np.float64)
+        except ValueError:
+            values = None
+        if values is not None and np.isfinite(values).all():
+            self.values[start:start + rows] = values
+            return
+        for i, cell in enumerate(cells.tolist()):
+            value = parse_number(cell)
+            if value is not None:
+                self.values[start + i] = value
+                continue
+            if not cell:
+                self.n_empty += 1
+                if len(self.empty_lines) < self._SHOWN:
+                    self.empty_lines.append(int(lines[i]))
+                continue
+            if self.text_codes is None:
+                self.text_codes = np.full(len(self.values), -1, dtype=np.int32)
+            self.text_codes[start + i] = self.labels.setdefault(cell, len(self.labels))
+            self.n_text += 1
+            if len(self.text_cells) < self._SHOWN:
+                self.text_cells.append((int(lines[i]), cell))
+
+    @staticmethod
+    def _cells(cells: list[tuple[int, str]], total: int) -> str:
+        shown = ", ".join(f"line {line} {cell!r}" for line, cell in cells)
+        return shown + (f" and {total - len(cells)} more" if total > len(cells) else "")
+
+    def finish(self, n: int, task: str | None, where: str
+               ) -> tuple[np.ndarray, str, list[str] | None]:
+        if self.n_empty:
+            lines = ", ".join(map(str, self.empty_lines))
+            hidden = self.n_empty - len(self.empty_lines)
+            more = f" and {hidden} more" if hidden else ""
+            raise ValueError(f"{where} is empty on {self.n_empty} line(s): {lines}{more}. "
+                             "Fill in those targets or drop those rows.")
+        n_numbers = n - self.n_text
+        if task is None and self.n_text and n_numbers:
+            if n_numbers >= self.n_text:
+                raise ValueError(
+                    f"{where} holds numbers, but {self.n_text} of its {n} cells are not finite "
+                    f"numbers: {self._cells(self.text_cells, self.n_text)}. Fix or drop those "
+                    "rows; if the column holds class labels, pass task='classification' "
+                    "(jacnet train --task classification).")
+            raise ValueError(
+                f"{where} holds text labels, but {n_numbers} of its {n} cells are numbers: "
+                f"{self._cells(self.number_cells, n_numbers)}. Check those cells; to use every "
+                "value as a class label, pass task='classification' (jacnet train --task "
+                "classification).")
+        if task is None:
+            task = "classification" if self.n_text else "regression"
+        values = self.values[:n]
+        if task == "regression":
+            if self.n_text:
+                raise ValueError(
+                    f"{where}: {self.n_text} of its {n} cells are not finite numbers, as a "
+                    f"regression target must be: {self._cells(self.text_cells, self.n_text)}. "
+                    "Fix or drop those rows, or pass task='classification' for class labels.")
+            return values.copy(), task, None
+        if not self.n_text:
+            codes, classes = encode_labels(values)
+            return codes, task, [_label_text(c) for c in classes.tolist()]
+        # Text labels, possibly mixed with numbers (task='classification' was asked).
+        assert self.text_codes is not None
+        text_codes = self.text_codes[:n]
+        numeric = text_codes < 0
+        number_labels, number_codes = np.unique(values[numeric], return_inverse=True)
+        number_names = [_label_text(v) for v in number_labels.tolist()]
+        text_names = list(self.labels)
+        names = sorted(set(number_names) | set(text_names))
+        position = {name: k for k, name in enumerate(names)}
+        y = np.empty(n, dtype=np.int64)
+        y[~numeric] = np.array([position[t] for t in text_names], dtype=np.int64)[text_codes[~numeric]]
+        if number_names:
+            y[numeric] = np.array([position[t] for t in number_names],
+                                  dtype=np.int64)[number_codes.reshape(-1)]
+        return y, task, names
 
 
 def _label_text(label: Any) -> str:
@@ -817,18 +882,7 @@ def load_npz(path: str | Path, *, task: str | None = None) -> Dataset:
     path = Path(path)
     if task is not None:
         task = check_choice(task, "task", TASKS)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(
-            f"{path} could not be read as a .npz archive ({exc}). Save one with "
-            "np.savez(path, X=X, y=y)."
-        ) from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(
-            f"{path} holds a single array, not a .npz archive; save one with np.savez(path, X=X, y=y)."
-        )
-    with archive:
+    with open_npz(path) as archive:
         keys = list(archive.files)
         missing = [k for k in ("X", "y") if k not in keys]
         if missing:
@@ -836,13 +890,7 @@ def load_npz(path: str | Path, *, task: str | None = None) -> Dataset:
                 f"{path} must contain arrays named 'X' and 'y'; missing {missing}, found "
                 f"{keys}. Save with np.savez(path, X=X, y=y)."
             )
-        try:
-            arrays = {k: archive[k] for k in keys}
-        except ValueError as exc:
-            raise ValueError(
-                f"{path} holds object arrays, which need pickle and are refused for "
-                f"safety ({exc}). Save plain numeric or string arrays."
-            ) from exc
+        arrays = read_npz_arrays(archive, path)
     X, y = arrays["X"], arrays["y"]
     text = y.dtype.kind in "US"
     if task is None:
@@ -1127,6 +1175,7 @@ def load(
     target: str | int | None = None,
     task: str | None = None,
     seed: SeedLike = 0,
+    header: bool = True,
 ) -> Dataset:
     """Load a data set from a built-in name or a file path (the CLI's ``--data``).
 
@@ -1142,6 +1191,8 @@ def load(
         CSV and NPZ only: override the inferred task.
     seed : int or numpy.random.Generator, default 0
         Built-in generated sets only.
+    header : bool, default True
+        CSV only: False when the file has no header line (see :func:`load_csv`).
 
     Returns
     -------
@@ -1152,7 +1203,7 @@ def load(
     ValueError
         Neither a known name nor a supported file type (the message lists both).
     FileNotFoundError
-        A file path that does not exist.
+        A file path that does not exist (a folder is ``IsADirectoryError``).
 
     Examples
     --------
@@ -1172,14 +1223,20 @@ def load(
     is_csv = lower.endswith((".csv", ".csv.gz"))
     is_npz = lower.endswith(".npz")
     is_idx = lower.endswith((".idx", ".gz")) or bool(_IDX_NAME.match(lower))
+    if lower.endswith(".npy"):
+        raise ValueError(
+            f"{path} is a .npy file (one array); data sets are .npz archives holding X and y: "
+            "save them with np.savez(path, X=X, y=y)."
+        )
     if not (is_csv or is_npz or is_idx):
         raise ValueError(
             f"{_unknown_name_message(text)} Or give a file ending in .csv, .npz, .idx or .gz."
         )
-    if not path.is_file():
-        raise FileNotFoundError(f"Data file {path} not found.")
+    path = check_file(path, "Data file")
     if is_csv:
-        return load_csv(path, target, task=task)
+        return load_csv(path, target, task=task, header=header)
+    if not header:
+        raise ValueError(f"header=False applies only to CSV files; {path} is not one.")
     if target is not None:
         raise ValueError(f"target= applies only to CSV files; {path} is not one.")
     if is_npz:
