@@ -782,3 +782,114 @@ def test_header_false_reads_every_line(tmp_path):
     path = write_csv(tmp_path, "1,2,3\n4,5,6\n")
     ds = load_csv(path, header=False)
     assert ds.n_samples == 2 and ds.feature_names == ["x1", "x2"] and ds.target_column == "x3"
+
+
+# ---------------------------------------------------------------- one clear line per bad file
+def _npz_with_member(path, name, member_bytes):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("y.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(3))
+        archive.writestr(name, member_bytes)
+    return path
+
+
+def _npy_bytes(header_text, data=b""):
+    header = header_text.encode("latin1")
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data
+
+
+def _damaged_npz(tmp_path, kind):
+    path = tmp_path / "bad.npz"
+    if kind == "header":  # NumPy's own message would be ('EOF in multi-line statement', (2, 0))
+        return _npz_with_member(path, "X.npy", _npy_bytes("{'descr': '<f8', 'shape': (3,\n"))
+    if kind == "huge":
+        return _npz_with_member(path, "X.npy", _npy_bytes(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }\n", b"\0" * 24))
+    if kind == "magic":
+        return _npz_with_member(path, "X.npy", b"\x93NUMPY\x0c\x01rest")
+    if kind == "objects":
+        np.savez(path, X=np.zeros((3, 1)), y=np.array([None, 1, "a"], dtype=object))
+        return path
+    np.savez(path, X=np.zeros((3, 1)), y=np.zeros(3))
+    data = bytearray(path.read_bytes())
+    if kind == "zip-version":  # zipfile's own message would be "zip file version 12.1"
+        central = data.find(b"PK\x01\x02")
+        data[central + 6:central + 8] = (121).to_bytes(2, "little")
+    elif kind == "truncated":
+        data = data[: len(data) // 2]
+    elif kind == "crc":
+        start = data.find(b"X.npy") + 5 + 80
+        data[start:start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("header", r"array 'X' is damaged \(its header is missing, truncated or does not parse\)"),
+    ("huge", r"array 'X' is damaged: its header claims shape \(1000000000000,\) of float64 "
+             r"\(8000000000000 bytes\) but the archive stores 24 bytes"),
+    ("magic", r"array 'X' is damaged \(its header is missing, truncated or does not parse\)"),
+    ("objects", r"array 'y' holds Python objects, which would need pickle"),
+    ("zip-version", r"damaged \.npz archive \(it uses a zip feature \(version or compression "
+                    r"method\) NumPy cannot read\)"),
+    ("truncated", r"damaged \.npz archive \(its zip structure is broken: truncated or not a zip"),
+    ("crc", r"damaged \.npz archive"),
+])
+def test_a_damaged_npz_says_what_is_damaged(tmp_path, kind, match):
+    path = _damaged_npz(tmp_path, kind)
+    with pytest.raises(ValueError, match=match) as info:
+        load_npz(path)
+    assert "EOF in multi-line" not in str(info.value) and "12.1" not in str(info.value)
+    from jacnet.io import load_model
+
+    with pytest.raises(ValueError, match=r"damaged|holds Python objects"):
+        load_model(path)
+
+
+def test_folders_fifos_and_npy_files_are_named_for_what_they_are(tmp_path):
+    import os
+
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "folder.npz").mkdir()
+    os.mkfifo(tmp_path / "pipe.csv")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    np.save(tmp_path / "one_npy.npz", np.zeros(3))  # np.save keeps the name it is given
+    os.replace(tmp_path / "one_npy.npz.npy", tmp_path / "one_npy.npz")
+    with pytest.raises(IsADirectoryError, match=r"folder\.csv is a folder, not a file"):
+        load(str(tmp_path / "folder.csv"))
+    with pytest.raises(IsADirectoryError, match=r"folder\.npz is a folder"):
+        load(str(tmp_path / "folder.npz"))
+    with pytest.raises(ValueError, match=r"pipe.csv is a FIFO \(named pipe\), not a regular file"):
+        load(str(tmp_path / "pipe.csv"))
+    with pytest.raises(ValueError, match=r"one.npy is a \.npy file \(one array\); data sets are "
+                                         r"\.npz archives"):
+        load(str(tmp_path / "one.npy"))
+    with pytest.raises(ValueError, match=r"one_npy.npz is a \.npy file \(one array\), not a \.npz"):
+        load_npz(tmp_path / "one_npy.npz")
+    from jacnet.io import load_model
+
+    for name, error in (("folder.npz", IsADirectoryError), ("pipe.csv", ValueError),
+                        ("one.npy", ValueError)):
+        with pytest.raises(error, match=r"jacnet model file .* (folder|FIFO|\.npy file)"):
+            load_model(tmp_path / name)
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"a,b\n" + b"1," + b"9" * 200_000 + b"\n", r"line 2: not valid CSV \(field larger than"),
+    (b"a,b\n1,\xff\xfe\n", r"not UTF-8 text"),
+])
+def test_csv_reader_errors_are_one_line(tmp_path, content, match):
+    (tmp_path / "t.csv").write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        load_csv(tmp_path / "t.csv")
+
+
+def test_a_truncated_gzip_csv_is_one_line(tmp_path):
+    import gzip
+
+    data = gzip.compress(b"a,b\n" + b"1,2\n" * 5000)
+    (tmp_path / "t.csv.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"t.csv.gz is (a damaged|not a readable) gzip file"):
+        load_csv(tmp_path / "t.csv.gz")

@@ -103,8 +103,8 @@ def test_checkpoint_round_trip_with_nested_state(tmp_path, model):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        (b"", "corrupt, truncated"),
-        (b"this is not an archive at all", "corrupt, truncated"),
+        (b"", r"jacnet model file .* is not a \.npz archive \(it does not start like a zip"),
+        (b"this is not an archive at all", r"is not a \.npz archive .*save_model or `jacnet train`"),
     ],
 )
 def test_garbage_files_give_a_clear_error(tmp_path, content, match):
@@ -119,7 +119,8 @@ def test_truncated_file_gives_a_clear_error(tmp_path, model):
     save_model(path, model)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="not a readable jacnet model file: it is corrupt"):
+    with pytest.raises(ValueError, match=r"is a damaged \.npz archive \(its zip structure is broken: "
+                                         r"truncated or not a zip file\); give a file written"):
         load_model(path)
 
 
@@ -167,7 +168,7 @@ def test_missing_file(tmp_path):
 def test_params_that_do_not_fit_the_architecture(tmp_path, model):
     write_archive(tmp_path / "m.npz", "model", {"architecture": model.get_config(),
                                                  "dtype": "float64", "params": np.zeros(3)})
-    with pytest.raises(ValueError, match=r"cannot be rebuilt.*do not match"):
+    with pytest.raises(ValueError, match=r"architecture needs more than 3 parameters but it stores 3"):
         load_model(tmp_path / "m.npz")
 
 
@@ -192,3 +193,80 @@ def test_saved_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------- complete validation
+def _model_content(model, **changes):
+    content = {"architecture": model.get_config(), "dtype": "float64",
+               "params": model.params.copy(),
+               "preprocessing": {"X": StandardScaler().fit(np.ones((2, 3))), "y": None},
+               "metadata": {"task": "classification", "loss": "cross_entropy",
+                            "feature_names": ["a", "b", "c"], "target_names": ["no", "yes"]}}
+    for key, value in changes.items():
+        if key in content["metadata"] or key in ("feature_names", "target_names", "task", "loss"):
+            content["metadata"][key] = value
+        else:
+            content[key] = value
+    return content
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"params": "nan"}, r"1 of its 32 parameters are NaN or infinite"),
+    ({"params": "inf"}, r"1 of its 32 parameters are NaN or infinite"),
+    ({"task": "banana"}, r"inconsistent: its task is 'banana'"),
+    ({"loss": "hinge"}, r"its loss is 'hinge'"),
+    ({"task": "regression"}, r"a regressor saved with the cross_entropy loss"),
+    ({"feature_names": ["a", "b"]}, r"it names 2 features but the network takes 3 inputs"),
+    ({"feature_names": "abc"}, r"names str features"),
+    ({"target_names": ["a", "b", "c"]}, r"it names 3 classes but the network has 2 outputs"),
+    ({"target_names": [1, 2]}, r"target_names must be a list of strings"),
+    ({"preprocessing": {"X": StandardScaler().fit(np.ones((2, 4)))}},
+     r"its X scaler has 4 columns but the network has 3 inputs"),
+    ({"preprocessing": {"y": StandardScaler().fit(np.ones((2, 3)))}},
+     r"its y scaler has 3 columns but the network has 2 outputs"),
+    ({"dtype": "complex64"}, r"its dtype is 'complex64'"),
+    ({"architecture": 5}, r"architecture must be a non-empty list .* got int"),
+    ({"architecture": [{"type": "Linear", "in_features": 10**9, "out_features": 10**9}]},
+     r"architecture needs more than 32 parameters but it stores 32"),
+    ({"architecture": [{"type": "Linear", "in_features": -3, "out_features": 5}]},
+     r"layer 0 \(Linear\) has sizes \[-3, 5\]"),
+    ({"architecture": [{"type": "Linear", "in_features": 3, "out_features": 5},
+                       {"type": "Linear", "in_features": 4, "out_features": 2}]},
+     r"layer 1 takes 4 inputs but the layer before it gives 5"),
+    ({"params": np.zeros((4, 8))}, r"parameters must be a 1-D float array; got \(4, 8\)"),
+    ({"metadata": [1, 2]}, r"its metadata must be a dict"),
+])
+def test_an_inconsistent_model_file_is_refused_on_load(tmp_path, model, changes, match):
+    if isinstance(changes.get("params"), str):
+        params = model.params.copy()
+        params[4] = float(changes["params"])
+        changes = {"params": params}
+    write_archive(tmp_path / "m.npz", "model", _model_content(model, **changes))
+    with pytest.raises(ValueError, match=match):
+        load_model(tmp_path / "m.npz")
+
+
+def test_the_reference_content_loads(tmp_path, model):
+    """The table above changes one thing at a time from content that is valid."""
+    write_archive(tmp_path / "m.npz", "model", _model_content(model))
+    assert load_model(tmp_path / "m.npz").metadata["task"] == "classification"
+
+
+def test_deeply_nested_metadata_is_refused_without_recursion_error(tmp_path, model):
+    import json as _json
+    import zipfile
+
+    save_model(tmp_path / "m.npz", model)
+    for depth in (100, 100_000):
+        nested = "[" * depth + "]" * depth
+        document = _json.dumps({"architecture": model.get_config(), "dtype": "float64",
+                                "params": {"__array__": "params"}, "metadata": {"x": 0}})
+        document = document.replace('{"x": 0}', '{"x": ' + nested + "}")
+        with zipfile.ZipFile(tmp_path / "deep.npz", "w") as archive:
+            for name, value in (("__jacnet__", np.array("model")),
+                                ("__format_version__", np.array(1)),
+                                ("__json__", np.array(document)), ("params", model.params)):
+                with archive.open(name + ".npy", "w") as member:
+                    np.lib.format.write_array(member, value)
+        with pytest.raises(ValueError, match="nests deeper than 64 levels"):
+            load_model(tmp_path / "deep.npz")

@@ -16,6 +16,7 @@ import gzip
 import math
 import os
 import stat
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -76,9 +77,11 @@ def parse_number(cell: str) -> float | None:
 # --------------------------------------------------------------------------------------
 
 
-def _npz_damage(path: Path, exc: BaseException) -> ValueError:
-    return ValueError(f"{path} is a damaged .npz archive ({_reason(exc)}); write it again "
-                      "with np.savez.")
+_NPZ_FIX = "save the arrays with np.savez(path, X=X, y=y)"
+
+
+def _npz_damage(path: Path, exc: BaseException, fix: str = _NPZ_FIX) -> ValueError:
+    return ValueError(f"{path} is a damaged .npz archive ({_reason(exc)}); {fix}.")
 
 
 def _reason(exc: BaseException) -> str:
@@ -93,7 +96,7 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
-def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, fix: str) -> None:
     """Check one ``.npy`` member's header: readable, no objects, and a claimed size that
     the stored bytes can hold (so that nothing huge is allocated for a hostile file)."""
     key = info.filename[:-4]
@@ -103,27 +106,28 @@ def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -
             reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                       else np.lib.format.read_array_header_2_0)
             shape, _, dtype = reader(member, max_header_size=MAX_NPY_HEADER)
-        except (ValueError, SyntaxError, TypeError, EOFError, OverflowError, MemoryError) as exc:
+        except (ValueError, SyntaxError, TypeError, EOFError, OverflowError, MemoryError,
+                RecursionError, tokenize.TokenError) as exc:
             detail = "its header is longer than allowed" if "max_header_size" in str(exc) else \
                 "its header is missing, truncated or does not parse"
-            raise ValueError(f"{path}: array {key!r} is damaged ({detail}); write the archive "
-                             "again with np.savez.") from None
+            raise ValueError(f"{path}: array {key!r} is damaged ({detail}); {fix}.") from None
         header_bytes = member.tell()
     if dtype.hasobject:
         raise ValueError(f"{path}: array {key!r} holds Python objects, which would need pickle "
                          "and are refused for safety; save plain numeric or string arrays.")
     if any(not isinstance(n, int) or n < 0 for n in shape):
-        raise ValueError(f"{path}: array {key!r} is damaged (its header claims shape {shape}).")
+        raise ValueError(f"{path}: array {key!r} is damaged (its header claims shape {shape}); "
+                         f"{fix}.")
     claimed = math.prod(shape) * dtype.itemsize
     stored = info.file_size - header_bytes
     if claimed != stored:
         raise ValueError(
             f"{path}: array {key!r} is damaged: its header claims shape {shape} of {dtype} "
-            f"({claimed} bytes) but the archive stores {stored} bytes; write it again with np.savez."
+            f"({claimed} bytes) but the archive stores {stored} bytes; {fix}."
         )
 
 
-def open_npz(path: str | os.PathLike[str], what: str = "data file") -> Any:
+def open_npz(path: str | os.PathLike[str], what: str = "data file", fix: str = _NPZ_FIX) -> Any:
     """Open an ``.npz`` archive (``allow_pickle=False``) after checking every member.
 
     Returns the ``NpzFile`` (a context manager). Raises ``ValueError`` naming what is
@@ -134,32 +138,31 @@ def open_npz(path: str | os.PathLike[str], what: str = "data file") -> Any:
     with open(path, "rb") as handle:
         magic = handle.read(6)
     if magic == b"\x93NUMPY":
-        raise ValueError(f"{path} is a .npy file (one array), not a .npz archive; save the "
-                         "arrays with np.savez(path, X=X, y=y).")
+        raise ValueError(f"{what} {path} is a .npy file (one array), not a .npz archive; {fix}.")
     if not magic.startswith(b"PK"):
-        raise ValueError(f"{path} is not a .npz archive (it does not start like a zip file); "
-                         "save the arrays with np.savez(path, X=X, y=y).")
+        raise ValueError(f"{what} {path} is not a .npz archive (it does not start like a zip "
+                         f"file); {fix}.")
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if info.filename.endswith(".npy"):
-                    _check_member(path, archive, info)
+                    _check_member(path, archive, info, fix)
         return np.load(path, allow_pickle=False)
     except ValueError:
         raise
     except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error, OSError,
             RuntimeError) as exc:
-        raise _npz_damage(path, exc) from None
+        raise _npz_damage(path, exc, fix) from None
 
 
-def read_npz_arrays(archive: Any, path: Path) -> dict[str, np.ndarray]:
+def read_npz_arrays(archive: Any, path: Path, fix: str = _NPZ_FIX) -> dict[str, np.ndarray]:
     """Every array of an open archive; a failing checksum or truncated member is one error."""
     try:
         return {key: archive[key] for key in archive.files}
     except ValueError as exc:
-        raise ValueError(f"{path} is a damaged .npz archive ({exc}).") from None
+        raise ValueError(f"{path} is a damaged .npz archive ({exc}); {fix}.") from None
     except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error, OSError) as exc:
-        raise _npz_damage(path, exc) from None
+        raise _npz_damage(path, exc, fix) from None
 
 
 # --------------------------------------------------------------------------------------

@@ -20,13 +20,13 @@ import contextlib
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
 import numpy as np
 
+from jacnet._readers import open_npz, read_npz_arrays
 from jacnet.network import Sequential
 
 __all__ = [
@@ -218,29 +218,30 @@ def read_archive(path: PathLike, kind: str) -> dict[str, Any]:
         newer format version.
     """
     path = Path(path)
-    if not path.is_file():
+    what = f"jacnet {kind} file"
+    fix = f"give a file written by jacnet's save_{kind}" + (" or `jacnet train`" if kind in (
+        "model", "checkpoint") else "")
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path} does not exist.")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array, not an archive")
+        with open_npz(path, what, fix) as archive:
             keys = list(archive.files)
             if _KIND_KEY not in keys or _JSON_KEY not in keys or _VERSION_KEY not in keys:
                 shown = ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "")
                 raise _Foreign(shown)
-            arrays = {key: archive[key] for key in keys}
+            arrays = read_npz_arrays(archive, path, fix)
     except _Foreign as exc:
         raise ValueError(
             f"{path} is a .npz archive but not a jacnet {kind} file (it holds arrays: {exc}). "
             f"Use a file written by jacnet's save_{kind}."
         ) from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(
-            f"{path} is not a readable jacnet {kind} file: it is corrupt, truncated or of "
-            f"another format ({type(exc).__name__}: {exc})."
-        ) from exc
-    found_kind = str(arrays.pop(_KIND_KEY))
-    version = int(arrays.pop(_VERSION_KEY))
+    marks = {key: arrays.pop(key) for key in (_KIND_KEY, _VERSION_KEY, _JSON_KEY)}
+    if any(mark.shape != () for mark in marks.values()) or marks[_KIND_KEY].dtype.kind != "U" \
+            or marks[_VERSION_KEY].dtype.kind not in "iu" or marks[_JSON_KEY].dtype.kind != "U":
+        raise ValueError(f"{path} is damaged: its {_KIND_KEY}, {_VERSION_KEY} and {_JSON_KEY} "
+                         "entries must be a string, an integer and a string.")
+    found_kind = str(marks[_KIND_KEY])
+    version = int(marks[_VERSION_KEY])
     if found_kind != kind:
         raise ValueError(
             f"{path} is a jacnet {found_kind} file, not a {kind} file; "
@@ -253,9 +254,14 @@ def read_archive(path: PathLike, kind: str) -> dict[str, Any]:
             "upgrade jacnet to read it."
         )
     try:
-        document = json.loads(str(arrays.pop(_JSON_KEY)))
+        document = json.loads(str(marks[_JSON_KEY]))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is damaged: its JSON header does not parse ({exc}).") from exc
+        raise ValueError(f"{path} is damaged: its JSON header does not parse ({exc}).") from None
+    except RecursionError:
+        document = None
+    if document is None or not _depth_ok(document):
+        raise ValueError(f"{path} is damaged or hostile: its JSON header nests deeper than "
+                         f"{_MAX_DEPTH} levels; jacnet files never do.")
     if not isinstance(document, dict):
         raise ValueError(f"{path} is damaged: its JSON header is not an object.")
     result: dict[str, Any] = _from_plain(document, arrays, path)
@@ -270,6 +276,102 @@ def _require(content: dict[str, Any], keys: tuple[str, ...], path: PathLike) -> 
 
 class _Foreign(Exception):
     pass
+
+
+_MAX_DEPTH = 64
+
+
+def _depth_ok(value: Any, limit: int = _MAX_DEPTH) -> bool:
+    """Whether nested lists/dicts stay within ``limit`` levels (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def _check_architecture(config: Any, params: Any, path: PathLike) -> None:
+    """Check the saved architecture against the stored parameters before building anything,
+    so that a damaged or hostile file cannot make jacnet allocate a huge network."""
+    where = f"{path} is damaged or not a jacnet model:"
+    if not isinstance(params, np.ndarray) or params.ndim != 1 or params.dtype.kind != "f":
+        shown = getattr(params, "shape", type(params).__name__)
+        raise ValueError(f"{where} its parameters must be a 1-D float array; got {shown}.")
+    if not isinstance(config, list) or not config or not all(isinstance(c, dict) for c in config):
+        raise ValueError(f"{where} its architecture must be a non-empty list of layer "
+                         f"descriptions; got {type(config).__name__}.")
+    needed, width = 0, None
+    for index, layer in enumerate(config):
+        if layer.get("type") != "Linear":
+            continue
+        sizes = [layer.get(key) for key in ("in_features", "out_features")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            raise ValueError(f"{where} layer {index} (Linear) has sizes {sizes}; they must be "
+                             "integers >= 1.")
+        if width is not None and sizes[0] != width:
+            raise ValueError(f"{where} layer {index} takes {sizes[0]} inputs but the layer "
+                             f"before it gives {width}.")
+        width = sizes[1]
+        needed += sizes[0] * sizes[1] + (sizes[1] if layer.get("bias", True) else 0)
+        if needed > params.size:
+            break
+    if needed != params.size:
+        shown = needed if needed <= params.size else f"more than {params.size}"
+        raise ValueError(f"{where} its architecture needs {shown} parameters but it stores "
+                         f"{params.size}.")
+    if not np.isfinite(params).all():
+        bad = int(np.count_nonzero(~np.isfinite(params)))
+        raise ValueError(f"{where} {bad} of its {params.size} parameters are NaN or infinite; "
+                         "the model would predict nan. Retrain, or load an earlier checkpoint.")
+
+
+def _check_model_content(model: Sequential, preprocessing: Any, metadata: Any,
+                         path: PathLike) -> None:
+    """Check that what a model file says about itself fits the network (scalers, names,
+    task, loss), so that an inconsistent file is refused on load, not at predict time."""
+    where = f"{path} is inconsistent:"
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{where} its metadata must be a dict; got {type(metadata).__name__}.")
+    n_in, n_out = model.in_features, model.out_features
+    from jacnet.data import StandardScaler
+
+    scalers = preprocessing if isinstance(preprocessing, dict) else {"X": preprocessing}
+    for key, n in (("X", n_in), ("y", n_out)):
+        scaler = scalers.get(key)
+        if scaler is None or not isinstance(scaler, StandardScaler):
+            continue
+        if scaler.n_features_in_ != n:
+            raise ValueError(f"{where} its {key} scaler has {scaler.n_features_in_} columns but "
+                             f"the network has {n} {'inputs' if key == 'X' else 'outputs'}.")
+    task = metadata.get("task")
+    if task is not None and task not in ("classification", "regression"):
+        raise ValueError(f"{where} its task is {task!r}; expected 'classification' or 'regression'.")
+    loss = metadata.get("loss")
+    if loss is not None and loss not in ("mse", "cross_entropy", "bce"):
+        raise ValueError(f"{where} its loss is {loss!r}; expected 'mse', 'cross_entropy' or 'bce'.")
+    names = metadata.get("feature_names")
+    if names is not None and (not isinstance(names, list) or len(names) != n_in
+                              or not all(isinstance(n, str) for n in names)):
+        shown = len(names) if isinstance(names, list) else type(names).__name__
+        raise ValueError(f"{where} it names {shown} features but the network takes {n_in} "
+                         "inputs; feature_names must be one string per input.")
+    classes = metadata.get("target_names")
+    if classes is not None and not (isinstance(classes, list)
+                                    and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{where} its target_names must be a list of strings.")
+    if task == "classification":
+        binary = n_out == 1 and isinstance(classes, list) and len(classes) == 2
+        if isinstance(classes, list) and len(classes) != n_out and not binary:
+            raise ValueError(f"{where} it names {len(classes)} classes but the network has "
+                             f"{n_out} outputs.")
+        if loss == "mse":
+            raise ValueError(f"{where} a classifier saved with the mse loss.")
+    if task == "regression" and loss in ("cross_entropy", "bce"):
+        raise ValueError(f"{where} a regressor saved with the {loss} loss.")
 
 
 # --------------------------------------------------------------------------- models
@@ -290,11 +392,15 @@ def _model_content(model: Sequential) -> dict[str, Any]:
 
 def _model_from(content: dict[str, Any], path: PathLike) -> Sequential:
     _require(content, ("architecture", "dtype", "params"), path)
+    if content["dtype"] not in ("float32", "float64"):
+        raise ValueError(f"{path} is damaged: its dtype is {content['dtype']!r}; expected "
+                         "'float32' or 'float64'.")
+    _check_architecture(content["architecture"], content["params"], path)
     try:
         return Sequential.from_config(content["architecture"], dtype=content["dtype"],
                                       params=content["params"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"{path}: the saved network cannot be rebuilt: {exc}") from exc
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{path}: the saved network cannot be rebuilt: {exc}") from None
 
 
 def save_model(path: PathLike, model: Sequential, *, preprocessing: Any = None,
@@ -348,7 +454,10 @@ def load_model(path: PathLike) -> SavedModel:
     """
     content = read_archive(path, "model")
     model = _model_from(content, path)
-    return SavedModel(model.eval(), content.get("preprocessing"), content.get("metadata") or {})
+    metadata = content.get("metadata")
+    metadata = {} if metadata is None else metadata
+    _check_model_content(model, content.get("preprocessing"), metadata, path)
+    return SavedModel(model.eval(), content.get("preprocessing"), metadata)
 
 
 # --------------------------------------------------------------------------- checkpoints
