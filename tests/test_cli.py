@@ -152,8 +152,8 @@ def test_evaluate_and_predict_classification_to_csv_and_npz(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--out", str(out)]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(out / "model.npz"), "xor"]) == 0
-    assert capsys.readouterr().out.startswith("200 samples: loss ")
+    assert main(["evaluate", str(out / "model.npz"), "xor", "--all-rows"]) == 0
+    assert capsys.readouterr().out.startswith("200 samples (all 200 rows of xor): loss ")
     assert main(["predict", str(out / "model.npz"), "xor", "--out", str(tmp_path / "p.csv")]) == 0
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
     assert header.startswith("prediction,p_")
@@ -344,3 +344,46 @@ def test_train_reports_a_typo_in_a_numeric_target_instead_of_classifying(tmp_pat
     err = capsys.readouterr().err
     assert "1 of its 30 cells are not finite numbers: line 14 '?'" in err
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- which rows are scored
+def test_evaluate_on_the_training_data_scores_the_held_out_test_rows(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    capsys.readouterr()
+    meta = load_model(out / "model.npz").metadata
+    assert meta["split"] == {"n_train": 160, "n_test": 40, "test_size": 0.2, "seed": 0}
+    assert main(["evaluate", str(out / "model.npz"), "xor", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores.pop("n_samples") == 40 and scores.pop("rows") == "test"
+    assert scores == meta["test_scores"]  # exactly what train reported on its test rows
+    assert main(["evaluate", str(out / "model.npz"), "xor"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "40 samples (the 40 test rows train held out (test_size 0.2, seed 0) of xor): ")
+    assert main(["evaluate", str(out / "model.npz"), "xor", "--all-rows", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_samples"] == 200
+
+
+def test_evaluate_on_the_training_csv_scores_its_held_out_rows(price_model, capsys):
+    model = price_model / "run" / "model.npz"
+    assert main(["evaluate", str(model), str(price_model / "train.csv"), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["n_samples"] == 12 and scores["rows"] == "test"
+    assert main(["evaluate", str(model), str(price_model / "train.csv"), "--all-rows",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_samples"] == 60
+
+
+@pytest.mark.parametrize("epochs", ["2", "1"])
+def test_resume_with_no_epochs_left_says_so(tmp_path, capsys, epochs):
+    out = tmp_path / "run"
+    assert main(["train", *TINY[:4], "--epochs", "2", "--checkpoint-every", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    before = (out / "history.json").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", epochs, "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "epoch 2/" not in captured.err
+    assert (f"has already trained 2 epochs, so --epochs {epochs} leaves nothing to do; pass "
+            "--epochs greater than 2") in captured.err
+    assert (out / "history.json").read_text() == before

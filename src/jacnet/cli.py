@@ -121,14 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="show a progress bar (default: when stderr is a terminal)")
     bar.add_argument("--no-progress", dest="progress", action="store_false")
 
-    evaluate = sub.add_parser("evaluate", help="score a saved model on data",
-                              description="Print the loss and metrics of a saved model on DATA.")
+    evaluate = sub.add_parser(
+        "evaluate", help="score a saved model on data",
+        description="Print the loss and metrics of a saved model on DATA. When DATA is the "
+        "model's own training data (the same built-in name or file), only the test rows "
+        "that `jacnet train` held out are scored (same seed and test size); the output says "
+        "which rows were scored.")
     evaluate.add_argument("model", metavar="MODEL", help="a model.npz written by jacnet train")
     evaluate.add_argument("data", metavar="DATA", help="built-in name or .csv/.npz path")
     evaluate.add_argument("--target", default=None, help="CSV target column [the training one]")
     evaluate.add_argument("--no-header", action="store_true",
                           help="the CSV file has no header line (columns by position)")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    evaluate.add_argument("--all-rows", action="store_true",
+                          help="score every row of DATA, even when it is the model's training "
+                          "data (by default only the test rows that train held out are scored)")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     predict = sub.add_parser("predict", help="predict with a saved model",
@@ -249,6 +256,12 @@ def _resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], An
         if changed:
             raise UsageError(f"--resume continues the saved run; only --epochs, --out, "
                              f"--checkpoint-every and --progress may change, not {changed}.")
+        done = _checkpoint_epoch(checkpoint[1].state, path)
+        if options["epochs"] <= done:
+            raise UsageError(
+                f"{path} has already trained {done} epochs, so --epochs {options['epochs']} leaves "
+                f"nothing to do; pass --epochs greater than {done} to train further (--epochs "
+                "is the total, not the number of epochs to add).")
     else:
         options = {**_DEFAULTS, **given}
     for name in ("epochs", "batch_size", "patience"):
@@ -263,6 +276,21 @@ def _resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], An
     if options["early_stopping"] and not options["validation_split"]:
         options["validation_split"] = 0.1
     return options, checkpoint
+
+
+def _checkpoint_epoch(state: Any, path: Path) -> int:
+    """The epoch a `jacnet train` checkpoint reached, after checking that it holds what
+    resuming needs (so that a damaged file is one line, not a KeyError from inside fit)."""
+    needed = {"epoch": int, "history": dict, "rng": dict, "optimizer": dict}
+    wrong = [key for key, kind in needed.items()
+             if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
+    if wrong:
+        raise ValueError(f"{path} is damaged: its training state lacks valid {wrong}; it cannot "
+                         "be resumed. Start a new run (or resume an earlier checkpoint).")
+    epoch = int(state["epoch"])
+    if epoch < 0:
+        raise ValueError(f"{path} is damaged: it claims epoch {epoch}.")
+    return epoch
 
 
 def _load_data(options: dict[str, Any]) -> tuple[Any, Any]:
@@ -344,6 +372,8 @@ def _train(args: argparse.Namespace) -> int:
         "target_column": train.target_column,
         "target_names": train.target_names, "target": options["target"], "options": cli_options,
         "test_scores": scores, "epochs_trained": len(history), "train_seconds": elapsed,
+        "split": {"n_train": train.n_samples, "n_test": test.n_samples,
+                  "test_size": options["test_size"], "seed": options["seed"]},
         "stop_reason": history.stop_reason,
     }
     save_model(out / "model.npz", model, preprocessing={"X": x_scaler, "y": y_scaler},
@@ -433,7 +463,15 @@ def _dataset_for(saved: Any, spec: str, target: Any, *, header: bool = True) -> 
                          task=meta["task"] if (is_csv or str(spec).lower().endswith(".npz")) else None)
     if dataset.task != meta["task"]:
         raise ValueError(f"{spec} holds {dataset.task} data but the model does {meta['task']}.")
-    by_name = (header or not is_csv) and _named_columns(spec, dataset.feature_names, is_csv)
+    return _align(dataset, saved, spec, by_name=header or not is_csv)
+
+
+def _align(dataset: Any, saved: Any, spec: str, *, by_name: bool = True) -> Any:
+    """The dataset with the model's feature columns in the model's order."""
+    from jacnet import data as jdata
+
+    is_csv = str(spec).lower().endswith((".csv", ".csv.gz"))
+    by_name = by_name and _named_columns(spec, dataset.feature_names, is_csv)
     order = _feature_order(dataset.feature_names, saved, spec, by_name=by_name, extra=None)
     if order != list(range(dataset.n_features)):
         dataset = jdata.Dataset(dataset.X[:, order], dataset.y, dataset.task, name=dataset.name,
@@ -504,16 +542,64 @@ def _class_codes(dataset: Any, meta: dict[str, Any]) -> np.ndarray:
     return np.array([index[names[c]] for c in dataset.y], dtype=np.int64)
 
 
+def _same_source(spec: str, trained_on: Any) -> bool:
+    """Whether DATA names the data a model was trained on (a built-in name or the same file)."""
+    from jacnet.data import _canonical_name
+
+    if not isinstance(trained_on, str):
+        return False
+    if Path(spec).is_file() or Path(trained_on).is_file():
+        try:
+            return Path(spec).resolve() == Path(trained_on).resolve()
+        except OSError:
+            return False
+    name = _canonical_name(spec)
+    return name is not None and name == _canonical_name(trained_on)
+
+
+def _held_out(saved: Any, spec: str) -> tuple[Any, str] | None:
+    """The test rows `jacnet train` held out when DATA is the model's training data, with a
+    phrase saying which rows they are; None when DATA is other data."""
+    meta = saved.metadata
+    options, split = meta.get("options"), meta.get("split")
+    if not isinstance(options, dict) or not _same_source(spec, options.get("data")):
+        return None
+    train, test = _load_data({**_DEFAULTS, **options})
+    if isinstance(split, dict) and (split.get("n_test"), split.get("n_train")) != (
+            test.n_samples, train.n_samples):
+        raise ValueError(
+            f"{spec} splits into {train.n_samples} training and {test.n_samples} test rows, but "
+            f"the model was trained on {split.get('n_train')} and tested on {split.get('n_test')}: "
+            "the data changed since training. Pass --all-rows to score every row.")
+    how = (f"test_size {options.get('test_size')}, seed {options.get('seed')}"
+           if _canonical_name_of(spec) != "fashion-mnist" else "its official test set")
+    return test, f"the {test.n_samples} test rows train held out ({how})"
+
+
+def _canonical_name_of(spec: str) -> str | None:
+    from jacnet.data import _canonical_name
+
+    return None if Path(spec).is_file() else _canonical_name(spec)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     saved = _load_saved(args.model)
     meta, prep = saved.metadata, saved.preprocessing
-    dataset = _dataset_for(saved, args.data, args.target, header=not args.no_header)
+    held_out = None if args.all_rows or args.target is not None else _held_out(saved, args.data)
+    if held_out is not None:
+        dataset, rows = held_out
+        dataset = _align(dataset, saved, args.data)
+    else:
+        dataset = _dataset_for(saved, args.data, args.target, header=not args.no_header)
+        rows = f"all {dataset.n_samples} rows"
     y = _class_codes(dataset, meta) if meta["task"] == "classification" else dataset.y
     scores = _score(saved.model, meta["loss"], prep["X"], prep.get("y"), dataset.X, y)
     if args.json:
-        print(json.dumps({"n_samples": dataset.n_samples, **scores}))
+        print(json.dumps({"n_samples": dataset.n_samples,
+                          "rows": "test" if held_out is not None else "all", **scores}))
     else:
-        print(f"{dataset.n_samples} samples: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        print(f"{dataset.n_samples} samples ({rows} of {args.data}): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return 0
 
 
