@@ -387,3 +387,116 @@ def test_resume_with_no_epochs_left_says_so(tmp_path, capsys, epochs):
     assert (f"has already trained 2 epochs, so --epochs {epochs} leaves nothing to do; pass "
             "--epochs greater than 2") in captured.err
     assert (out / "history.json").read_text() == before
+
+
+# --------------------------------------------------------------------------- hostile inputs
+# One row per entry of docs/hostile-inputs.md: the command, its exit code and the one line
+# it must print. {d} is a folder holding the files built by the `hostile` fixture.
+HOSTILE = [
+    ("negative seed", ["train", *TINY, "--seed", "-1"], 2,
+     "--seed must be an integer from 0 to 2**63 - 1; got -1."),
+    ("infinite lr", ["train", *TINY, "--lr", "inf"], 2, "--lr must be a finite number > 0; got inf."),
+    ("nan lr", ["train", *TINY, "--lr", "nan"], 2, "--lr must be a finite number > 0; got nan."),
+    ("negative lr", ["train", *TINY, "--lr", "-0.1"], 2, "--lr must be a finite number > 0; got -0.1."),
+    ("negative weight decay", ["train", *TINY, "--weight-decay", "-1"], 2,
+     "--weight-decay must be a finite number >= 0; got -1.0."),
+    ("no hidden size", ["train", *TINY[:2], "--hidden", ""], 2,
+     "hidden sizes must be one or more integers >= 1; got ''"),
+    ("an int where a list is saved", ["train", "--resume", "{d}/badopt.npz", "--no-progress"], 2,
+     "--hidden must be one or more integers >= 1, e.g. 64 or 128,64; got 5 (saved in"),
+    ("checkpoint without rng", ["train", "--resume", "{d}/norng.npz", "--epochs", "9"], 1,
+     "is damaged: its training state lacks valid ['rng']; it cannot be resumed"),
+    ("nothing left to resume", ["train", "--resume", "{d}/run", "--epochs", "1"], 2,
+     "has already trained 2 epochs, so --epochs 1 leaves nothing to do"),
+    ("first-epoch divergence", ["train", "--data", "sine", "--optimizer", "sgd", "--lr", "1e30",
+                                "--epochs", "2", "--no-progress", "--out", "{d}/diverged"], 1,
+     "diverged at epoch 1: the loss is"),
+    ("inspect with negative rows", ["inspect", "{d}/run/model.npz", "--n-samples", "-1"], 2,
+     "--n-samples must be an integer >= 1; got -1."),
+    ("data folder", ["train", "--data", "{d}/folder.csv"], 1, "folder.csv is a folder, not a file"),
+    ("data FIFO", ["train", "--data", "{d}/pipe.csv"], 1, "pipe.csv is a FIFO (named pipe)"),
+    ("data .npy", ["train", "--data", "{d}/one.npy"], 1, "one.npy is a .npy file (one array)"),
+    ("model .npy", ["evaluate", "{d}/one.npy", "xor"], 1,
+     "one.npy is a .npy file (one array), not a .npz archive"),
+    ("model folder", ["predict", "{d}/folder.csv", "xor"], 1, "folder.csv is a folder, not a file"),
+    ("truncated data npz", ["train", "--data", "{d}/truncated.npz"], 1,
+     "is a damaged .npz archive (its zip structure is broken: truncated or not a zip file)"),
+    ("model with a NaN weight", ["predict", "{d}/nan-model.npz", "xor"], 1,
+     "1 of its 22 parameters are NaN or infinite"),
+    ("no feature columns", ["train", "--data", "{d}/nofeatures.npz", "--out", "{d}/nf"], 1,
+     "has 0 feature columns and 1 target columns"),
+    ("1-D X to predict", ["predict", "{d}/run/model.npz", "{d}/flat.npz"], 1,
+     "X must be a 2-D array of shape (n_samples, n_features); got shape (4,)"),
+    ("a run folder that is a file", ["train", *TINY, "--out", "{d}/run/model.npz"], 2,
+     "is a file; the run folder must be a folder"),
+    ("a typo in a numeric target", ["train", "--data", "{d}/typo.csv", "--out", "{d}/typo"], 1,
+     "1 of its 20 cells are not finite numbers: line 8 '?'"),
+    ("CSV without a header", ["train", "--data", "{d}/bare.csv", "--out", "{d}/bare"], 1,
+     "looks like data (1,2,3), not a header naming the columns; add a header"),
+    ("an unknown column", ["predict", "{d}/run/model.npz", "{d}/extra.csv"], 1,
+     "its columns do not match the model's features: unknown ['id']. The model expects "
+     "the columns ['x1', 'x2']"),
+    ("values near the float maximum", ["train", "--data", "{d}/huge.npz", "--hidden", "2",
+                                       "--epochs", "1", "--no-progress", "--out", "{d}/huge"], 0,
+     ""),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    import os
+
+    from jacnet.io import load_checkpoint, save_checkpoint, save_model
+
+    d = tmp_path_factory.mktemp("hostile")
+    assert main(["train", *TINY[:4], "--epochs", "2", "--checkpoint-every", "1",
+                 "--out", str(d / "run"), "--no-progress"]) == 0
+    checkpoint = load_checkpoint(d / "run" / "checkpoint.npz")
+    state = dict(checkpoint.state)
+    save_checkpoint(d / "badopt.npz", checkpoint.model,
+                    {**state, "cli_options": {**state["cli_options"], "hidden": 5}})
+    save_checkpoint(d / "norng.npz", checkpoint.model,
+                    {k: v for k, v in state.items() if k != "rng"})
+    saved = load_model(d / "run" / "model.npz")
+    saved.model.params[3] = np.nan
+    save_model(d / "nan-model.npz", saved.model, preprocessing=saved.preprocessing,
+               metadata=saved.metadata)
+    (d / "folder.csv").mkdir()
+    os.mkfifo(d / "pipe.csv")
+    np.save(d / "one.npy", np.zeros(3))
+    np.savez(d / "truncated.npz", X=np.zeros((9, 2)), y=np.zeros(9))
+    (d / "truncated.npz").write_bytes((d / "truncated.npz").read_bytes()[:200])
+    np.savez(d / "nofeatures.npz", X=np.zeros((9, 0)), y=np.arange(9.0))
+    np.savez(d / "flat.npz", X=np.zeros(4))
+    np.savez(d / "huge.npz", X=np.full((20, 2), 1.7e308) * np.linspace(-1, 1, 20)[:, None],
+             y=np.linspace(-1, 1, 20) * 1e307)
+    rows = [f"{i},{i / 3}" for i in range(20)]
+    rows[6] = "6,?"
+    (d / "typo.csv").write_text("x,y\n" + "\n".join(rows) + "\n")
+    (d / "bare.csv").write_text("1,2,3\n4,5,6\n")
+    (d / "extra.csv").write_text("id,x1,x2\n1,0.5,0.5\n")
+    return d
+
+
+@pytest.mark.parametrize("argv, code, message", [row[1:] for row in HOSTILE],
+                         ids=[row[0] for row in HOSTILE])
+def test_hostile_input_gets_one_clear_line(hostile, capsys, argv, code, message):
+    import warnings
+
+    argv = [arg.replace("{d}", str(hostile)) for arg in argv]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            got = main(argv)
+        except SystemExit as exc:  # argparse's own usage errors
+            got = exc.code
+    err = capsys.readouterr().err
+    assert not caught, [str(w.message) for w in caught]
+    assert got == code, err
+    assert "Traceback" not in err and "Warning" not in err
+    if code:
+        last = err.strip().splitlines()[-1]
+        assert message in last, err
+        assert last.count("\n") == 0 and (code == 2 or len(err.strip().splitlines()) == 1)
+    for folder in (hostile / "diverged", hostile / "typo", hostile / "nf"):
+        assert not folder.exists(), "a failed train left a run folder"

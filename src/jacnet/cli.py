@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -54,8 +55,9 @@ def _hidden(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"hidden sizes must be integers like 64 or 128,64; got {text!r}") from None
-    if any(size < 1 for size in sizes):
-        raise argparse.ArgumentTypeError(f"hidden sizes must be >= 1; got {text!r}")
+    if not sizes or any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(
+            f"hidden sizes must be one or more integers >= 1; got {text!r}")
     return sizes
 
 
@@ -256,26 +258,75 @@ def _resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], An
         if changed:
             raise UsageError(f"--resume continues the saved run; only --epochs, --out, "
                              f"--checkpoint-every and --progress may change, not {changed}.")
+    else:
+        options = {**_DEFAULTS, **given}
+    _check_options(options, None if checkpoint is None else checkpoint[0], given)
+    if checkpoint is not None:
+        path = checkpoint[0]
         done = _checkpoint_epoch(checkpoint[1].state, path)
         if options["epochs"] <= done:
             raise UsageError(
                 f"{path} has already trained {done} epochs, so --epochs {options['epochs']} leaves "
                 f"nothing to do; pass --epochs greater than {done} to train further (--epochs "
                 "is the total, not the number of epochs to add).")
-    else:
-        options = {**_DEFAULTS, **given}
-    for name in ("epochs", "batch_size", "patience"):
-        if options[name] < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1; got {options[name]}.")
-    if options["checkpoint_every"] is not None and options["checkpoint_every"] < 1:
-        raise UsageError(f"--checkpoint-every must be >= 1; got {options['checkpoint_every']}.")
-    if not 0.0 < options["test_size"] < 1.0:
-        raise UsageError(f"--test-size must be a fraction in (0, 1); got {options['test_size']}.")
-    if not 0.0 <= options["validation_split"] < 1.0:
-        raise UsageError(f"--validation-split must be in [0, 1); got {options['validation_split']}.")
     if options["early_stopping"] and not options["validation_split"]:
         options["validation_split"] = 0.1
     return options, checkpoint
+
+
+_CHOICES = {"activation": ("relu", "tanh", "sigmoid", "leaky_relu", "softplus", "gelu"),
+            "loss": ("auto", "cross_entropy", "mse", "bce"), "dtype": ("float32", "float64"),
+            "task": (None, "classification", "regression")}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_options(options: dict[str, Any], saved_in: Path | None = None,
+                   given: Any = ()) -> None:
+    """Every training option, whether typed now or read back from a checkpoint, checked
+    once at the boundary: one line naming the option, the rule and the value."""
+    def fail(name: str, rule: str) -> None:
+        where = f" (saved in {saved_in})" if saved_in is not None and name not in given else ""
+        raise UsageError(f"--{name.replace('_', '-')} must be {rule}; got {options[name]!r}{where}.")
+
+    for name in ("epochs", "batch_size", "patience"):
+        if not _is_int(options[name]) or options[name] < 1:
+            fail(name, "an integer >= 1")
+    if options["checkpoint_every"] is not None and (
+            not _is_int(options["checkpoint_every"]) or options["checkpoint_every"] < 1):
+        fail("checkpoint_every", "an integer >= 1")
+    if not _is_int(options["seed"]) or not 0 <= options["seed"] < 2**63:
+        fail("seed", "an integer from 0 to 2**63 - 1")
+    hidden = options["hidden"]
+    if not isinstance(hidden, list) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
+        fail("hidden", "one or more integers >= 1, e.g. 64 or 128,64")
+    for name in ("test_size", "validation_split"):
+        if isinstance(options[name], bool) or not isinstance(options[name], (int, float)):
+            fail(name, "a fraction")
+    if not 0.0 < options["test_size"] < 1.0:
+        fail("test_size", "a fraction in (0, 1)")
+    if not 0.0 <= options["validation_split"] < 1.0:
+        fail("validation_split", "a fraction in [0, 1)")
+    for name, low in (("lr", "> 0"), ("weight_decay", ">= 0")):
+        value = options[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not np.isfinite(value) or (value <= 0 if low == "> 0" else value < 0):
+            fail(name, f"a finite number {low}")
+    for name, choices in _CHOICES.items():
+        if options[name] not in choices:
+            fail(name, "one of " + ", ".join(repr(c) for c in choices if c is not None))
+    for name in ("optimizer", "data"):
+        if not isinstance(options[name], str) or not options[name]:
+            fail(name, "a name")
+    if options["target"] is not None and not isinstance(options["target"], (str, int)):
+        fail("target", "a column name or index")
+    for name in ("early_stopping", "no_header"):
+        if not isinstance(options[name], bool):
+            fail(name, "true or false")
 
 
 def _checkpoint_epoch(state: Any, path: Path) -> int:
@@ -315,8 +366,6 @@ def _target_arg(target: Any) -> Any:
 def _train(args: argparse.Namespace) -> int:
     import jacnet
     from jacnet.data import StandardScaler
-    from jacnet.io import save_model
-    from jacnet.training import fit
 
     options, checkpoint = _resolve_train_options(args)
     started = time.perf_counter()
@@ -332,6 +381,9 @@ def _train(args: argparse.Namespace) -> int:
                          "(use --task classification for numeric labels).")
     n_out = (train.n_classes if loss == "cross_entropy" else 1) if classification else \
         (1 if train.y.ndim == 1 else train.y.shape[1])
+    if train.n_features < 1 or n_out < 1:
+        raise ValueError(f"{options['data']} has {train.n_features} feature columns and "
+                         f"{n_out} target columns; training needs at least one of each.")
     if classification and loss == "bce" and train.n_classes > 2:
         raise UsageError(f"--loss bce is for two classes; this data set has {train.n_classes}.")
 
@@ -343,7 +395,57 @@ def _train(args: argparse.Namespace) -> int:
                        activation=options["activation"], seed=options["seed"], dtype=options["dtype"])
 
     out = Path(options["out"] or f"runs/{train.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
+    created, before = _make_run_folder(out)
+    try:
+        return _train_in(out, options, checkpoint, started, train, test, model, loss,
+                         x_scaler, y_scaler, X_train, y_train)
+    except KeyboardInterrupt:
+        _remove_failed_run(out, created, before, keep_checkpoint=True)
+        raise
+    except Exception:
+        _remove_failed_run(out, created, before, keep_checkpoint=checkpoint is not None)
+        raise
+
+
+_RUN_FILES = ("model.npz", "history.csv", "history.json", "curves.png", "checkpoint.npz")
+
+
+def _make_run_folder(out: Path) -> tuple[list[Path], set[str]]:
+    """Create the run folder; return the folders this made and the names already inside."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; the run folder must be a folder (or a new name).")
+    missing = [folder for folder in (out, *out.parents) if not folder.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the run folder {out}: {exc.strerror or exc}.") from None
+    return missing, {path.name for path in out.iterdir()}
+
+
+def _remove_failed_run(out: Path, created: list[Path], before: set[str], *,
+                       keep_checkpoint: bool) -> None:
+    """After a failed train, remove what this run wrote (never what was there before; a
+    checkpoint survives an interrupt, since it can be resumed) and the folders it made if
+    they are left empty, so that a failure leaves no empty run folder."""
+    for name in _RUN_FILES:
+        path = out / name
+        if name in before or (keep_checkpoint and name == "checkpoint.npz"):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+    for folder in created:  # innermost first
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: float, train: Any,
+              test: Any, model: Any, loss: str, x_scaler: Any, y_scaler: Any,
+              X_train: np.ndarray, y_train: np.ndarray) -> int:
+    from jacnet.io import save_model
+    from jacnet.training import DivergenceWarning, fit
+
     ckpt_path = out / "checkpoint.npz"
     cli_options = {k: v for k, v in options.items() if k not in ("out", "progress")}
 
@@ -353,18 +455,27 @@ def _train(args: argparse.Namespace) -> int:
         def on_train_begin(self, logs: dict[str, Any]) -> None:
             self.state.extra_state["cli_options"] = cli_options
 
-    history = fit(
-        model, X_train, y_train, loss=loss, optimizer=options["optimizer"], lr=options["lr"],
-        epochs=options["epochs"], batch_size=options["batch_size"], seed=options["seed"],
-        validation_split=options["validation_split"], early_stopping=options["early_stopping"],
-        patience=options["patience"], weight_decay=_weight_decay(options),
-        callbacks=[_Remember()], progress=options["progress"],
-        checkpoint=ckpt_path if (options["checkpoint_every"] or checkpoint) else None,
-        checkpoint_every=options["checkpoint_every"] or (1 if checkpoint else None),
-        resume_from=None if checkpoint is None else checkpoint[0],
-    )
+    # A divergence is reported once, below, from the history's stop reason: not as a raw
+    # warning, nor as NumPy's overflow warnings from the diverging steps.
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", DivergenceWarning)
+        history = fit(
+            model, X_train, y_train, loss=loss, optimizer=options["optimizer"], lr=options["lr"],
+            epochs=options["epochs"], batch_size=options["batch_size"], seed=options["seed"],
+            validation_split=options["validation_split"],
+            early_stopping=options["early_stopping"], patience=options["patience"],
+            weight_decay=_weight_decay(options), callbacks=[_Remember()],
+            progress=options["progress"],
+            checkpoint=ckpt_path if (options["checkpoint_every"] or checkpoint) else None,
+            checkpoint_every=options["checkpoint_every"] or (1 if checkpoint else None),
+            resume_from=None if checkpoint is None else checkpoint[0],
+        )
+    diverged = bool(history.stop_reason and history.stop_reason.startswith("diverged"))
+    if diverged and len(history) == 0:
+        raise ValueError(f"{history.stop_reason} Nothing was trained, so no run folder is kept.")
     elapsed = time.perf_counter() - started
-    scores = _score(model, loss, x_scaler, y_scaler, test.X, test.y)
+    with np.errstate(over="ignore", invalid="ignore"):  # targets near the float maximum
+        scores = _score(model, loss, x_scaler, y_scaler, test.X, test.y)
     metadata = {
         "task": train.task, "loss": loss, "data": train.name, "feature_names": train.feature_names,
         "named_features": not options["no_header"] and _named_columns(
@@ -392,7 +503,7 @@ def _train(args: argparse.Namespace) -> int:
     if not plotted:
         print("note: matplotlib is not installed, so curves.png was skipped "
               "(pip install 'jacnet[plot]').", file=sys.stderr)
-    if history.stop_reason and history.stop_reason.startswith("diverged"):
+    if diverged:
         print(f"jacnet train: error: {history.stop_reason}", file=sys.stderr)
         return 1
     if history.stop_reason:
@@ -941,6 +1052,10 @@ def inspect_command(args: argparse.Namespace) -> int:
     from jacnet.explain import inspect_model
     from jacnet.network import jacobian
 
+    if args.n_samples < 1:
+        print(f"jacnet inspect: error: --n-samples must be an integer >= 1; got {args.n_samples}.",
+              file=sys.stderr)
+        return 2
     try:
         model, preprocessing, metadata = _load_any_model(args.model)
         y = None

@@ -1443,6 +1443,16 @@ def split(
 # --------------------------------------------------------------------------------------
 
 
+def _check_scaled(out: np.ndarray, method: str) -> None:
+    if not np.isfinite(out).all():
+        row, column = (int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        raise ValueError(
+            f"StandardScaler.{method}: the value at row {row}, column {column} overflows "
+            "float64 once scaled (it lies far outside the range the scaler was fitted on); "
+            "check that row, or rescale that column."
+        )
+
+
 class StandardScaler:
     """Standardise columns to zero mean and unit variance: ``(X - mean_) / scale_``.
 
@@ -1477,8 +1487,22 @@ class StandardScaler:
         arr = check_array(X, "X", ndim=2, dtype=np.float64, owner="StandardScaler.fit")
         if arr.shape[0] == 0:
             raise ValueError("StandardScaler.fit: X has no rows; fit on the training data.")
-        self.mean_ = arr.mean(axis=0)
-        std = arr.std(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = arr.mean(axis=0), arr.std(axis=0)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            # Values near the float64 maximum overflow the sums: take the statistics of
+            # the columns divided by their largest magnitude, then scale them back.
+            peak = np.abs(arr).max(axis=0)
+            peak = np.where(peak > 0, peak, 1.0)
+            scaled = arr / peak
+            mean, std = scaled.mean(axis=0) * peak, scaled.std(axis=0) * peak
+            if not np.isfinite(std).all():
+                column = int(np.flatnonzero(~np.isfinite(std))[0])
+                raise ValueError(
+                    f"StandardScaler.fit: column {column} spans more than the float64 range "
+                    "(its standard deviation overflows); rescale that column first."
+                )
+        self.mean_ = mean
         # Relative tolerance: a column of identical large values has std ~ 1e-13, not 0.
         constant = std <= 10 * np.finfo(np.float64).eps * np.maximum(np.abs(self.mean_), 1.0)
         self.scale_ = np.where(constant, 1.0, std)
@@ -1496,7 +1520,11 @@ class StandardScaler:
     def transform(self, X: Any) -> np.ndarray:
         """Return ``(X - mean_) / scale_``; float32 input stays float32, else float64."""
         arr = self._checked(X, "transform")
-        out = (arr - self.mean_) / self.scale_
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = (arr - self.mean_) / self.scale_
+            if not np.isfinite(out).all():  # x - mean overflows near the float maximum
+                out = arr / self.scale_ - self.mean_ / self.scale_
+        _check_scaled(out, "transform")
         return out.astype(arr.dtype) if arr.dtype == np.float32 else out
 
     def fit_transform(self, X: Any) -> np.ndarray:
@@ -1506,7 +1534,11 @@ class StandardScaler:
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Undo :meth:`transform`: ``X * scale_ + mean_``."""
         arr = self._checked(X, "inverse_transform")
-        out = arr * self.scale_ + self.mean_
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr * self.scale_ + self.mean_
+            if not np.isfinite(out).all():  # the product overflows before the sum returns
+                out = (arr + self.mean_ / self.scale_) * self.scale_
+        _check_scaled(out, "inverse_transform")
         return out.astype(arr.dtype) if arr.dtype == np.float32 else out
 
     def to_dict(self) -> dict[str, np.ndarray]:
