@@ -126,7 +126,7 @@ def test_train_regression_on_a_csv_then_evaluate_and_predict(tmp_path, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().out.startswith("test r2 ")
 
-    assert main(["evaluate", str(out / "model.npz"), str(csv_path), "--json"]) == 0
+    assert main(["evaluate", str(out / "model.npz"), str(csv_path), "--json", "--all-rows"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["n_samples"] == 80 and scores["r2"] > 0.9
 
@@ -316,7 +316,7 @@ def test_train_refuses_numbers_as_names_and_no_header_trains_by_position(tmp_pat
                                   "--no-header")
     assert code == 0 and len(out) == 41  # 40 rows, none dropped, target column ignored
     assert main(["evaluate", str(tmp_path / "run" / "model.npz"), str(tmp_path / "bare.csv"),
-                 "--no-header", "--json"]) == 0
+                 "--no-header", "--json", "--all-rows"]) == 0
     assert json.loads(capsys.readouterr().out)["n_samples"] == 40
 
 
@@ -500,3 +500,24 @@ def test_hostile_input_gets_one_clear_line(hostile, capsys, argv, code, message)
         assert last.count("\n") == 0 and (code == 2 or len(err.strip().splitlines()) == 1)
     for folder in (hostile / "diverged", hostile / "typo", hostile / "nf"):
         assert not folder.exists(), "a failed train left a run folder"
+
+
+def test_scores_in_blocks_equal_scores_at_once(price_model):
+    """_score works block by block (memory); the result is that of one pass, to rounding."""
+    from jacnet.cli import _score
+
+    saved = load_model(price_model / "run" / "model.npz")
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(50, 2)), rng.normal(size=50) + 10
+    x_scaler, y_scaler = saved.preprocessing["X"], saved.preprocessing["y"]
+    once = _score(saved.model, "mse", x_scaler, y_scaler, X, y)
+    blocks = _score(saved.model, "mse", x_scaler, y_scaler, X, y, block=7)
+    assert once.keys() == blocks.keys() == {"loss", "mse", "mae", "r2"}
+    for key in once:
+        assert blocks[key] == pytest.approx(once[key], rel=1e-6)
+    model = jacnet.mlp([2, 3], seed=0)
+    labels = rng.integers(0, 3, size=50)
+    once = _score(model, "cross_entropy", x_scaler, None, X, labels)
+    blocks = _score(model, "cross_entropy", x_scaler, None, X, labels, block=9)
+    assert blocks["accuracy"] == pytest.approx(once["accuracy"]) and blocks["loss"] == pytest.approx(
+        once["loss"], rel=1e-6)

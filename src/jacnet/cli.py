@@ -512,21 +512,35 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
 
 
 def _score(model: Any, loss: str, x_scaler: Any, y_scaler: Any, X: np.ndarray,
-           y: np.ndarray) -> dict[str, float]:
-    """Loss and metrics on original-scale targets (regression metrics in target units)."""
+           y: np.ndarray, block: int = 65536) -> dict[str, float]:
+    """Loss and metrics on original-scale targets (regression metrics in target units).
+
+    Rows are scaled and scored ``block`` at a time, so that no scaled copy of the whole
+    matrix exists; the loss is the row-weighted mean of the blocks' losses and regression
+    metrics are taken on all predictions at once."""
+    from jacnet.losses import get_loss
     from jacnet.metrics import default_metrics
     from jacnet.training import evaluate
 
-    X_scaled = x_scaler.transform(X)
-    if y_scaler is None:
-        return evaluate(model, X_scaled, y, loss=loss)
-    scores = evaluate(model, X_scaled, y_scaler.transform(y.reshape(len(y), -1)), loss=loss,
-                      metrics=[])
-    prediction = _predict_values(model, X_scaled, y_scaler)
-    from jacnet.losses import get_loss
-
-    for metric in default_metrics(get_loss(loss)):
-        scores[metric.name] = metric(prediction, y.reshape(len(y), -1))
+    n = len(X)
+    totals: dict[str, float] = {}
+    predictions = []
+    for start in range(0, n, block):
+        X_scaled = x_scaler.transform(X[start:start + block])
+        part_y = y[start:start + block]
+        if y_scaler is None:
+            part = evaluate(model, X_scaled, part_y, loss=loss)
+        else:
+            part = evaluate(model, X_scaled, y_scaler.transform(part_y.reshape(len(part_y), -1)),
+                            loss=loss, metrics=[])
+            predictions.append(_predict_values(model, X_scaled, y_scaler))
+        for key, value in part.items():
+            totals[key] = totals.get(key, 0.0) + value * len(X_scaled)
+    scores = {key: value / n for key, value in totals.items()}
+    if y_scaler is not None:
+        prediction = np.concatenate(predictions)
+        for metric in default_metrics(get_loss(loss)):
+            scores[metric.name] = metric(prediction, y.reshape(len(y), -1))
     return scores
 
 
