@@ -282,3 +282,23 @@ def test_errors() -> None:
         cls.predictive(X)
     with pytest.raises(ValueError, match="method"):
         cls.predict_proba(X, method="laplace_bridge")
+
+
+def test_state_dict_and_pickle_restore_the_same_predictions() -> None:
+    import pickle
+
+    X, y, Xt = _data()
+    model = mlp([2, 6, 5, 2], seed=2, dtype="float64")
+    for structure in ("full", "last_layer"):
+        la = Laplace(model, structure=structure).fit(X, y)
+        again = Laplace(model).load_state_dict(la.state_dict())
+        np.testing.assert_array_equal(again.predictive(Xt).std, la.predictive(Xt).std)
+        assert again.beta_ == la.beta_ and again.structure_ == structure
+        loaded = pickle.loads(pickle.dumps(la))
+        np.testing.assert_array_equal(loaded.predictive(Xt).std, la.predictive(Xt).std)
+    with pytest.raises(ValueError, match="saved for another network"):
+        Laplace(mlp([2, 4, 2], seed=0, dtype="float64")).load_state_dict(la.state_dict())
+    with pytest.raises(ValueError, match="lacks"):
+        Laplace(model).load_state_dict({"structure": "full"})
+    with pytest.raises(ValueError, match="for likelihood 'regression'"):
+        Laplace(mlp([2, 6, 5, 2], seed=2), "classification").load_state_dict(la.state_dict())

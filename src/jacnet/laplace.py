@@ -430,6 +430,106 @@ class Laplace:
                 break
         return a, b
 
+    # --- saving ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted approximation as JSON values and arrays (no network), for saving.
+
+        With :meth:`load_state_dict` on a Laplace of the same network it predicts as
+        this one; :func:`jacnet.io.save_model` can store it in a model's metadata.
+
+        Returns
+        -------
+        dict
+            ``structure``, ``likelihood``, ``alpha`` (float or array), ``beta``,
+            ``effective_n_params``, ``log_marginal_likelihood``, ``n_train``, and the
+            posterior precision's eigenvalues ``eigval`` (P_s,) and eigenvectors
+            ``eigvec`` (P_s, P_s), P_s the structure's parameter count.
+
+        Raises
+        ------
+        RuntimeError
+            Not fitted.
+
+        Examples
+        --------
+        >>> from jacnet import mlp
+        >>> model = mlp([1, 3, 1], seed=0, dtype="float64")
+        >>> X = np.linspace(-1, 1, 10).reshape(-1, 1)
+        >>> la = Laplace(model, prior_precision=1.0, noise_precision=10.0).fit(X, X)
+        >>> again = Laplace(model).load_state_dict(la.state_dict())
+        >>> bool(np.array_equal(again.predictive(X).std, la.predictive(X).std))
+        True
+        """
+        self._check_fitted("state_dict")
+        alpha = self.alpha_
+        return {"structure": self.structure_, "likelihood": self.likelihood,
+                "alpha": alpha.copy() if isinstance(alpha, np.ndarray) else float(alpha),
+                "beta": self.beta_, "effective_n_params": self.effective_n_params_,
+                "log_marginal_likelihood": self.log_marginal_likelihood_,
+                "n_train": self.n_train_, "eigval": self._eigval.copy(),
+                "eigvec": self._eigvec.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> Laplace:
+        """Restore a fitted approximation saved by :meth:`state_dict` (on the same network).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            The state is incomplete, of another likelihood, or its matrices do not match
+            this network's structure.
+        """
+        keys = ("structure", "likelihood", "alpha", "beta", "effective_n_params",
+                "log_marginal_likelihood", "n_train", "eigval", "eigvec")
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise ValueError(f"Laplace.load_state_dict: the state lacks {missing}; pass the "
+                             "dict that state_dict() returned.")
+        if state["likelihood"] != self.likelihood:
+            raise ValueError(f"Laplace.load_state_dict: the state is for likelihood "
+                             f"{state['likelihood']!r} but this Laplace has {self.likelihood!r}.")
+        structure = check_choice(state["structure"], "structure", ("full", "last_layer"))
+        body, head = self._split(structure)
+        eigval = np.asarray(state["eigval"], dtype=_F64)
+        eigvec = np.asarray(state["eigvec"], dtype=_F64)
+        p = head.n_params
+        if eigval.shape != (p,) or eigvec.shape != (p, p) or not np.all(eigval > 0):
+            raise ValueError(
+                f"Laplace.load_state_dict: structure {structure!r} of this network has {p} "
+                f"parameters, so eigval must be ({p},) positive and eigvec ({p}, {p}); got "
+                f"{eigval.shape} and {eigvec.shape}. Was the state saved for another network?")
+        self.body_, self.head_ = body, head
+        self.structure_ = structure
+        alpha = state["alpha"]
+        self.alpha_ = np.asarray(alpha, dtype=_F64) if np.ndim(alpha) else float(alpha)
+        self.beta_ = float(state["beta"])
+        self.effective_n_params_ = float(state["effective_n_params"])
+        self.log_marginal_likelihood_ = float(state["log_marginal_likelihood"])
+        self.n_train_ = int(state["n_train"])
+        self.n_params_ = p
+        self._eigval, self._eigvec = eigval, eigvec
+        self._fitted = True
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A network's layers hold views into its flat vectors, which pickle would copy
+        # apart; the network travels as its config and parameters and is rebuilt.
+        return {"config": self.model.get_config(), "params": self.model.params.copy(),
+                "init": {"likelihood": self.likelihood, "structure": self.structure,
+                         "prior_precision": self.prior_precision,
+                         "noise_precision": self.noise_precision,
+                         "max_iter": self.max_iter, "tol": self.tol},
+                "fitted": self.state_dict() if self._fitted else None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        model = Sequential.from_config(state["config"], dtype=_F64, params=state["params"])
+        self.__init__(model, **state["init"])  # type: ignore[misc]
+        if state["fitted"] is not None:
+            self.load_state_dict(state["fitted"])
+
     # --- predict ---------------------------------------------------------------------
     def _check_fitted(self, owner: str) -> None:
         if not self._fitted:
