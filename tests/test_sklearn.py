@@ -8,6 +8,7 @@ as scikit-learn's ``MLPClassifier``/``MLPRegressor``, so in float64 the fitted
 
 from __future__ import annotations
 
+import math
 import pickle
 import subprocess
 import sys
@@ -89,6 +90,26 @@ def test_dtype_follows_the_input_as_scikit_learn():
     reg = MLPRegressor(hidden_layer_sizes=(4,), random_state=0).partial_fit(X.astype(np.float32), y)
     reg.partial_fit(X, y)
     assert reg.model_.dtype == np.float32
+
+
+# With laplace set, sample_weight is refused with a ValueError (the Laplace likelihood
+# counts each row once); every other check passes (multi-label ones are off by the tag).
+_LAPLACE_SKIPPED = {*_BR_SKIPPED, "check_classifiers_one_label_sample_weights"}
+
+
+@parametrize_with_checks([
+    MLPRegressor(hidden_layer_sizes=(10,), solver="lm", max_iter=20, laplace="auto"),
+    MLPClassifier(hidden_layer_sizes=(10,), solver="lm", max_iter=20, laplace="auto"),
+])
+def test_sklearn_estimator_checks_laplace(estimator, check):
+    if _check_name(check) in _LAPLACE_SKIPPED:
+        # (scikit-learn wraps the one-label check's error in an AssertionError)
+        with pytest.raises((ValueError, AssertionError),
+                           match=r"does not support sample_weight|raises error if "
+                           r"'sample_weight' parameter is of type pandas|after sample_weight"):
+            check(estimator)
+    else:
+        check(estimator)
 
 
 # --------------------------------------------------------------------------- same meaning
@@ -562,3 +583,124 @@ def test_second_order_max_iter_counts_epochs(solver):
                              max_iter=3, random_state=0, dtype="float64").fit(x, y)
     assert short.n_iter_ == len(short.loss_curve_) == len(short.mu_curve_) == 3
     assert short.stop_reason_ is None
+
+
+# --------------------------------------------------------------------------- Laplace
+def _noisy_sine(n=200, seed=0, n_out=1):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, 1))
+    y = np.column_stack([np.sin(3 * x[:, 0]) * (k + 1) for k in range(n_out)])
+    y = y + 0.1 * rng.standard_normal(y.shape)
+    return x, (y[:, 0] if n_out == 1 else y)
+
+
+def test_predict_return_std_is_the_laplace_predictive():
+    from jacnet.laplace import Laplace
+
+    x, y = _noisy_sine()
+    kwargs = dict(hidden_layer_sizes=(8,), activation="tanh", solver="lm", max_iter=100,
+                  random_state=0)
+    reg = MLPRegressor(laplace="full", **kwargs).fit(x, y)
+    grid = np.linspace(-3, 3, 13)[:, None]
+    mean, std = reg.predict(grid, return_std=True)
+    np.testing.assert_array_equal(mean, reg.predict(grid))
+    ref_la = Laplace(reg.model_, structure="full").fit(x, y)
+    np.testing.assert_allclose(std, ref_la.predictive(grid).std[:, 0], rtol=1e-12)
+    assert mean.shape == std.shape == (13,)
+    assert reg.beta_ == ref_la.beta_ and reg.alpha_ == ref_la.alpha_
+    assert 0.09 < 1 / math.sqrt(reg.beta_) < 0.11
+    assert reg.alpha_ > 0 and 0 < reg.effective_n_params_ < reg.model_.n_params
+    assert reg.log_marginal_likelihood_ == ref_la.log_marginal_likelihood_
+    assert np.all(std >= 1 / math.sqrt(reg.beta_)) and std[0] > std[6] and std[-1] > std[6]
+    plain = MLPRegressor(**kwargs).fit(x, y)  # laplace=None: training unchanged
+    np.testing.assert_array_equal(plain.model_.params, reg.model_.params)
+    assert not hasattr(plain, "alpha_") and not hasattr(plain, "laplace_")
+
+
+@pytest.mark.parametrize("amplitude", [0.01, 100.0])
+def test_br_std_is_in_target_units(amplitude):
+    """'br' fits on targets mapped to [-1, 1]: its α, β and σ(x) follow the targets' scale."""
+    x, y = _noisy_sine(n=150, seed=1)
+    kwargs = dict(hidden_layer_sizes=(8,), activation="tanh", solver="br", max_iter=150,
+                  random_state=0, dtype="float64")
+    reg = MLPRegressor(laplace="auto", **kwargs).fit(x, amplitude * y)
+    unit = MLPRegressor(laplace="auto", **kwargs).fit(x, y)
+    grid = np.linspace(-2, 2, 9)[:, None]
+    std, std_unit = reg.predict(grid, return_std=True)[1], unit.predict(grid, return_std=True)[1]
+    np.testing.assert_allclose(std, amplitude * std_unit, rtol=1e-6)
+    assert reg.beta_ == pytest.approx(unit.beta_ / amplitude**2, rel=1e-6)
+    assert reg.alpha_ == pytest.approx(unit.alpha_, rel=1e-6)
+    assert 0.09 < 1 / math.sqrt(unit.beta_) < 0.11
+    assert np.all(std_unit >= 1 / math.sqrt(unit.beta_)) and std_unit[0] > std_unit[4]
+    # without laplace, br still reports its evidence estimates
+    bare = MLPRegressor(**kwargs).fit(x, y)
+    assert bare.alpha_ == unit.alpha_ and bare.beta_ == unit.beta_
+    assert not hasattr(bare, "laplace_")
+
+
+def test_multioutput_return_std_shapes():
+    x, y = _noisy_sine(n_out=2)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), activation="tanh", solver="lm", max_iter=60,
+                       random_state=0, laplace="last_layer").fit(x, y)
+    mean, std = reg.predict(x[:5], return_std=True)
+    assert mean.shape == std.shape == (5, 2) and np.all(std > 0)
+    assert reg.laplace_.structure_ == "last_layer"
+
+
+def test_classifier_predict_proba_with_laplace():
+    from scipy.special import expit
+    from sklearn.datasets import load_breast_cancer
+
+    from jacnet.laplace import Laplace
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    kwargs = dict(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=200, random_state=0)
+    plain = MLPClassifier(**kwargs).fit(X, y)
+    clf = MLPClassifier(laplace="full", **kwargs).fit(X, y)
+    np.testing.assert_array_equal(plain.model_.params, clf.model_.params)
+    p1 = expit(plain.model_(X)[:, 0])
+    np.testing.assert_allclose(plain.predict_proba(X), np.column_stack([1 - p1, p1]), rtol=1e-12)
+    proba = clf.predict_proba(X)
+    ref = Laplace(clf.model_, "classification", structure="full").fit(X, y).predict_proba(X)
+    np.testing.assert_allclose(proba, ref, rtol=1e-12)
+    # moderated: never more confident than the network, the same decisions
+    assert np.all(np.abs(proba[:, 1] - 0.5) <= np.abs(p1 - 0.5) + 1e-12)
+    assert np.mean(np.abs(proba[:, 1] - 0.5) < np.abs(p1 - 0.5)) > 0.5
+    np.testing.assert_array_equal(proba.argmax(axis=1), clf.predict(X))
+    assert clf.alpha_ > 0 and not hasattr(clf, "beta_")
+    loaded = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(loaded.predict_proba(X), proba)
+
+
+def test_classifier_multiclass_laplace(digits):
+    X, y = digits
+    clf = MLPClassifier((32,), solver="lbfgs", max_iter=50, random_state=0,
+                        laplace="auto").fit(X, y)  # 2410 parameters > 2048
+    proba = clf.predict_proba(X[:20])
+    assert proba.shape == (20, 10) and clf.laplace_.structure_ == "last_layer"
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_laplace_errors():
+    x, y = _noisy_sine(n=40)
+    with pytest.raises(ValueError, match=r"return_std=True\) needs the Laplace approximation"):
+        reg = MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=20).fit(x, y)
+        reg.predict(x, return_std=True)
+    with pytest.raises(ValueError, match="laplace='auto' needs loss='squared_error'"):
+        MLPRegressor(hidden_layer_sizes=(4,), loss="poisson", solver="lbfgs", max_iter=20,
+                     laplace="auto").fit(x, np.abs(y))
+    with pytest.raises(ValueError, match="does not support sample_weight"):
+        MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=20, laplace="auto").fit(
+            x, y, sample_weight=np.ones(40))
+    with pytest.raises(ValueError, match="partial_fit sees one batch at a time"):
+        MLPRegressor(hidden_layer_sizes=(4,), laplace="auto").partial_fit(x, y)
+    Xm, Ym = make_multilabel_classification(n_samples=40, n_classes=3, random_state=0)
+    with pytest.raises(ValueError, match="not multi-label"):
+        MLPClassifier((4,), solver="lbfgs", max_iter=20, laplace="auto").fit(Xm, Ym)
+    clf = MLPClassifier((4,), solver="lbfgs", max_iter=20).fit(x, y > 0)
+    clf.set_params(laplace="auto")
+    with pytest.raises(ValueError, match="was fitted without it"):
+        clf.predict_proba(x)
+    with pytest.raises(ValueError, match="laplace"):
+        MLPRegressor(laplace="kron").fit(x, y)

@@ -315,8 +315,8 @@ class Laplace:
     def _curvature_sqrt(z: np.ndarray) -> np.ndarray:
         """C_b with C_bᵀC_b the Hessian of the categorical NLL w.r.t. the logits."""
         if z.shape[1] == 1:
-            s = 1.0 / (1.0 + np.exp(-z[:, 0]))
-            return np.sqrt(s * (1.0 - s))
+            # σ(1 − σ) = (1 − tanh²(z/2)) / 4, without exp(−z) overflowing for z ≪ 0
+            return 0.5 * np.sqrt(1.0 - np.tanh(0.5 * z[:, 0]) ** 2)
         p = np.exp(z - z.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         root = np.sqrt(p)

@@ -252,6 +252,7 @@ class _BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "dtype": [None, StrOptions({"float32", "float64"}), Options(type, {np.float32, np.float64})],
+        "laplace": [None, StrOptions({"auto", "full", "last_layer"})],
     }
 
     # Set by the subclasses' __init__ (scikit-learn reads the parameters from its signature).
@@ -279,6 +280,7 @@ class _BaseMLP(BaseEstimator):
     n_iter_no_change: Any
     max_fun: int
     dtype: Any
+    laplace: Any
 
     def _loss_name(self) -> str:
         raise NotImplementedError
@@ -349,6 +351,13 @@ class _BaseMLP(BaseEstimator):
         if np.any(np.array(hidden_layer_sizes) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden_layer_sizes}.")
         first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
+        if self.laplace is not None and incremental:
+            raise ValueError(
+                f"partial_fit sees one batch at a time, but laplace={self.laplace!r} needs all "
+                "the training data at once; use fit, or construct with laplace=None.")
+        for name in ("laplace_", "alpha_", "beta_", "effective_n_params_",
+                     "log_marginal_likelihood_"):
+            self.__dict__.pop(name, None)  # evidence of an earlier fit
         X, y = self._validate_input(X, y, incremental, reset=first_pass,
                                     dtype=self._fit_dtype(first_pass))
         dtype = X.dtype
@@ -374,6 +383,8 @@ class _BaseMLP(BaseEstimator):
                 self._fit_lbfgs(X, y, sample_weight)
             else:
                 self._fit_second_order(X, y, sample_weight, fresh=first_pass)
+            if self.solver != "br":  # "br" fits it on its own scale, in _fit_second_order
+                self._fit_laplace(X, y, sample_weight)
 
         if not np.isfinite(self.model_.params).all():
             raise ValueError(
@@ -743,6 +754,8 @@ class _BaseMLP(BaseEstimator):
                             epochs=self.max_iter, metrics=[], callbacks=callbacks,
                             early_stopping=False, progress=False, sample_weight=sample_weight)
             stopped = history.stop_reason
+            if self.solver == "br":
+                self._br_evidence(optimizer, X, y, unit)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
             stopped = "interrupted"
@@ -762,6 +775,57 @@ class _BaseMLP(BaseEstimator):
                 "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
         self.stop_reason_ = ("validation" if stopper is not None and stopper.stopped_epoch
                              else optimizer.stop_reason)
+
+    def _br_evidence(self, optimizer: Any, X: np.ndarray, y: np.ndarray, unit: float) -> None:
+        """``alpha_`` and ``beta_`` from Bayesian regularisation's fixed point, and the
+        Laplace approximation with them, while the network is in ``"br"``'s target units."""
+        from jacnet.laplace import br_precisions
+
+        prior, noise = br_precisions(optimizer)
+        self.alpha_, self.beta_ = prior, noise / unit**2
+        self._fit_laplace(X, y, None, precisions=(prior, noise), unit=unit)
+
+    def _laplace_target(self, y: np.ndarray) -> tuple[str, np.ndarray]:
+        """The Laplace likelihood and the targets it takes, from the fit's 2-D ``y``."""
+        raise NotImplementedError
+
+    def _fit_laplace(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                     precisions: tuple[float, float] | None = None, unit: float = 1.0) -> None:
+        """The Laplace approximation ``laplace_`` at the trained network (``laplace`` set).
+
+        ``precisions`` (α, β) fixed, else both from the evidence; ``unit`` the scale of the
+        network's outputs in target units (``"br"`` trains on targets mapped to [-1, 1]).
+        """
+        if self.laplace is None:
+            return
+        from jacnet.laplace import Laplace
+
+        if sample_weight is not None:
+            raise ValueError(
+                f"laplace={self.laplace!r} does not support sample_weight (the likelihood of "
+                "the Laplace approximation counts every row once); fit without "
+                "sample_weight or with laplace=None.")
+        likelihood, target = self._laplace_target(y)
+        prior, noise = (None, None) if precisions is None else precisions
+        approx = Laplace(self.model_, likelihood, structure=self.laplace,
+                         prior_precision=prior, noise_precision=noise).fit(X, target)
+        self.laplace_ = approx
+        self._laplace_unit = unit
+        self.log_marginal_likelihood_ = approx.log_marginal_likelihood_
+        if precisions is None:  # "br" keeps its own α, β and γ
+            self.alpha_ = float(approx.alpha_)  # one α: the evidence of a single prior
+            self.effective_n_params_ = approx.effective_n_params_
+            if likelihood == "regression":
+                self.beta_ = approx.beta_ / unit**2
+
+    def _fitted_laplace(self, what: str) -> Any:
+        approx = self.__dict__.get("laplace_")
+        if approx is None:
+            raise ValueError(
+                f"{what} needs the Laplace approximation, which fit computes when laplace is "
+                f"set; this {type(self).__name__} was fitted without it. Construct it with "
+                "laplace='auto' (or 'full', 'last_layer') and fit again.")
+        return approx
 
     def _rescale_output_layer(self, scale: float, shift: Any) -> None:
         """Make the last Linear layer compute scale · (W y + b) + shift, in place."""
@@ -878,6 +942,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         scikit-learn: float32 ``X`` trains (and the network predicts) in float32, any
         other ``X`` in float64; ``warm_start`` and ``partial_fit`` continue in the fitted
         network's type. A type given forces it whatever the input.
+    laplace : {"auto", "full", "last_layer"} or None, default None
+        After training, fit a Laplace approximation of the posterior over the weights
+        (:class:`jacnet.laplace.Laplace`, this ``structure``) on all the rows given to
+        ``fit``, with its prior precision from the evidence; ``predict_proba`` then
+        returns the probabilities averaged over it. None: no approximation, the
+        network's probabilities. It costs one generalised Gauss–Newton matrix on the
+        training rows and an eigendecomposition of its structure's size (``"auto"``:
+        ``"full"`` up to 2048 parameters, else the last layer); binary and multiclass
+        targets only, no ``sample_weight`` or ``partial_fit``. ``predict`` stays the
+        network's most probable class.
 
     Attributes
     ----------
@@ -899,6 +973,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
     model_ : jacnet.Sequential
         The network (its output layer is linear: logits).
+    laplace_ : jacnet.laplace.Laplace
+        The Laplace approximation (``laplace`` set), e.g. for ``laplace_.predict_proba(X,
+        method="mc")``.
+    alpha_, effective_n_params_, log_marginal_likelihood_ : float
+        With ``laplace`` set: the evidence's prior precision α of the weights, the
+        effective number of parameters γ and the log marginal likelihood at them.
 
     Examples
     --------
@@ -942,6 +1022,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n_iter_no_change: Any = 10,
         max_fun: int = 15000,
         dtype: Any = None,
+        laplace: Any = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -967,6 +1048,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.dtype = dtype
+        self.laplace = laplace
 
     def _loss_name(self) -> str:
         return "log_loss"
@@ -1045,8 +1127,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return np.log(y_prob, out=y_prob)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order.
+
+        The network's softmax (logistic) output; with ``laplace`` set, the probabilities
+        averaged over the Laplace posterior of the logits (probit approximation,
+        :meth:`jacnet.laplace.Laplace.predict_proba`), which are less confident away
+        from the training data.
+        """
         check_is_fitted(self)
+        if self.laplace is not None:
+            approx = self._fitted_laplace("predict_proba with laplace set")
+            X = validate_data(self, X, dtype=self.model_.dtype, reset=False)
+            return approx.predict_proba(X).astype(self.model_.dtype, copy=False)
         y_pred = self._forward_pass_fast(X)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
@@ -1054,9 +1146,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.vstack([1 - y_pred, y_pred]).T
         return y_pred
 
+    def _laplace_target(self, y: np.ndarray) -> tuple[str, np.ndarray]:
+        if self.out_activation_ == "softmax":
+            return "classification", y.argmax(axis=1)
+        if self.n_outputs_ > 1:
+            raise ValueError(
+                f"laplace={self.laplace!r} supports binary and multiclass targets, not "
+                f"multi-label ones ({self.n_outputs_} independent outputs here); fit with "
+                "laplace=None.")
+        return "classification", (y[:, 0] > 0.5).astype(np.int64)
+
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
+        # laplace: one softmax or sigmoid over the outputs, no multi-label targets
+        tags.classifier_tags.multi_label = self.laplace is None
+        tags.target_tags.multi_output = self.laplace is None
         return tags
 
 
@@ -1083,6 +1187,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         defaults, LM fits sin(10x)/(10x) on 1000 points with a (20,) tanh network to a
         training MSE of about 1e-5 (docs/benchmarks.md); lower ``tol`` for more.
 
+    laplace : {"auto", "full", "last_layer"} or None, default None
+        As for :class:`MLPClassifier` (squared error only): after training, fit the Laplace
+        approximation for ``predict(X, return_std=True)``. For ``"br"`` it uses Bayesian
+        regularisation's own α and β (on the network in its [-1, 1] target units),
+        otherwise both from the evidence.
+
     Attributes
     ----------
     loss_curve_, best_loss_ : also for ``"lm"`` and ``"br"``.
@@ -1091,7 +1201,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     gamma_curve_ : list of float
         Bayesian regularisation's effective number of parameters γ per iteration (``"br"``).
     effective_n_params_ : float
-        The last γ (``"br"``).
+        The last γ (``"br"``), or the Laplace evidence's γ (``laplace`` set).
+    alpha_ : float
+        Precision of the Gaussian prior on the parameters: ``"br"``'s 2 α (MATLAB's α
+        weighs Σθ² without the half; on the network trained on targets mapped to
+        [-1, 1]), or the evidence's (``laplace`` set). Note: scikit-learn's
+        ``BayesianRidge`` names the noise precision ``alpha_`` and this one ``lambda_``.
+    beta_ : float
+        Precision of the target noise, in the targets' units: 1 / ``beta_`` is the noise
+        variance (``"br"``, or ``laplace`` set).
+    log_marginal_likelihood_ : float
+        The Laplace log evidence (``laplace`` set).
+    laplace_ : jacnet.laplace.Laplace
+        The approximation (``laplace`` set); for ``"br"`` on the network in [-1, 1] units.
     stop_reason_ : str or None
         Why ``"lm"``/``"br"`` stopped: ``"min_grad"`` (gradient norm below ``tol``),
         ``"mu_max"`` (no step lowers the loss), ``"validation"`` (``early_stopping``: no
@@ -1107,6 +1229,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     >>> reg = MLPRegressor(hidden_layer_sizes=(20,), activation="tanh", solver="lm", tol=1e-6,
     ...                    max_iter=1000, random_state=0).fit(x, y)
     >>> float(np.mean((reg.predict(x) - y) ** 2)) < 1e-5, len(reg.mu_curve_) == reg.n_iter_
+    (True, True)
+
+    Error bars, from Bayesian regularisation's noise estimate and the Laplace approximation:
+
+    >>> rng = np.random.default_rng(0)
+    >>> y_noisy = y + 0.1 * rng.standard_normal(y.shape)
+    >>> reg = MLPRegressor(hidden_layer_sizes=(10,), activation="tanh", solver="br",
+    ...                    max_iter=300, random_state=0, laplace="full").fit(x, y_noisy)
+    >>> mean, std = reg.predict([[0.0], [2.0]], return_std=True)
+    >>> bool(0.09 < 1 / np.sqrt(reg.beta_) < 0.11), bool(std[1] > std[0] > 0.09)
     (True, True)
     """
 
@@ -1145,6 +1277,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         n_iter_no_change: Any = 10,
         max_fun: int = 15000,
         dtype: Any = None,
+        laplace: Any = None,
     ) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1171,6 +1304,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.dtype = dtype
+        self.laplace = laplace
 
     def _loss_name(self) -> str:
         return str(self.loss)
@@ -1186,10 +1320,38 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             y = column_or_1d(y, warn=True)
         return X, y
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
+    def predict(self, X: Any, return_std: bool = False) -> Any:
+        """Predicted values, and with ``return_std`` their predictive standard deviations.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        return_std : bool, default False
+            Also return σ(x) = √(J(x) A⁻¹ J(x)ᵀ + 1/β) from the Laplace approximation
+            (needs ``laplace`` set at fit), in target units: the uncertainty of the
+            function and the noise ``1 / beta_`` of the targets around it.
+
+        Returns
+        -------
+        y_mean : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        y_std : ndarray of the same shape
+            Only with ``return_std``.
+        """
         check_is_fitted(self)
-        return self._predict(X)
+        if not return_std:
+            return self._predict(X)
+        approx = self._fitted_laplace("predict(X, return_std=True)")
+        X = validate_data(self, X, dtype=self.model_.dtype, reset=False)
+        mean = self._predict(X, check_input=False)
+        std = approx.predictive(X).std * self._laplace_unit
+        return mean, std.reshape(mean.shape).astype(mean.dtype, copy=False)
+
+    def _laplace_target(self, y: np.ndarray) -> tuple[str, np.ndarray]:
+        if self.loss != "squared_error":
+            raise ValueError(
+                f"laplace={self.laplace!r} needs loss='squared_error' (a Gaussian likelihood); "
+                f"got loss={self.loss!r}. Fit with laplace=None.")
+        return "regression", y
 
     def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
         y_pred = self._forward_pass_fast(X, check_input=check_input)
