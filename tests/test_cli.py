@@ -521,3 +521,42 @@ def test_scores_in_blocks_equal_scores_at_once(price_model):
     blocks = _score(model, "cross_entropy", x_scaler, None, X, labels, block=9)
     assert blocks["accuracy"] == pytest.approx(once["accuracy"]) and blocks["loss"] == pytest.approx(
         once["loss"], rel=1e-6)
+
+
+def test_train_records_the_noise_and_predict_std(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (400, 1))
+    y = 5.0 * np.sin(3 * X[:, 0]) + 20.0 + 0.5 * rng.standard_normal(400)  # noise σ = 0.5
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text("x,y\n" + "\n".join(f"{a},{t}" for a, t in zip(X[:, 0], y)) + "\n")
+    out = tmp_path / "run"
+    common = ["--data", str(csv_path), "--hidden", "10", "--activation", "tanh", "--optimizer",
+              "lm", "--epochs", "60", "--dtype", "float64", "--no-progress"]
+    assert main(["train", *common, "--out", str(out), "--laplace", "full"]) == 0
+    printed = capsys.readouterr().out
+    meta = load_model(out / "model.npz").metadata
+    assert meta["laplace"]["structure"] == "full" and len(meta["noise_std"]) == 1
+    assert 0.45 < meta["noise_std"][0] < 0.55  # in target units, not the scaled ones
+    assert f"noise std (Laplace evidence, target units): {meta['noise_std'][0]:.4g}" in printed
+    features = tmp_path / "features.csv"
+    features.write_text("x\n0.0\n0.5\n3.0\n")
+    assert main(["predict", str(out / "model.npz"), str(features), "--std"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "prediction,std"
+    std = [float(line.split(",")[1]) for line in lines[1:]]
+    assert meta["noise_std"][0] <= std[0] < 0.6 and std[2] > 2 * std[0]
+    assert main(["predict", str(out / "model.npz"), str(features)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "prediction"
+
+    none = tmp_path / "none"
+    assert main(["train", *common, "--out", str(none), "--laplace", "none"]) == 0
+    assert "noise_std" not in load_model(none / "model.npz").metadata
+    capsys.readouterr()
+    assert main(["predict", str(none / "model.npz"), str(features), "--std"]) == 1
+    assert "has no Laplace approximation" in capsys.readouterr().err
+    classifier = tmp_path / "cls"
+    assert main(["train", *TINY, "--out", str(classifier)]) == 0
+    assert "laplace" not in load_model(classifier / "model.npz").metadata
+    capsys.readouterr()
+    assert main(["predict", str(classifier / "model.npz"), "xor", "--std"]) == 2
+    assert "--std is for regression models" in capsys.readouterr().err

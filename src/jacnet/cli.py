@@ -34,7 +34,7 @@ _DEFAULTS: dict[str, Any] = {
     "loss": "auto", "optimizer": "adam", "lr": None, "weight_decay": None, "epochs": 100,
     "batch_size": 32, "seed": 0, "dtype": "float32", "test_size": 0.2,
     "validation_split": 0.0, "early_stopping": False, "patience": 10, "out": None,
-    "checkpoint_every": None, "progress": None, "no_header": False,
+    "checkpoint_every": None, "progress": None, "no_header": False, "laplace": "last_layer",
 }
 
 
@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--early-stopping", action="store_true", default=None,
                      help="stop when the validation loss stops improving; keep the best weights")
     opt.add_argument("--patience", type=int, default=None, help="epochs without improvement [10]")
+    model.add_argument("--laplace", default=None, choices=["last_layer", "full", "auto", "none"],
+                       help="regression: the Laplace approximation saved for predict --std, "
+                            "and the noise estimate [last_layer]")
     run = train.add_argument_group("output")
     run.add_argument("--out", default=None, help="run folder [runs/<data>-<time>]")
     run.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
@@ -153,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the CSV file has no header line (columns by position)")
     predict.add_argument("--out", "-o", default=None,
                          help="output .csv or .npz file [CSV on standard output]")
+    predict.add_argument("--std", action="store_true",
+                         help="regression: add each output's predictive standard deviation "
+                              "(Laplace: the network's uncertainty and the noise), in target units")
     predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     export = sub.add_parser(
@@ -487,6 +493,8 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
                   "test_size": options["test_size"], "seed": options["seed"]},
         "stop_reason": history.stop_reason,
     }
+    if y_scaler is not None and options["laplace"] != "none":
+        metadata.update(_noise_estimate(model, X_train, y_train, y_scaler, options["laplace"]))
     save_model(out / "model.npz", model, preprocessing={"X": x_scaler, "y": y_scaler},
                metadata=metadata)
     history.to_csv(out / "history.csv")
@@ -508,7 +516,25 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
         return 1
     if history.stop_reason:
         print(f"stopped: {history.stop_reason}")
+    if "noise_std" in metadata:
+        print("noise std (Laplace evidence, target units): "
+              + ", ".join(f"{v:.4g}" for v in metadata["noise_std"]))
     return 0
+
+
+def _noise_estimate(model: Any, X: np.ndarray, y: np.ndarray, y_scaler: Any,
+                    structure: str) -> dict[str, Any]:
+    """The Laplace approximation on the (scaled) training rows, for ``predict --std``, and
+    the evidence's noise standard deviation per output in target units."""
+    from jacnet.laplace import Laplace
+
+    try:
+        approx = Laplace(model, "regression", structure=structure).fit(X, y)
+    except ValueError as exc:
+        print(f"note: no noise estimate or --std for this model: {exc}", file=sys.stderr)
+        return {}
+    noise = np.asarray(y_scaler.scale_, dtype=np.float64) / np.sqrt(approx.beta_)
+    return {"noise_std": noise.tolist(), "laplace": approx.state_dict()}
 
 
 def _score(model: Any, loss: str, x_scaler: Any, y_scaler: Any, X: np.ndarray,
@@ -783,11 +809,13 @@ def _array_features(saved: Any, spec: str, target: Any) -> np.ndarray:
     return np.asarray(_dataset_for(saved, spec, target).X)
 
 
-def _prediction_columns(saved: Any, X: np.ndarray) -> dict[str, np.ndarray]:
+def _prediction_columns(saved: Any, X: np.ndarray, laplace: Any = None) -> dict[str, np.ndarray]:
     """What `jacnet predict` writes for feature rows X: labels and class probabilities, or
-    predictions in target units."""
+    predictions in target units (and, given the saved Laplace approximation, their
+    standard deviations)."""
     meta, prep = saved.metadata, saved.preprocessing
-    out = _predict_values(saved.model, prep["X"].transform(X), prep.get("y"))
+    X_scaled = prep["X"].transform(X)
+    out = _predict_values(saved.model, X_scaled, prep.get("y"))
     columns: dict[str, np.ndarray] = {}
     if meta["task"] == "classification":
         names = meta.get("target_names")
@@ -804,8 +832,11 @@ def _prediction_columns(saved: Any, X: np.ndarray) -> dict[str, np.ndarray]:
         for k in range(probs.shape[1]):
             columns[f"p_{names[k] if names else k}"] = probs[:, k]
     else:
+        std = None if laplace is None else _predictive_std(saved, laplace, X_scaled)
         for k in range(out.shape[1]):
             columns["prediction" if out.shape[1] == 1 else f"prediction_{k}"] = out[:, k]
+            if std is not None:
+                columns["std" if out.shape[1] == 1 else f"std_{k}"] = std[:, k]
     return columns
 
 
@@ -816,6 +847,7 @@ def _predict(args: argparse.Namespace) -> int:
     if out is not None and not out.lower().endswith((".csv", ".npz")):
         raise UsageError(f"--out must end in .csv or .npz; got {args.out!r}.")
     saved = _load_saved(args.model)
+    laplace = _saved_laplace(saved) if args.std else None
     spec = args.data
     if str(spec).lower().endswith((".csv", ".csv.gz")) and Path(spec).exists():
         blocks: Iterator[np.ndarray] = _csv_feature_blocks(saved, spec, args.target,
@@ -825,7 +857,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise UsageError("--no-header applies only to CSV files.")
         blocks = iter([_array_features(saved, spec, args.target)])
     if out is not None and out.lower().endswith(".npz"):
-        parts = [_prediction_columns(saved, X) for X in blocks]
+        parts = [_prediction_columns(saved, X, laplace) for X in blocks]
         columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         with atomic_write(out) as f:
             cast(Any, np.savez)(f, **columns)
@@ -833,11 +865,31 @@ def _predict(args: argparse.Namespace) -> int:
     with (atomic_write(out, "w") if out is not None else contextlib.nullcontext(sys.stdout)) as f:
         writer = csv.writer(f, lineterminator="\n")
         for i, X in enumerate(blocks):
-            columns = _prediction_columns(saved, X)
+            columns = _prediction_columns(saved, X, laplace)
             if i == 0:
                 writer.writerow(columns)
             writer.writerows(zip(*(col.tolist() for col in columns.values())))
     return 0
+
+
+def _saved_laplace(saved: Any) -> Any:
+    """The Laplace approximation saved by train, for ``predict --std``."""
+    from jacnet.laplace import Laplace
+
+    if saved.metadata["task"] == "classification":
+        raise UsageError("--std is for regression models (a standard deviation in target "
+                         "units); this model is a classifier, whose p_ columns are its answer.")
+    state = saved.metadata.get("laplace")
+    if state is None:
+        raise ValueError("this model has no Laplace approximation (trained with --laplace none, "
+                         "or before jacnet saved one); train it again to use --std.")
+    return Laplace(saved.model, "regression").load_state_dict(state)
+
+
+def _predictive_std(saved: Any, laplace: Any, X_scaled: np.ndarray) -> np.ndarray:
+    """σ(x) per output in target units from the saved Laplace approximation."""
+    scale = np.asarray(saved.preprocessing["y"].scale_, dtype=np.float64)
+    return np.asarray(laplace.predictive(X_scaled.astype(np.float64)).std * scale)
 
 
 # --------------------------------------------------------------------------- export
