@@ -144,3 +144,49 @@ def test_missing_matplotlib_gives_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ImportError, match=r"pip install 'jacnet\[plot\]'"):
         plot_history({"loss": [1.0]})
+
+
+def test_plot_predictive_band_contains_the_mean_and_grows_outside(tmp_path):
+    from jacnet.laplace import Laplace
+    from jacnet.plot import plot_predictive
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (60, 1))
+    y = np.sin(3 * X) + 0.1 * rng.standard_normal(X.shape)
+    la = Laplace(mlp([1, 8, 1], seed=0, dtype="float64"), prior_precision=1.0,
+                 noise_precision=100.0).fit(X, y)
+    path = tmp_path / "band.png"
+    fig = plot_predictive(la, X, y, path)
+    assert png_size(path) == (700, 450)
+    ax = fig.axes[0]
+    xs, mean = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()
+    np.testing.assert_allclose(mean, la.predictive(xs.reshape(-1, 1)).mean[:, 0])
+    total, weights = ax.collections[0], ax.collections[1]
+    for band, var in ((total, la.predictive(xs.reshape(-1, 1)).var[:, 0]),
+                      (weights, la.predictive(xs.reshape(-1, 1)).epistemic_var[:, 0])):
+        vertices = band.get_paths()[0].vertices  # the outline: lower and upper edge
+        at = [vertices[vertices[:, 0] == x, 1] for x in xs]
+        lower, upper = np.array([v.min() for v in at]), np.array([v.max() for v in at])
+        assert np.all(lower < mean) and np.all(mean < upper)
+        np.testing.assert_allclose(upper - mean, 2 * np.sqrt(var), rtol=1e-6)
+        np.testing.assert_allclose(mean - lower, 2 * np.sqrt(var), rtol=1e-6)
+    width = upper - mean
+    assert width[0] > width[len(xs) // 2] and width[-1] > width[len(xs) // 2]  # outside the data
+
+
+def test_plot_predictive_takes_an_estimator_and_checks_its_input():
+    from jacnet.plot import plot_predictive
+
+    class Constant:
+        def predict(self, X, return_std=False):
+            return np.zeros(len(X)), np.full(len(X), 0.5)
+
+    X, y = np.linspace(0, 1, 10), np.zeros(10)
+    fig = plot_predictive(Constant(), X, y, grid=np.linspace(-1, 2, 7))
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_paths()[0].vertices[:, 1].max(), 1.0)
+    with pytest.raises(ValueError, match=r"X must have shape \(n_samples, 1\)"):
+        plot_predictive(Constant(), np.zeros((10, 2)), y)
+    with pytest.raises(ValueError, match="y must have 10 rows"):
+        plot_predictive(Constant(), X, np.zeros(7))
+    with pytest.raises(TypeError, match="predict\\(X, return_std=True\\)"):
+        plot_predictive(object(), X, y)
