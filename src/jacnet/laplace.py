@@ -77,8 +77,8 @@ __all__ = ["FULL_MAX_PARAMS", "Laplace", "Predictive", "br_precisions"]
 FULL_MAX_PARAMS = 2048
 #: The largest last layer ``"last_layer"`` accepts (its P_last × P_last float64 matrices).
 LAST_LAYER_MAX_PARAMS = 8192
-#: Entries of the (rows, m, P) Jacobian formed at once when predicting.
-_PREDICT_TILE = 1 << 22
+#: Entries of the (rows, m, P) Jacobian formed at once (fit's curvature, predictions).
+_TILE = 1 << 22
 _F64 = np.dtype(np.float64)
 _LIKELIHOODS = ("regression", "classification")
 _STRUCTURES = ("auto", "full", "last_layer")
@@ -357,7 +357,9 @@ class Laplace:
         phi = self._features(X)
         z = self.head_.forward(phi)
         sqrt_h = self._curvature_sqrt(z) if self.likelihood == "classification" else None
-        gram, _ = gauss_newton(self.head_, phi, curvature_sqrt=sqrt_h, dtype=_F64)
+        rows = max(1, _TILE // max(1, z.shape[1] * self.head_.n_params))
+        gram, _ = gauss_newton(self.head_, phi, curvature_sqrt=sqrt_h, dtype=_F64,
+                               chunk_size=rows)
         theta = self.head_.params
         n_blocks = len(self.head_.layer_block_slices())
         alpha = _check_precision(self.prior_precision, "prior_precision", n_blocks)
@@ -372,7 +374,8 @@ class Laplace:
         if alpha is None or beta is None:
             alpha, beta = self._evidence_fixed_point(gram, theta, sse, n_obs, alpha, beta)
         precision_diag = self._per_param(alpha)
-        matrix = beta * gram
+        matrix = gram  # in place: one P_s × P_s array fewer
+        matrix *= beta
         matrix[np.diag_indices_from(matrix)] += precision_diag
         eigval, eigvec = np.linalg.eigh(matrix)
         if eigval[0] <= 0:
@@ -561,7 +564,7 @@ class Laplace:
         self._check_fitted("function_covariance")
         X = self._check_X(X)
         m, p = self.model.out_features, self.n_params_
-        step = max(1, _PREDICT_TILE // max(1, m * p))
+        step = max(1, _TILE // max(1, m * p))
         mean = np.empty((X.shape[0], m))
         cov = np.empty((X.shape[0], m, m))
         scale = 1.0 / np.sqrt(self._eigval)
