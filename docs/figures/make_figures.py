@@ -1,4 +1,4 @@
-"""Write the figures that docs/backprop.md shows.
+"""Write the figures that docs/backprop.md and docs/uncertainty.md show.
 
 Run from the repository root:  python docs/figures/make_figures.py [OUTPUT_DIR]
 (default: this folder). tests/test_plot.py runs it into a temporary folder.
@@ -13,14 +13,16 @@ import numpy as np
 
 from jacnet.data import Dataset, load_dataset, train_test_split
 from jacnet.explain import explain, seed_network
+from jacnet.laplace import Laplace
 from jacnet.network import Sequential, mlp
-from jacnet.optim import SGD
+from jacnet.optim import SGD, BayesianRegularization
 from jacnet.plot import (
     compare_gradient_flow,
     plot_decision_boundary,
     plot_gradient_flow,
     plot_history,
     plot_jacobian,
+    plot_predictive,
 )
 from jacnet.training import History, fit
 
@@ -34,6 +36,7 @@ SIZES = {
     "gradient_flow.png": (1200, 400),
     "history.png": (1000, 350),
     "decision_boundary.png": (600, 500),
+    "predictive_band.png": (700, 450),
 }
 
 
@@ -66,6 +69,16 @@ def main(out: Path = HERE) -> list[Path]:
     plot_decision_boundary(model, data.X, data.y, out / "decision_boundary.png",
                            title=f"tanh 2-16-16-2 on moons (validation accuracy "
                                  f"{history['val_accuracy'][-1]:.0%})")
+    # docs/uncertainty.md: seed 0 of benchmarks/bench_laplace.py --sections synthetic
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (300, 1))
+    y = np.sin(3 * X) + 0.3 * X**2 + 0.1 * rng.standard_normal(X.shape)
+    net = mlp([1, 16, 1], activation="tanh", seed=0, dtype="float64")
+    BayesianRegularization().fit(net, X, y, epochs=200)
+    la = Laplace(net).fit(X, y)
+    plot_predictive(la, X, y, out / "predictive_band.png",
+                    title=f"1-16-1 tanh, Bayesian regularisation; noise σ̂ = "
+                          f"{1 / np.sqrt(la.beta_):.3f} (true 0.1)")
     return [out / name for name in SIZES]
 
 
