@@ -704,3 +704,15 @@ def test_laplace_errors():
         clf.predict_proba(x)
     with pytest.raises(ValueError, match="laplace"):
         MLPRegressor(laplace="kron").fit(x, y)
+
+
+def test_multioutput_std_has_each_outputs_noise():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (300, 1))
+    y = np.column_stack([np.sin(3 * x[:, 0]), 10 * np.cos(2 * x[:, 0])])
+    y = y + np.array([0.1, 3.0]) * rng.standard_normal(y.shape)
+    reg = MLPRegressor(hidden_layer_sizes=(12,), activation="tanh", solver="lm", max_iter=100,
+                       random_state=0, laplace="full").fit(x, y)
+    np.testing.assert_allclose(1 / np.sqrt(reg.beta_), [0.1, 3.0], rtol=0.1)
+    std = reg.predict(np.zeros((1, 1)), return_std=True)[1][0]
+    np.testing.assert_allclose(std, [0.1, 3.0], rtol=0.15)

@@ -22,9 +22,13 @@ eigenvalues λᵢ of G:
 
     log Z = −β/2 Σe² − α/2 ‖θ*‖² + (N·m/2) log(β/2π) + (P/2) log α − ½ Σ log(βλᵢ + α)
 
-(for classification the first and third terms are the log-likelihood at θ*). A network
-trained with Bayesian regularisation (``br``) already carries these estimates: pass them
-with :func:`br_precisions`.
+(for classification the first and third terms are the log-likelihood at θ*). With m > 1
+outputs each gets its own noise precision β_k (targets of different scales or noise
+levels): A = Σ_k β_k G_k + α I, G_k the Gauss–Newton matrix of output k, and the fixed
+point becomes γ_k = β_k tr(A⁻¹ G_k), β_k = (N − γ_k) / Σ e_k², α = Σ γ_k / ‖θ*‖², each
+update inverting A (the m matrices G_k are held at once). A single β for all outputs
+can be given. A network trained with Bayesian regularisation (``br``) already carries
+these estimates: pass them with :func:`br_precisions`.
 
 Structures
 ----------
@@ -94,7 +98,7 @@ class Predictive(NamedTuple):
     epistemic_var : ndarray, shape (B, m)
         diag(J(x) A⁻¹ J(x)ᵀ): the variance from not knowing the weights.
     aleatoric_var : ndarray, shape (B, m)
-        1/β: the noise of the targets around the function.
+        1/β (1/β_k for output k): the noise of the targets around the function.
     """
 
     mean: np.ndarray
@@ -211,8 +215,9 @@ class Laplace:
         α, fixed; one value per parameter block (weight, bias, … of the structure's
         parameters, in θ order) gives each its own prior. None: the evidence maximiser
         (a single α).
-    noise_precision : float, optional
-        β for regression, fixed (1/σ² of the target noise); None: from the evidence.
+    noise_precision : float or array-like of shape (m,), optional
+        β for regression, fixed (1/σ² of the target noise), one for all outputs or one per
+        output; None: from the evidence, one per output.
     max_iter : int, default 200
         Fixed-point iterations for the evidence at most.
     tol : float, default 1e-10
@@ -224,8 +229,9 @@ class Laplace:
         The structure used.
     alpha_ : float or ndarray
         Prior precision.
-    beta_ : float
-        Noise precision (1 for classification).
+    beta_ : float or ndarray of shape (m,)
+        Noise precision (1 for classification); per output when estimated for m > 1
+        outputs or given per output.
     effective_n_params_ : float
         γ = Σ βλᵢ / (βλᵢ + α): how many parameters the data determine (scalar α only;
         for per-block α, P − tr(A⁻¹ diag(α))).
@@ -249,7 +255,15 @@ class Laplace:
         self.likelihood = _likelihood_of(likelihood)
         self.structure = check_choice(structure, "structure", _STRUCTURES)
         self.prior_precision = prior_precision
-        self.noise_precision = _check_precision(noise_precision, "noise_precision", None)
+        if noise_precision is not None and np.ndim(noise_precision) == 1:
+            noise = check_array(noise_precision, "noise_precision", ndim=1, dtype=_F64,
+                                owner="Laplace")
+            if noise.size == 0 or np.any(noise <= 0) or not np.all(np.isfinite(noise)):
+                raise ValueError(f"Laplace: noise_precision must be positive and finite, one "
+                                 f"value or one per output; got {noise}.")
+            self.noise_precision: float | np.ndarray | None = noise
+        else:
+            self.noise_precision = _check_precision(noise_precision, "noise_precision", None)
         if self.likelihood == "classification" and self.noise_precision is not None:
             raise ValueError("Laplace: noise_precision applies to regression only; a "
                              "classification likelihood has no noise parameter.")
@@ -356,26 +370,42 @@ class Laplace:
         self.body_, self.head_ = self._split(structure)
         phi = self._features(X)
         z = self.head_.forward(phi)
-        sqrt_h = self._curvature_sqrt(z) if self.likelihood == "classification" else None
-        rows = max(1, _TILE // max(1, z.shape[1] * self.head_.n_params))
-        gram, _ = gauss_newton(self.head_, phi, curvature_sqrt=sqrt_h, dtype=_F64,
-                               chunk_size=rows)
+        m = z.shape[1]
         theta = self.head_.params
         n_blocks = len(self.head_.layer_block_slices())
         alpha = _check_precision(self.prior_precision, "prior_precision", n_blocks)
+        beta: Any = 1.0 if self.likelihood == "classification" else self.noise_precision
+        # Several outputs get a noise precision each (estimated, or given as an array).
+        per_output = self.likelihood == "regression" and m > 1 and (beta is None
+                                                                     or np.ndim(beta) == 1)
+        if self.likelihood == "regression" and np.ndim(beta) == 1 and np.size(beta) != m:
+            raise ValueError(f"Laplace.fit: noise_precision has {np.size(beta)} values but the "
+                             f"network has {m} outputs; give one value or {m}.")
         if self.likelihood == "regression":
-            sse = float(np.sum((z - y) ** 2))
-            n_obs = y.size
+            sse_k = np.sum((z - y) ** 2, axis=0)
             fit_term = None
         else:
-            sse, n_obs = 0.0, 0
+            sse_k = np.zeros(m)
             fit_term = self._log_likelihood_classes(z, y)
-        beta = 1.0 if self.likelihood == "classification" else self.noise_precision
-        if alpha is None or beta is None:
-            alpha, beta = self._evidence_fixed_point(gram, theta, sse, n_obs, alpha, beta)
+        if per_output:
+            eye = np.eye(m)
+            grams = [self._gram(phi, np.broadcast_to(eye[k], (phi.shape[0], 1, m)))
+                     for k in range(m)]
+            if alpha is None or beta is None:
+                alpha, beta = self._evidence_per_output(grams, theta, sse_k, z.shape[0],
+                                                        alpha, beta)
+            matrix = sum((float(b) * g for b, g in zip(beta, grams)), np.zeros_like(grams[0]))
+            del grams
+        else:
+            gram = self._gram(phi, self._curvature_sqrt(z)
+                              if self.likelihood == "classification" else None)
+            if alpha is None or beta is None:
+                alpha, beta = self._evidence_fixed_point(gram, theta, float(sse_k.sum()),
+                                                         y.size if fit_term is None else 0,
+                                                         alpha, beta)
+            matrix = gram  # in place: one P_s × P_s array fewer
+            matrix *= float(np.asarray(beta).reshape(-1)[0])
         precision_diag = self._per_param(alpha)
-        matrix = gram  # in place: one P_s × P_s array fewer
-        matrix *= beta
         matrix[np.diag_indices_from(matrix)] += precision_diag
         eigval, eigvec = np.linalg.eigh(matrix)
         if eigval[0] <= 0:
@@ -383,20 +413,67 @@ class Laplace:
                              "give a larger prior_precision.")
         self.structure_ = structure
         self.alpha_ = alpha
-        self.beta_ = float(beta)
+        self.beta_ = np.array(beta, dtype=_F64) if per_output else float(
+            np.asarray(beta).reshape(-1)[0])
         self.n_params_ = int(theta.size)
         self.n_train_ = int(X.shape[0])
         self._eigval, self._eigvec = eigval, eigvec
         self.effective_n_params_ = float(
             theta.size - np.einsum("pi,pi,i,p->", eigvec, eigvec, 1.0 / eigval, precision_diag))
         if fit_term is None:
-            fit_term = (-0.5 * self.beta_ * sse
-                        + 0.5 * n_obs * math.log(self.beta_ / (2.0 * math.pi)))
+            beta_k = np.broadcast_to(self.beta_, (m,))
+            fit_term = float(np.sum(-0.5 * beta_k * sse_k
+                                    + 0.5 * z.shape[0] * np.log(beta_k / (2.0 * math.pi))))
         self.log_marginal_likelihood_ = float(
             fit_term - 0.5 * float(np.dot(precision_diag * theta, theta))
             + 0.5 * float(np.log(precision_diag).sum()) - 0.5 * float(np.log(eigval).sum()))
         self._fitted = True
         return self
+
+    def _gram(self, phi: np.ndarray, curvature_sqrt: Any) -> np.ndarray:
+        """Σ_b J_bᵀ C_bᵀ C_b J_b of the posterior's parameters, in Jacobian tiles."""
+        m = self.head_.out_features
+        rows = max(1, _TILE // max(1, m * self.head_.n_params))
+        gram, _ = gauss_newton(self.head_, phi, curvature_sqrt=curvature_sqrt, dtype=_F64,
+                               chunk_size=rows)
+        return gram
+
+    def _evidence_per_output(self, grams: list[np.ndarray], theta: np.ndarray,
+                             sse: np.ndarray, n_samples: int, alpha: Any,
+                             beta: Any) -> tuple[float, np.ndarray]:
+        """The evidence's stationary point with one noise precision β_k per output.
+
+        With A = Σ_k β_k G_k + α I (G_k the Gauss–Newton matrix of output k) and
+        γ_k = β_k tr(A⁻¹ G_k): β_k = (N − γ_k) / Σ e_k², α = Σ γ_k / ‖θ‖² — the zeros of
+        ∂ log Z / ∂β_k and ∂ log Z / ∂α. Each update inverts A (P_s³).
+        """
+        if alpha is not None and np.ndim(alpha) != 0:
+            raise ValueError("Laplace.fit: with one prior precision per block, give "
+                             "noise_precision too (the evidence is maximised for a single α).")
+        weight_sq = float(np.dot(theta, theta))
+        if alpha is None and weight_sq == 0.0:
+            raise ValueError("Laplace.fit: the weights are all zero, so the evidence has no "
+                             "maximum in α; give prior_precision.")
+        if beta is None and np.any(sse == 0.0):
+            raise ValueError(f"Laplace.fit: the network fits output "
+                             f"{int(np.argmin(sse))} exactly, so its noise precision is "
+                             "infinite; give noise_precision.")
+        fix_alpha, fix_beta = alpha is not None, beta is not None
+        a = float(alpha) if fix_alpha else 1.0
+        b = np.asarray(beta, dtype=_F64) if fix_beta else n_samples / sse
+        for _ in range(self.max_iter):
+            matrix = sum((float(bk) * g for bk, g in zip(b, grams)), np.zeros_like(grams[0]))
+            matrix[np.diag_indices_from(matrix)] += a
+            inverse = np.linalg.inv(matrix)
+            gamma_k = b * np.array([np.vdot(inverse, g) for g in grams])  # β_k tr(A⁻¹ G_k)
+            new_a = a if fix_alpha else max(float(gamma_k.sum()), 1e-12) / weight_sq
+            new_b = b if fix_beta else np.maximum(n_samples - gamma_k, 1e-12) / sse
+            done = abs(new_a - a) <= self.tol * a and bool(np.all(np.abs(new_b - b)
+                                                                 <= self.tol * b))
+            a, b = new_a, new_b
+            if done:
+                break
+        return a, b
 
     def _per_param(self, alpha: float | np.ndarray) -> np.ndarray:
         if np.ndim(alpha) == 0:
@@ -467,7 +544,8 @@ class Laplace:
         alpha = self.alpha_
         return {"structure": self.structure_, "likelihood": self.likelihood,
                 "alpha": alpha.copy() if isinstance(alpha, np.ndarray) else float(alpha),
-                "beta": self.beta_, "effective_n_params": self.effective_n_params_,
+                "beta": self.beta_.copy() if isinstance(self.beta_, np.ndarray)
+                else self.beta_, "effective_n_params": self.effective_n_params_,
                 "log_marginal_likelihood": self.log_marginal_likelihood_,
                 "n_train": self.n_train_, "eigval": self._eigval.copy(),
                 "eigvec": self._eigvec.copy()}
@@ -508,7 +586,8 @@ class Laplace:
         self.structure_ = structure
         alpha = state["alpha"]
         self.alpha_ = np.asarray(alpha, dtype=_F64) if np.ndim(alpha) else float(alpha)
-        self.beta_ = float(state["beta"])
+        beta = state["beta"]
+        self.beta_ = np.asarray(beta, dtype=_F64) if np.ndim(beta) else float(beta)
         self.effective_n_params_ = float(state["effective_n_params"])
         self.log_marginal_likelihood_ = float(state["log_marginal_likelihood"])
         self.n_train_ = int(state["n_train"])
@@ -603,7 +682,8 @@ class Laplace:
                                "use predict_proba.")
         mean, cov = self.function_covariance(X)
         epistemic = np.diagonal(cov, axis1=1, axis2=2).copy()
-        return Predictive(mean, epistemic, np.full_like(epistemic, 1.0 / self.beta_))
+        aleatoric = np.broadcast_to(1.0 / np.asarray(self.beta_), epistemic.shape).copy()
+        return Predictive(mean, epistemic, aleatoric)
 
     def predict_proba(self, X: Any, *, method: str = "probit", n_samples: int = 200,
                       seed: Any = None) -> np.ndarray:

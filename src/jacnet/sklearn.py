@@ -782,7 +782,8 @@ class _BaseMLP(BaseEstimator):
         from jacnet.laplace import br_precisions
 
         prior, noise = br_precisions(optimizer)
-        self.alpha_, self.beta_ = prior, noise / unit**2
+        self.alpha_ = prior
+        self.beta_: float | np.ndarray = noise / unit**2
         self._fit_laplace(X, y, None, precisions=(prior, noise), unit=unit)
 
     def _laplace_target(self, y: np.ndarray) -> tuple[str, np.ndarray]:
@@ -1207,9 +1208,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         weighs Σθ² without the half; on the network trained on targets mapped to
         [-1, 1]), or the evidence's (``laplace`` set). Note: scikit-learn's
         ``BayesianRidge`` names the noise precision ``alpha_`` and this one ``lambda_``.
-    beta_ : float
+    beta_ : float or ndarray of shape (n_outputs,)
         Precision of the target noise, in the targets' units: 1 / ``beta_`` is the noise
-        variance (``"br"``, or ``laplace`` set).
+        variance (``"br"``, or ``laplace`` set). ``"br"`` estimates one for all outputs
+        (on targets mapped to [-1, 1] by the largest range); the evidence one per output.
     log_marginal_likelihood_ : float
         The Laplace log evidence (``laplace`` set).
     laplace_ : jacnet.laplace.Laplace
