@@ -216,6 +216,9 @@ LOSSES = [
              lambda t, z, d, b: t.nn.functional.cross_entropy(z, d, reduction="sum") / b),
     LossCase("ce-onehot", CrossEntropyLoss("sum"), _onehot,
              lambda t, z, d, b: t.nn.functional.cross_entropy(z, d, reduction="sum")),
+    # rows that do not sum to 1 (counts, smoothed labels): the gradient is s·softmax − d
+    LossCase("ce-unnormalised", CrossEntropyLoss(), lambda r, b, m: r.uniform(0, 2, (b, m)),
+             lambda t, z, d, b: t.nn.functional.cross_entropy(z, d, reduction="sum") / b),
     LossCase("bce", BCEWithLogitsLoss(), lambda r, b, m: r.uniform(size=(b, m)),
              lambda t, z, d, b: t.nn.functional.binary_cross_entropy_with_logits(
                  z, d, reduction="sum") / b),
@@ -259,6 +262,15 @@ def test_loss_against_pytorch(case: LossCase) -> None:
     (gt,) = torch.autograd.grad(vt, zt)
     assert value == pytest.approx(vt.item(), rel=TORCH_RTOL)
     assert compare("grad", grad, gt.numpy()).max_rel_error < TORCH_RTOL
+
+
+def test_cross_entropy_curvature_root_carries_the_row_total() -> None:
+    rng = np.random.default_rng(3)
+    z, d = rng.normal(size=(5, 4)), rng.uniform(0, 2, (5, 4))
+    loss = CrossEntropyLoss("sum")
+    root = loss.curvature_sqrt(z, d)
+    hessian = loss.curvature(z, d).dense()
+    assert compare("CᵀC", np.einsum("bkm,bkn->bmn", root, root), hessian).max_rel_error < 1e-12
 
 
 def test_losses_are_stable_for_huge_logits() -> None:

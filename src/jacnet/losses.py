@@ -194,8 +194,11 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 class CrossEntropyLoss(Loss):
     """Softmax and negative log-likelihood fused, from logits: −Σ_k d_k log softmax(z)_k.
 
-    Targets are integer class labels of shape (B,) or class probabilities (one-hot)
-    of shape (B, m). Gradient (softmax(z) − d); curvature diag(p) − p pᵀ.
+    Targets are integer class labels of shape (B,) or class weights of shape (B, m):
+    one-hot rows, probabilities, or any non-negative rows (label smoothing, counts). With
+    a row total s = Σ_k d_k the loss is s·logsumexp(z) − dᵀz, so the gradient is
+    s·softmax(z) − d and the curvature s·(diag(p) − p pᵀ), p = softmax(z); for labels and
+    probabilities s = 1 (softmax(z) − d and diag(p) − p pᵀ).
 
     Examples
     --------
@@ -243,25 +246,44 @@ class CrossEntropyLoss(Loss):
             grad[rows, target] -= 1.0
         else:
             value = -float(np.vdot(target, shifted - log_total))
+            # −dᵀ log softmax(z) = s·logsumexp(z) − dᵀz: the softmax term carries the row
+            # total s, which is 1 only for probabilities.
+            grad *= np.add.reduce(target, axis=1, keepdims=True)
             grad -= target
         grad *= scale
         return value * scale, grad
+
+    @staticmethod
+    def _row_totals(target: np.ndarray) -> np.ndarray | None:
+        """s = Σ_k d_k per row, shape (B,), for 2-D targets; None for labels (s = 1)."""
+        return None if target.ndim == 1 else np.add.reduce(target, axis=1)
 
     def curvature(self, prediction: np.ndarray, target: np.ndarray) -> PerSample:
         p = np.exp(_log_softmax(prediction))
         hess = -p[:, :, None] * p[:, None, :]
         idx = np.arange(p.shape[1])
         hess[:, idx, idx] += p
+        totals = self._row_totals(target)
+        if totals is not None:
+            hess *= totals[:, None, None]
         hess *= self._scale(p.shape[0])
         return PerSample(hess)
 
     def curvature_sqrt(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """S = diag(√p) − √p pᵀ, shape (B, m, m): SᵀS = diag(p) − ppᵀ since Σp = 1."""
+        """√s·S, S = diag(√p) − √p pᵀ, shape (B, m, m): SᵀS = diag(p) − ppᵀ since Σp = 1.
+
+        A row whose total s is negative (negative target entries) has a concave loss; its
+        root is 0, as the base class clips negative eigenvalues.
+        """
         p = np.exp(_log_softmax(prediction))
         root_p = np.sqrt(p)
         root = -root_p[:, :, None] * p[:, None, :]
         idx = np.arange(p.shape[1])
         root[:, idx, idx] += root_p
+        totals = self._row_totals(target)
+        if totals is not None:
+            root *= np.sqrt(np.clip(totals, 0.0, None))[:, None, None].astype(root.dtype,
+                                                                               copy=False)
         return root
 
 
