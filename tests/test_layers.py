@@ -332,6 +332,31 @@ def test_linear_shapes_and_views() -> None:
     assert not np.any(layer.bias)
 
 
+@pytest.mark.parametrize("layout", ["csr", "csc", "csr_array"])
+def test_linear_works_on_sparse_input_directly(layout: str, monkeypatch: Any) -> None:
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(7, 5)) * (rng.uniform(size=(7, 5)) < 0.3)
+    x = sparse.csr_array(dense) if layout == "csr_array" else sparse.csr_matrix(dense).asformat(layout)
+    layer = Linear(5, 3, seed=1, dtype="float64")
+    delta = rng.normal(size=(7, 3))
+    out_dense = layer.forward(dense)
+    layer.backward(delta, input_grad=False)
+    grad_dense = layer.grad_weight.copy()
+    # the product and the weight gradient never densify the input
+    monkeypatch.setattr(type(x), "toarray", lambda *a, **k: pytest.fail("densified"))
+    out_sparse = layer.forward(x)
+    layer.grad_weight[...] = 0.0
+    grad_input = layer.backward(delta)
+    assert isinstance(out_sparse, np.ndarray) and isinstance(grad_input, np.ndarray)
+    np.testing.assert_allclose(out_sparse, out_dense, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(layer.grad_weight, grad_dense, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(grad_input, delta @ layer.weight, rtol=1e-13)
+    tangent = rng.normal(size=layer.n_params)
+    np.testing.assert_allclose(layer.jvp(np.zeros((7, 5)), tangent),
+                               dense @ tangent[:15].reshape(3, 5).T + tangent[15:], rtol=1e-12)
+
+
 def test_initialisation_is_reproducible_and_scaled() -> None:
     a, b = Linear(100, 50, seed=3), Linear(100, 50, seed=3)
     assert np.array_equal(a.weight, b.weight)

@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("sklearn")
 
 from sklearn import neural_network as sk_nn
+from sklearn.base import clone
 from sklearn.datasets import load_diabetes, load_digits, make_multilabel_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
@@ -716,3 +717,42 @@ def test_multioutput_std_has_each_outputs_noise():
     np.testing.assert_allclose(1 / np.sqrt(reg.beta_), [0.1, 3.0], rtol=0.1)
     std = reg.predict(np.zeros((1, 1)), return_std=True)[1][0]
     np.testing.assert_allclose(std, [0.1, 3.0], rtol=0.15)
+
+
+# --------------------------------------------------------------------------- sparse input
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs", "lm"])
+@pytest.mark.parametrize("layout", ["csr", "csc"])
+def test_sparse_input_gives_the_dense_results(digits, diabetes, solver, layout):
+    sparse = pytest.importorskip("scipy.sparse")
+    extra = dict(early_stopping=True) if solver == "adam" else {}
+    kwargs = dict(hidden_layer_sizes=(8,), solver=solver, max_iter=5, random_state=0, **extra)
+    for Estimator, (X, y) in ((MLPClassifier, digits), (MLPRegressor, diabetes)):
+        X_sparse = sparse.csr_matrix(X).asformat(layout)
+        weights = np.linspace(0.5, 2.0, len(y))
+        dense = Estimator(**kwargs).fit(X, y, sample_weight=weights)
+        ours = Estimator(**kwargs).fit(X_sparse, y, sample_weight=weights)
+        _same_coefs(ours, dense, atol=1e-10)
+        np.testing.assert_allclose(ours.predict(X_sparse), dense.predict(X), atol=1e-10)
+        assert ours.score(X_sparse, y) == pytest.approx(dense.score(X, y), abs=1e-10)
+        if Estimator is MLPClassifier:
+            np.testing.assert_allclose(ours.predict_proba(X_sparse), dense.predict_proba(X),
+                                       atol=1e-10)
+        if solver in ("adam", "sgd"):
+            ours = Estimator(**{**kwargs, "early_stopping": False})
+            dense = clone(ours)
+            for rows in (slice(0, 50), slice(50, 120)):
+                extra = dict(classes=np.unique(y)) if Estimator is MLPClassifier else {}
+                ours.partial_fit(X_sparse[rows], y[rows], **extra)
+                dense.partial_fit(X[rows], y[rows], **extra)
+            _same_coefs(ours, dense, atol=1e-10)
+
+
+def test_sparse_input_is_not_densified_by_the_stochastic_and_lbfgs_solvers(digits, monkeypatch):
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = digits
+    X_sparse = sparse.csr_matrix(X)
+    for cls in (sparse.csr_matrix, sparse.csc_matrix):
+        monkeypatch.setattr(cls, "toarray", lambda *a, **k: pytest.fail("X densified"))
+    for solver in ("adam", "lbfgs"):
+        clf = MLPClassifier((8,), solver=solver, max_iter=3, random_state=0).fit(X_sparse, y)
+        assert clf.predict(X_sparse.tocsc()).shape == (len(y),)

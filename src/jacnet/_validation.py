@@ -7,12 +7,25 @@ the argument, what was expected, what was found and, where possible, the fix.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_sparse(array: Any) -> bool:
+    """Whether ``array`` is a SciPy sparse matrix or array, without importing SciPy.
+
+    >>> is_sparse(np.zeros((2, 2)))
+    False
+    """
+    if isinstance(array, np.ndarray):
+        return False
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and bool(sparse.issparse(array))
 
 
 def as_float_dtype(dtype: DTypeLike, name: str = "dtype") -> np.dtype[Any]:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import DTypeLike
 
-from jacnet._validation import as_float_dtype, check_choice, check_positive_int
+from jacnet._validation import as_float_dtype, check_choice, check_positive_int, is_sparse
 from jacnet.jacobians import BlockRow, Diagonal, JacobianOperator, Kronecker, Matrix, PerSample
 
 SeedLike = int | np.random.Generator | None
@@ -180,6 +180,10 @@ class Linear(Layer):
     Jacobians per sample: ∂s/∂y = W (a :class:`Matrix`), ∂s/∂vec(W) = I ⊗ yᵀ (a
     :class:`Kronecker`), ∂s/∂b = I. So ∂E/∂W = δ yᵀ and ∂E/∂y = δᵀ W, with δ = ∂E/∂s.
 
+    The input may be a SciPy sparse matrix (CSR or CSC, of the layer's dtype): the
+    forward product and the weight gradient δᵀY then work on it directly, without
+    densifying Y (the input gradient and the output are dense).
+
     Parameters
     ----------
     in_features, out_features : int
@@ -287,7 +291,11 @@ class Linear(Layer):
         x = self._require_cache("_x")
         # ∂E/∂W = Σ_b δ_b y_bᵀ (the seed's δ yᵀ, summed over the batch) and ∂E/∂b = Σ_b δ_b,
         # written straight into the model's flat gradient.
-        np.matmul(grad_output.T, x, out=self.grad_weight)
+        if is_sparse(x):
+            # (Yᵀδ)ᵀ: SciPy multiplies a sparse matrix by a dense one, not the reverse.
+            self.grad_weight[...] = (x.T @ grad_output).T
+        else:
+            np.matmul(grad_output.T, x, out=self.grad_weight)
         if self.grad_bias is not None:
             np.add.reduce(grad_output, axis=0, out=self.grad_bias)  # np.sum minus its wrapper
         return grad_output @ self.weight if input_grad else None
@@ -314,6 +322,8 @@ class Linear(Layer):
 
     def param_jacobian(self) -> BlockRow:
         x = self._require_cache("_x")
+        if is_sparse(x):
+            x = x.toarray()  # the Kronecker factor holds the batch's rows densely
         blocks: list[JacobianOperator] = [Kronecker(x, self.out_features)]
         names = ["weight"]
         if self.bias is not None:

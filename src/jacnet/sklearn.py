@@ -16,6 +16,12 @@ scikit-learn's trajectory to rounding. What is new:
   damping per iteration in ``mu_curve_`` (and, for ``"br"``, the effective number of
   parameters in ``gamma_curve_`` / ``effective_n_params_``).
 
+``X`` may be a SciPy sparse matrix (CSR or CSC) wherever scikit-learn's MLP takes one
+(``fit``, ``partial_fit``, ``predict``, ``predict_proba``, ``score``): for ``"sgd"``,
+``"adam"`` and ``"lbfgs"`` the first layer's product and its weight gradient work on
+the sparse rows directly; ``"lm"`` and ``"br"`` densify it (their Jacobian has a dense
+row per sample and output anyway). Results equal the dense input's to rounding.
+
 ``coefs_[i]`` has scikit-learn's shape ``(n_in, n_out)``; it is a transposed *view* of
 jacnet's ``weight`` (shape ``(n_out, n_in)``) inside the network's flat parameter vector,
 so writing into it (or assigning a new list) changes the network. The network itself is
@@ -64,6 +70,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "it with `pip install 'jacnet[sklearn]'` or `pip install -U scikit-learn`."
     ) from exc
 
+from jacnet._validation import is_sparse
 from jacnet.jacobians import Diagonal
 from jacnet.layers import Linear
 from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
@@ -362,6 +369,7 @@ class _BaseMLP(BaseEstimator):
                                     dtype=self._fit_dtype(first_pass))
         dtype = X.dtype
         n_features = X.shape[1]
+        X = self._sparse_layout(X)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
         if y.ndim == 1:
@@ -392,6 +400,19 @@ class _BaseMLP(BaseEstimator):
                 " contain large values and need to be preprocessed."
             )
         return self
+
+    def _sparse_layout(self, X: Any) -> Any:
+        """Sparse ``X`` in the form the solver works on: CSR for the mini-batch solvers
+        (batches are rows), as given for ``"lbfgs"`` (the first layer multiplies either
+        form), dense for ``"lm"``/``"br"``, whose Jacobian with respect to the first
+        layer's weights is a dense matrix with a row per sample and output anyway."""
+        if not is_sparse(X):
+            return X
+        if self.solver in _SECOND_ORDER_SOLVERS:
+            return X.toarray()
+        if self.solver in _STOCHASTIC_SOLVERS:
+            return X.tocsr()
+        return X
 
     def _fit_dtype(self, first_pass: bool) -> Any:
         """The ``dtype`` argument of ``validate_data`` for a fit.
@@ -840,8 +861,9 @@ class _BaseMLP(BaseEstimator):
     def _forward_pass_fast(self, X: Any, check_input: bool = True) -> np.ndarray:
         """The output activation applied to the network's output, shape (B, n_outputs)."""
         if check_input:
-            X = validate_data(self, X, dtype=self.model_.dtype, reset=False)
-        else:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self.model_.dtype,
+                              reset=False)
+        elif not is_sparse(X):
             X = np.asarray(X, dtype=self.model_.dtype)
         out = self.model_.forward(X)
         if self.out_activation_ == "softmax":
@@ -878,7 +900,7 @@ class _BaseMLP(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or sparse matrix (CSR/CSC) of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Class labels (classification) or real numbers (regression).
         sample_weight : array-like of shape (n_samples,), optional
@@ -892,6 +914,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
@@ -1059,7 +1082,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
                         dtype: Any) -> tuple[Any, Any]:
-        X, y = validate_data(self, X, y, multi_output=True, dtype=dtype, reset=reset)
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=dtype, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
@@ -1104,7 +1128,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or sparse matrix (CSR/CSC) of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_classes)
         sample_weight : array-like of shape (n_samples,), optional
         classes : array of shape (n_classes,)
@@ -1316,8 +1340,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
                         dtype: Any) -> tuple[Any, Any]:
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=dtype,
-                             reset=reset)
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             y_numeric=True, dtype=dtype, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y
@@ -1371,7 +1395,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or sparse matrix (CSR/CSC) of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), optional
 
