@@ -756,3 +756,29 @@ def test_sparse_input_is_not_densified_by_the_stochastic_and_lbfgs_solvers(digit
     for solver in ("adam", "lbfgs"):
         clf = MLPClassifier((8,), solver=solver, max_iter=3, random_state=0).fit(X_sparse, y)
         assert clf.predict(X_sparse.tocsc()).shape == (len(y),)
+
+
+# --------------------------------------------------------------------------- scikit-learn's texts
+def _error_text(estimator, X, y):
+    with pytest.raises(ValueError) as info:
+        estimator.fit(X, y)
+    return str(info.value)
+
+
+def test_stratified_early_stopping_error_is_sklearns():
+    # sklearn/neural_network/tests/test_mlp.py::test_early_stopping_stratified pins ['True']
+    X, y = [[1, 2], [2, 3], [3, 4], [4, 5]], [0, 0, 0, 1]
+    ours = _error_text(MLPClassifier(early_stopping=True), X, y)
+    assert ours == _error_text(sk_nn.MLPClassifier(early_stopping=True), X, y)
+    assert "Classes with too few members are: ['True']" in ours
+
+
+def test_lbfgs_convergence_warning_is_sklearns(digits):
+    X, y = digits
+    texts = []
+    for Estimator in (MLPClassifier, sk_nn.MLPClassifier):
+        with pytest.warns(ConvergenceWarning) as record:
+            est = Estimator((8,), solver="lbfgs", max_iter=3, random_state=0).fit(X, y)
+        texts.append([str(w.message) for w in record if w.category is ConvergenceWarning])
+        assert est.n_iter_ == 3
+    assert texts[0] == texts[1] and "(max_iter=3)" in texts[0][0]

@@ -63,6 +63,7 @@ try:
     from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+    from sklearn.utils.optimize import _check_optimize_result
     from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -542,8 +543,10 @@ class _BaseMLP(BaseEstimator):
         split of ``validation_fraction`` with ``early_stopping``, else no validation."""
         if not early_stopping:
             return X, y, sample_weight, None, None, None
-        # don't stratify in multilabel classification
-        stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+        # Don't stratify in multilabel classification. Stratify on the binarised labels as
+        # booleans, as scikit-learn does, so that its error for a class too small to split
+        # names the class as it names it (['True'], not ['1.0']).
+        stratify = y.astype(bool) if is_classifier(self) and self.n_outputs_ == 1 else None
         arrays = [X, y] if sample_weight is None else [X, y, sample_weight]
         parts = train_test_split(*arrays, random_state=self._random_state,
                                  test_size=self.validation_fraction, stratify=stratify)
@@ -670,15 +673,8 @@ class _BaseMLP(BaseEstimator):
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
         )
         params[...] = result.x
-        self.n_iter_ = min(int(result.nit), self.max_iter)
-        if result.status != 0:
-            message = result.message.decode() if isinstance(result.message, bytes) else result.message
-            warnings.warn(
-                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
-                f"(status={result.status}):\n{message}.\n\nIncrease the number of iterations "
-                "to improve the convergence (max_iter), or scale the data.",
-                ConvergenceWarning, stacklevel=4,
-            )
+        # scikit-learn's own check: the same iteration count and ConvergenceWarning text.
+        self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
         self.loss_ = (self._loss_and_grad(X, y, sample_weight) if self.n_outputs_ > 1
                       else float(result.fun))
 
