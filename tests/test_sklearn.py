@@ -782,3 +782,75 @@ def test_lbfgs_convergence_warning_is_sklearns(digits):
         texts.append([str(w.message) for w in record if w.category is ConvergenceWarning])
         assert est.n_iter_ == 3
     assert texts[0] == texts[1] and "(max_iter=3)" in texts[0][0]
+
+
+# --------------------------------------------------------------------------- class_weight
+@pytest.fixture(scope="module")
+def unbalanced():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4))
+    y = np.array(["a"] * 80 + ["b"] * 28 + ["c"] * 12)
+    return X, y
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs", "lm"])
+def test_class_weight_balanced_is_those_sample_weights(unbalanced, solver):
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    X, y = unbalanced
+    kwargs = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=5, random_state=0)
+    rows = np.linspace(0.5, 1.5, len(y))
+    balanced = compute_sample_weight("balanced", y)
+    assert len(np.unique(balanced)) == 3  # the weights differ by class
+    ours = MLPClassifier(class_weight="balanced", **kwargs).fit(X, y, sample_weight=rows)
+    explicit = MLPClassifier(**kwargs).fit(X, y, sample_weight=rows * balanced)
+    _same_coefs(ours, explicit, atol=1e-12)
+    unweighted = MLPClassifier(**kwargs).fit(X, y, sample_weight=rows)
+    assert not np.allclose(ours.coefs_[0], unweighted.coefs_[0])
+
+
+def test_class_weight_dict_weighs_the_named_classes(unbalanced):
+    X, y = unbalanced
+    kwargs = dict(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=5, random_state=0)
+    ours = MLPClassifier(class_weight={"b": 3.0, "c": 0.5}, **kwargs).fit(X, y)
+    explicit = MLPClassifier(**kwargs).fit(X, y, sample_weight=np.select(
+        [y == "b", y == "c"], [3.0, 0.5], 1.0))
+    _same_coefs(ours, explicit, atol=1e-12)
+    # binary labels: a dict keyed by the labels as given
+    yb = y == "a"
+    ours = MLPClassifier(class_weight={True: 0.25}, **kwargs).fit(X, yb)
+    explicit = MLPClassifier(**kwargs).fit(X, yb, sample_weight=np.where(yb, 0.25, 1.0))
+    _same_coefs(ours, explicit, atol=1e-12)
+
+
+def test_class_weight_in_partial_fit(unbalanced):
+    X, y = unbalanced
+    kwargs = dict(hidden_layer_sizes=(6,), solver="sgd", random_state=0)
+    classes = np.array(["a", "b", "c"])
+    ours = MLPClassifier(class_weight={"b": 3.0, "c": 2.0}, **kwargs)
+    explicit = MLPClassifier(**kwargs)
+    for rows in (slice(0, 80), slice(80, 120)):  # the first batch has no 'b' nor 'c'
+        ours.partial_fit(X[rows], y[rows], classes=classes)
+        weights = np.select([y[rows] == "b", y[rows] == "c"], [3.0, 2.0], 1.0)
+        explicit.partial_fit(X[rows], y[rows], classes=classes, sample_weight=weights)
+    _same_coefs(ours, explicit, atol=1e-12)
+    with pytest.raises(ValueError, match=r"class_weight 'balanced' is not supported for "
+                                         r"partial_fit\. In order to use 'balanced' weights"):
+        MLPClassifier(class_weight="balanced", **kwargs).partial_fit(X, y, classes=classes)
+
+
+def test_class_weight_errors(unbalanced):
+    X, y = unbalanced
+    with pytest.raises(ValueError, match=r"class_weight names classes that are not among the "
+                                         r"classes: \['z'\]; the classes are \['a', 'b', 'c'\]"):
+        MLPClassifier(class_weight={"z": 2.0, "a": 1.0}, max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="The 'class_weight' parameter of MLPClassifier must be"):
+        MLPClassifier(class_weight="uniform").fit(X, y)
+    Y = np.stack([y == "a", y == "b"], axis=1).astype(int)
+    with pytest.raises(ValueError, match="class_weight should be a list of dicts"):
+        MLPClassifier(class_weight={1: 2.0}, max_iter=2).fit(X, Y)
+    # multi-label: one dict per column, as compute_sample_weight takes them
+    kwargs = dict(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=5, random_state=0)
+    ours = MLPClassifier(class_weight=[{1: 2.0}, {1: 3.0}], **kwargs).fit(X, Y)
+    weights = np.where(Y[:, 0] == 1, 2.0, 1.0) * np.where(Y[:, 1] == 1, 3.0, 1.0)
+    _same_coefs(ours, MLPClassifier(**kwargs).fit(X, Y, sample_weight=weights), atol=1e-12)

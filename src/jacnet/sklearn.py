@@ -61,6 +61,7 @@ try:
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, column_or_1d, shuffle
     from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
     from sklearn.utils.optimize import _check_optimize_result
@@ -373,6 +374,7 @@ class _BaseMLP(BaseEstimator):
         X = self._sparse_layout(X)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
+        sample_weight = self._with_class_weight(y, sample_weight, dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         y = y.astype(dtype, copy=False)
@@ -401,6 +403,12 @@ class _BaseMLP(BaseEstimator):
                 " contain large values and need to be preprocessed."
             )
         return self
+
+    def _with_class_weight(self, y: np.ndarray, sample_weight: np.ndarray | None,
+                           dtype: np.dtype) -> np.ndarray | None:
+        """``sample_weight`` times the classifier's ``class_weight`` per row (the regressor
+        has none)."""
+        return sample_weight
 
     def _sparse_layout(self, X: Any) -> Any:
         """Sparse ``X`` in the form the solver works on: CSR for the mini-batch solvers
@@ -972,6 +980,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``"full"`` up to 2048 parameters, else the last layer); binary and multiclass
         targets only, no ``sample_weight`` or ``partial_fit``. ``predict`` stays the
         network's most probable class.
+    class_weight : dict, list of dict, "balanced" or None, default None
+        As in scikit-learn's linear models: weights of the classes, ``{label: weight}``
+        (labels as in ``y``; classes left out weigh 1), or "balanced", ``n_samples /
+        (n_classes * np.bincount(y))`` from the ``y`` given to ``fit``; multi-label
+        targets take a list of dicts, one per column. The weights multiply
+        ``sample_weight`` row by row (``sklearn.utils.class_weight.compute_sample_weight``),
+        so ``"balanced"`` is the same fit as passing those weights as ``sample_weight``.
+        ``partial_fit`` takes a dict only: one batch's class frequencies are not the data's.
 
     Attributes
     ----------
@@ -1013,6 +1029,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         **_BaseMLP._parameter_constraints,
         # Levenberg-Marquardt on the log-loss; no "br" (see the solver parameter).
         "solver": [StrOptions({"lbfgs", "sgd", "adam", "lm"})],
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
     }
 
     def __init__(
@@ -1043,7 +1060,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         max_fun: int = 15000,
         dtype: Any = None,
         laplace: Any = None,
+        class_weight: Any = None,
     ) -> None:
+        self.class_weight = class_weight
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -1075,6 +1094,28 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _output_activation(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _with_class_weight(self, y: np.ndarray, sample_weight: np.ndarray | None,
+                           dtype: np.dtype) -> np.ndarray | None:
+        if self.class_weight is None:
+            return sample_weight
+        # the labels as given, which class_weight's keys name
+        labels = self._label_binarizer.inverse_transform(y)
+        if isinstance(self.class_weight, dict) and labels.ndim == 1:
+            unknown = [key for key in self.class_weight if key not in set(self.classes_)]
+            if unknown:
+                raise ValueError(
+                    f"class_weight names classes that are not among the classes: {unknown}; the "
+                    f"classes are {self.classes_.tolist()}. Key class_weight by those labels."
+                )
+            # per class over all of classes_, so a partial_fit batch that lacks a class
+            # keeps the others' weights
+            per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=labels)
+            weights = per_class[np.searchsorted(self.classes_, labels)]
+        else:
+            weights = compute_sample_weight(self.class_weight, labels)
+        weights = weights.astype(dtype, copy=False)
+        return weights if sample_weight is None else sample_weight * weights
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
                         dtype: Any) -> tuple[Any, Any]:
@@ -1134,6 +1175,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         self
         """
+        if self.class_weight == "balanced":
+            # As SGDClassifier: one batch's class frequencies are not the data's.
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit. In order to use "
+                "'balanced' weights, use compute_class_weight('balanced', classes=classes, "
+                "y=y). In place of y you can use a large enough sample of the full training "
+                "set target to properly estimate the class frequency distributions. Pass the "
+                "resulting weights as the class_weight parameter."
+            )
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
