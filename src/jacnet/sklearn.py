@@ -27,6 +27,13 @@ jacnet's ``weight`` (shape ``(n_out, n_in)``) inside the network's flat paramete
 so writing into it (or assigning a new list) changes the network. The network itself is
 ``model_``.
 
+A fitted estimator pickles (``pickle.dumps``, ``joblib.dump``) with all its state,
+optimizer included, so a loaded copy predicts identically and ``partial_fit`` continues
+as the original would; unpickle only files you trust. Without pickle,
+:func:`jacnet.estimator_io.save_estimator` writes it (and a jacnet ``StandardScaler``)
+to an ``.npz`` archive that :func:`~jacnet.estimator_io.load_estimator` checks and
+rebuilds, predicting identically.
+
 This module needs scikit-learn >= 1.6 (``pip install 'jacnet[sklearn]'``); ``import
 jacnet`` does not import it.
 
@@ -469,13 +476,18 @@ class _BaseMLP(BaseEstimator):
                 layer.weight[...] = self._random_state.uniform(-bound, bound, (fan_in, fan_out)).T
                 assert layer.bias is not None
                 layer.bias[...] = self._random_state.uniform(-bound, bound, fan_out)
+        self._use_network(model)
+        self.__dict__.pop("_solver", None)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._initialize_stochastic()
+
+    def _use_network(self, model: Sequential) -> None:
+        """Make ``model`` the fitted network, with the loss (from ``out_activation_``) and
+        the weights' slices of the flat vector (for ``alpha``) that go with it."""
         self.model_ = model
         self._loss = self._make_loss()
         slices = model.parameter_slices()
         self._weight_slices = [s for name, s in slices.items() if name.endswith(".weight")]
-        self.__dict__.pop("_solver", None)
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self._initialize_stochastic()
 
     def _forget_stochastic(self) -> None:
         """Drop sgd/adam's bookkeeping (best network, no-improvement count): a later
