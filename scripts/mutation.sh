@@ -17,10 +17,10 @@ for line in sys.stdin:
     if ": " in line:
         name, status = line.strip().rsplit(": ", 1)
         counts[name.split(".x")[0]][status] += 1
-print(f"{\"module\":28} {\"killed\":>7} {\"survived\":>8} {\"other\":>6} {\"kill rate\":>9}")
+row = "%-28s %7s %8s %6s %9s"
+print(row % ("module", "killed", "survived", "other", "kill rate"))
 for module, c in sorted(counts.items()):
     done = c["killed"] + c["survived"]
-    rate = f"{100 * c[\"killed\"] / done:.1f}%" if done else "-"
-    other = sum(c.values()) - done
-    print(f"{module:28} {c[\"killed\"]:7} {c[\"survived\"]:8} {other:6} {rate:>9}")
+    rate = "%.1f%%" % (100 * c["killed"] / done) if done else "-"
+    print(row % (module, c["killed"], c["survived"], sum(c.values()) - done, rate))
 '

@@ -247,3 +247,163 @@ def test_second_order_defaults() -> None:
     for cls, values in expected.items():
         config = cls().get_config()
         assert {key: config.get(key, "missing") for key in values} == values, cls.__name__
+
+
+# --------------------------------------------------------------------------- losses
+# Pins for the mutants of losses.py that survived the selection (docs/testing.md): the
+# float32 dtype of every result, the shift of the log-softmax on logits of very different
+# sizes, the curvature roots, the target checks and their full messages.
+def _losses() -> list[Any]:
+    from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+
+    return [MSELoss(), MSELoss("sum"), CrossEntropyLoss(), BCEWithLogitsLoss("sum")]
+
+
+def _targets(loss: Any, rng: np.random.Generator, b: int, m: int) -> np.ndarray:
+    from jacnet.losses import CrossEntropyLoss, MSELoss
+
+    if isinstance(loss, MSELoss):
+        return rng.normal(size=(b, m))
+    if isinstance(loss, CrossEntropyLoss):
+        return rng.integers(0, m, b)
+    return rng.integers(0, 2, (b, m)).astype(float)  # exact 0 and 1 are valid BCE targets
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_losses_keep_float32_and_root_their_curvature(index: int) -> None:
+    loss = _losses()[index]
+    rng = np.random.default_rng(index)
+    z = rng.normal(size=(5, 3)).astype(np.float32)
+    target = loss.prepare_target(_targets(loss, rng, 5, 3), 3, dtype=np.float32)
+    if target.ndim == 2:
+        assert target.dtype == np.float32
+    value, grad = loss.value_and_grad(z.copy(), target)
+    assert isinstance(value, float) and grad.dtype == np.float32
+    assert np.array_equal(loss.grad(z.copy(), target), grad)
+    hessian = loss.curvature(z, target).dense()
+    assert hessian.dtype == np.float32
+    # CᵀC = H on the unnormalised scale (the reduction's 1/B left out), in float64
+    z64, t64 = z.astype(np.float64), target if target.ndim == 1 else target.astype(np.float64)
+    root = loss.curvature_sqrt(z64, t64)
+    full = np.einsum("bkm,bkn->bmn", root, root) if root.ndim == 3 else np.stack(
+        [np.diag(r * r) for r in root])
+    scale = 1 / 5 if loss.reduction == "mean" else 1.0
+    np.testing.assert_allclose(full * scale, loss.curvature(z64, t64).dense(), atol=1e-15)
+    assert loss.get_config() == {"type": type(loss).__name__, "reduction": loss.reduction}
+    assert repr(loss) == f"{type(loss).__name__}(reduction={loss.reduction!r})"
+    assert loss.curvature_sqrt(z, target).dtype == np.float32
+    # the checked call converts float64 targets to the predictions' type first
+    raw = target if target.ndim == 1 else target.astype(np.float64)
+    assert loss(z, raw) == value
+
+
+def test_base_class_roots_any_curvature() -> None:
+    from jacnet.jacobians import PerSample
+    from jacnet.losses import Loss
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 3, 3))
+    blocks = a @ a.transpose(0, 2, 1)
+    blocks[0] = np.diag([2.0, 0.5, -1.0])  # a negative eigenvalue is clipped to 0
+
+    class Quadratic(Loss):
+        def curvature(self, prediction: np.ndarray, target: np.ndarray) -> PerSample:
+            return PerSample(blocks * target[:, :1, None] * self._scale(prediction.shape[0]))
+
+    for reduction in ("mean", "sum"):
+        root = Quadratic(reduction).curvature_sqrt(np.zeros((4, 3)), np.ones((4, 3)))
+        assert root.shape == (4, 3, 3) and root.dtype == np.float64
+        expected = blocks.copy()
+        expected[0] = np.diag([2.0, 0.5, 0.0])
+        np.testing.assert_allclose(root.transpose(0, 2, 1) @ root, expected, atol=1e-12)
+    assert Quadratic().curvature_sqrt(np.zeros((4, 3), np.float32),
+                                      np.ones((4, 3))).dtype == np.float32
+
+
+def test_cross_entropy_root_for_small_and_negative_row_totals() -> None:
+    from jacnet.losses import CrossEntropyLoss
+
+    z = np.array([[0.3, -1.0, 2.0], [1.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    d = np.array([[0.1, 0.2, 0.1], [0.0, 0.0, 0.0], [-0.5, 0.2, 0.1]])  # totals 0.4, 0, −0.2
+    loss = CrossEntropyLoss("sum")
+    root = loss.curvature_sqrt(z, d)
+    h = loss.curvature(z, d).dense()
+    np.testing.assert_allclose(root[:2].transpose(0, 2, 1) @ root[:2], h[:2], atol=1e-15)
+    assert np.all(root[2] == 0.0)  # a concave row gets no curvature
+
+
+def test_losses_on_logits_of_very_different_sizes() -> None:
+    from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss
+
+    # each row shifted by its own maximum: one global shift underflows the second row
+    z = np.array([[1000.0, 999.0], [-1000.0, -1001.0]])
+    ce = CrossEntropyLoss("sum")
+    expected = 2 * np.log1p(np.exp(-1.0))
+    value, grad = ce.value_and_grad(z.copy(), np.array([0, 0]))
+    assert value == pytest.approx(expected, rel=1e-12) and np.isfinite(grad).all()
+    np.testing.assert_allclose(ce.per_sample(z, np.array([0, 0])), expected / 2, rtol=1e-12)
+    assert np.isfinite(ce.curvature(z, np.array([0, 0])).dense()).all()
+    curvature = BCEWithLogitsLoss().curvature(np.array([[1000.0, -1000.0, 0.0]]),
+                                              np.zeros((1, 3))).dense()
+    np.testing.assert_allclose(np.diagonal(curvature[0]), [0.0, 0.0, 0.25], atol=1e-300)
+    root = BCEWithLogitsLoss().curvature_sqrt(np.array([[1000.0, -1000.0, 0.0]]), np.zeros((1, 3)))
+    np.testing.assert_allclose(root, [[0.0, 0.0, 0.5]], atol=1e-200)
+
+
+def test_mse_residuals_and_two_class_cross_entropy() -> None:
+    from jacnet.losses import CrossEntropyLoss, MSELoss
+
+    z, d = np.array([[1.0, 2.0]]), np.array([[0.5, 3.0]])
+    np.testing.assert_array_equal(MSELoss().residuals(z, d), [[0.5, -1.0]])
+    assert CrossEntropyLoss()(np.zeros((2, 2)), [0, 1]) == pytest.approx(np.log(2.0))
+    np.testing.assert_array_equal(CrossEntropyLoss().prepare_target([0.0, 2.0], 3), [0, 2])
+    onehot = CrossEntropyLoss().prepare_target(np.eye(3)[[0, 2]], 3, dtype=np.float32)
+    assert onehot.dtype == np.float32 and onehot.shape == (2, 3)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda L: L.MSELoss()(np.array([[np.nan]]), [[0.0]]), ValueError,
+     r"^MSELoss: prediction contains NaN or infinity"),
+    (lambda L: L.MSELoss()(np.zeros((2, 1)), [[np.inf], [0.0]]), ValueError,
+     r"^MSELoss: target contains NaN or infinity"),
+    (lambda L: L.MSELoss()(np.zeros((3, 2)), [0, 1, 1]), ValueError,
+     r"^MSELoss: target has shape \(3,\) but the network has 2 outputs; pass a target of "
+     r"shape \(n_samples, 2\)\. These look like class labels: train with "
+     r"loss='cross_entropy'\.$"),
+    (lambda L: L.MSELoss()(np.zeros((3, 2)), [0.5, 1, 1]), ValueError,
+     r"pass a target of shape \(n_samples, 2\)\.$"),
+    (lambda L: L.CrossEntropyLoss()(np.zeros((2, 1)), [0, 0]), ValueError,
+     r"^CrossEntropyLoss needs a network with at least 2 outputs \(one logit per class\); "
+     r"for a single logit use BCEWithLogitsLoss\.$"),
+    (lambda L: L.CrossEntropyLoss()(np.zeros((2, 2)), [0, np.nan]), ValueError,
+     r"^CrossEntropyLoss: target contains NaN"),
+    (lambda L: L.check_labels([0.0, 1.5], 3), ValueError,
+     r"^target labels must be integers; got 1\.5 at index 1\. For soft targets pass a 2-D "
+     r"array of class probabilities instead\.$"),
+    (lambda L: L.check_labels([0, 3], 3, name="y"), ValueError,
+     r"^y labels must be integers in \[0, 3\); got 3 at index 1\. The network has 3 outputs: "
+     r"encode the classes as 0\.\.2 or widen the output layer\.$"),
+    (lambda L: L.check_labels([[0, 1]], 3), ValueError, r"^target must have 1 dimensions"),
+    (lambda L: L.BCEWithLogitsLoss()(np.zeros((1, 2)), [[1.5, 0.0]]), ValueError,
+     r"^BCEWithLogitsLoss: target values must lie in \[0, 1\] \(labels or probabilities\); "
+     r"got values from 0\.0 to 1\.5\.$"),
+    (lambda L: L.BCEWithLogitsLoss()(np.zeros((1, 2)), [[1.0, -0.5]]), ValueError,
+     r"got values from -0\.5 to 1\.0\.$"),
+    (lambda L: L.get_loss("hinge"), ValueError,
+     r"^loss must be one of 'mse', 'cross_entropy', 'ce', 'bce', 'bce_with_logits'; got "
+     r"'hinge'\.$"),
+])
+def test_loss_errors_say_what_and_how(call: Any, error: type, message: str) -> None:
+    from jacnet import losses
+
+    with pytest.raises(error, match=message):
+        call(losses)
+
+
+def test_get_loss_names() -> None:
+    from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, get_loss
+
+    assert isinstance(get_loss("Cross-Entropy"), CrossEntropyLoss)
+    assert isinstance(get_loss("bce-with-logits", reduction="sum"), BCEWithLogitsLoss)
+    loss = CrossEntropyLoss()
+    assert get_loss(loss) is loss
