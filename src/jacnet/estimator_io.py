@@ -240,11 +240,7 @@ def load_estimator(path: PathLike) -> SavedEstimator:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path} holds invalid parameters: {exc}") from exc
 
-    model = _model_from(content, path)
-    if not np.isfinite(model.params).all():
-        bad = int(np.flatnonzero(~np.isfinite(model.params))[0])
-        raise ValueError(f"{path} is inconsistent: the network's parameter {bad} is "
-                         f"{model.params[bad]}; a fitted network has finite weights.")
+    model = _model_from(content, path)  # io's checks: architecture, sizes, finite weights
     fitted = _decode_fitted(content["fitted"], path)
     n_features = _check_int(fitted, "n_features_in_", 1, path)
     n_outputs = _check_int(fitted, "n_outputs_", 1, path)
