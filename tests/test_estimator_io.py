@@ -199,3 +199,48 @@ def test_load_names_other_files(tmp_path, iris):
         load_estimator(tmp_path / "model.npz")
     with pytest.raises(FileNotFoundError):
         load_estimator(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("name", ["regressor", "br", "classifier"])
+def test_round_trip_keeps_the_laplace_approximation(name, iris, diabetes, tmp_path):
+    if name == "br":  # its std is scaled back from br's [-1, 1] target scale
+        X, y = diabetes
+        est = MLPRegressor(hidden_layer_sizes=(5,), solver="br", max_iter=20, random_state=0,
+                           laplace="full", dtype="float64").fit(X, y)
+    elif name == "regressor":
+        X, y = diabetes
+        est = MLPRegressor(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=50, random_state=0,
+                           laplace="full", dtype="float64").fit(X, y)
+    else:
+        X, y = iris
+        est = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=50, random_state=0,
+                            laplace="last_layer", dtype="float64").fit(X, y)
+    save_estimator(tmp_path / "est.npz", est)
+    loaded = load_estimator(tmp_path / "est.npz").estimator
+    assert loaded.laplace_ is not est.laplace_
+    if name != "classifier":
+        mean, std = est.predict(X[:20], return_std=True)
+        mean2, std2 = loaded.predict(X[:20], return_std=True)
+        np.testing.assert_array_equal(mean2, mean)
+        np.testing.assert_allclose(std2, std, rtol=1e-12)
+    else:
+        np.testing.assert_allclose(loaded.predict_proba(X[:20]), est.predict_proba(X[:20]),
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda entry: entry.update({"__laplace__": {"structure": "full"}}),
+     "laplace_ does not fit the network"),
+    (lambda entry: entry["params"].__setitem__(0, np.nan), "laplace_'s network weights"),
+    (lambda entry: entry.update({"unit": -1.0}), "laplace_'s output unit"),
+])
+def test_load_refuses_a_damaged_laplace_approximation(diabetes, tmp_path, damage, message):
+    X, y = diabetes
+    est = MLPRegressor(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=30, random_state=0,
+                       laplace="full", dtype="float64").fit(X, y)
+    save_estimator(tmp_path / "est.npz", est)
+    content = read_archive(tmp_path / "est.npz", "estimator")
+    damage(content["fitted"]["laplace_"])
+    write_archive(tmp_path / "bad.npz", "estimator", content)
+    with pytest.raises(ValueError, match=message):
+        load_estimator(tmp_path / "bad.npz")

@@ -93,9 +93,11 @@ def test_dtype_follows_the_input_as_scikit_learn():
     assert reg.model_.dtype == np.float32
 
 
-# With laplace set, sample_weight is refused with a ValueError (the Laplace likelihood
-# counts each row once); every other check passes (multi-label ones are off by the tag).
-_LAPLACE_SKIPPED = {*_BR_SKIPPED, "check_classifiers_one_label_sample_weights"}
+# With laplace set, sample_weight and class_weight are refused with a ValueError (the
+# Laplace likelihood counts each row once); every other check passes (multi-label ones are
+# off by the tag).
+_LAPLACE_SKIPPED = {*_BR_SKIPPED, "check_classifiers_one_label_sample_weights",
+                    "check_class_weight_classifiers"}
 
 
 @parametrize_with_checks([
@@ -696,6 +698,10 @@ def test_laplace_errors():
             x, y, sample_weight=np.ones(40))
     with pytest.raises(ValueError, match="partial_fit sees one batch at a time"):
         MLPRegressor(hidden_layer_sizes=(4,), laplace="auto").partial_fit(x, y)
+    labels = (y > np.median(y)).astype(int)
+    with pytest.raises(ValueError, match="does not support sample_weight or class_weight"):
+        MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=20, laplace="auto",
+                      class_weight="balanced").fit(x, labels)
     Xm, Ym = make_multilabel_classification(n_samples=40, n_classes=3, random_state=0)
     with pytest.raises(ValueError, match="not multi-label"):
         MLPClassifier((4,), solver="lbfgs", max_iter=20, laplace="auto").fit(Xm, Ym)

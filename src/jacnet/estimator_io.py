@@ -10,7 +10,8 @@ parameters valid, the network the one those parameters and attributes describe, 
 weights finite) before returning it, so a damaged or edited file is an error, not
 ``nan`` predictions.
 
-What is kept: everything predictions, scores and the fitted attributes depend on. What
+What is kept: everything predictions, scores and the fitted attributes depend on, the
+Laplace approximation ``laplace_`` (``laplace=`` set) included, as its own state. What
 is not: the optimizer's running state (Adam's moments, SGD's velocity, the random
 generator's position), which only ``partial_fit`` or a ``warm_start`` fit would use;
 after loading they continue from the saved network with a fresh optimizer. Pickle
@@ -107,6 +108,11 @@ def _fitted_attributes(estimator: _BaseMLP) -> dict[str, Any]:
             continue
         if isinstance(value, np.ndarray):
             fitted[name] = {"__ndarray__": _plain_array(value, name)}
+        elif name == "laplace_":  # the Laplace approximation, as its own state (no network)
+            # with its own float64 copy of the network ("br" fits it on its target scale)
+            fitted[name] = {"__laplace__": value.state_dict(),
+                            "params": value.model.params.copy(),
+                            "unit": float(getattr(estimator, "_laplace_unit", 1.0))}
         elif isinstance(value, np.generic):
             fitted[name] = value.item()
         elif value is None or isinstance(value, (bool, int, float, str)):
@@ -189,6 +195,33 @@ def _decode_fitted(fitted: Any, path: PathLike) -> dict[str, Any]:
         out[name] = _from_plain_array(value["__ndarray__"]) if (
             isinstance(value, dict) and "__ndarray__" in value) else value
     return out
+
+
+def _laplace_from(value: Any, estimator: _BaseMLP, path: PathLike) -> Any:
+    """The saved Laplace approximation of ``estimator``'s network, checked by its loader."""
+    from jacnet.laplace import Laplace
+
+    if not isinstance(value, dict) or not isinstance(value.get("__laplace__"), dict):
+        raise ValueError(f"{path} is damaged: laplace_ is not a saved Laplace approximation.")
+    state = value["__laplace__"]
+    unit = value.get("unit", 1.0)
+    if not isinstance(unit, (int, float)) or not np.isfinite(unit) or unit <= 0:
+        raise ValueError(f"{path} is damaged: laplace_'s output unit is {unit!r}, not a "
+                         "positive number.")
+    estimator._laplace_unit = float(unit)
+    params = np.asarray(value.get("params"))
+    if (params.shape != estimator.model_.params.shape or params.dtype.kind != "f"
+            or not np.isfinite(params).all()):
+        raise ValueError(f"{path} is damaged: laplace_'s network weights are not "
+                         f"{estimator.model_.params.size} finite numbers.")
+    try:
+        approx = Laplace(estimator.model_, state.get("likelihood", "regression"),
+                         structure=state.get("structure", "auto"))
+        approx.model.params[...] = params
+        return approx.load_state_dict(state)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is inconsistent: its laplace_ does not fit the network "
+                         f"({exc}).") from None
 
 
 def _check_int(fitted: dict[str, Any], name: str, low: int, path: PathLike) -> int:
@@ -282,6 +315,7 @@ def load_estimator(path: PathLike) -> SavedEstimator:
         binarizer.classes_, binarizer.y_type_, binarizer.sparse_input_ = classes, y_type, False
         estimator._label_binarizer = binarizer
         fitted["classes_"] = classes
+    laplace_state = fitted.pop("laplace_", None)
     for attribute, value in fitted.items():
         setattr(estimator, attribute, value)
     if estimator.out_activation_ != estimator._output_activation():
@@ -289,5 +323,7 @@ def load_estimator(path: PathLike) -> SavedEstimator:
                          f"{estimator.out_activation_!r} but the {name}'s targets need "
                          f"{estimator._output_activation()!r}.")
     estimator._use_network(model)
+    if laplace_state is not None:
+        estimator.laplace_ = _laplace_from(laplace_state, estimator, path)
     return SavedEstimator(estimator, content.get("preprocessing"), content.get("metadata") or {})
 

@@ -381,6 +381,12 @@ class _BaseMLP(BaseEstimator):
         X = self._sparse_layout(X)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
+        if self.laplace is not None and (sample_weight is not None
+                                         or getattr(self, "class_weight", None) is not None):
+            raise ValueError(
+                f"laplace={self.laplace!r} does not support sample_weight or class_weight (the "
+                "likelihood of the Laplace approximation counts every row once); fit without "
+                "them or with laplace=None.")
         sample_weight = self._with_class_weight(y, sample_weight, dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
@@ -402,7 +408,7 @@ class _BaseMLP(BaseEstimator):
             else:
                 self._fit_second_order(X, y, sample_weight, fresh=first_pass)
             if self.solver != "br":  # "br" fits it on its own scale, in _fit_second_order
-                self._fit_laplace(X, y, sample_weight)
+                self._fit_laplace(X, y)
 
         if not np.isfinite(self.model_.params).all():
             raise ValueError(
@@ -821,13 +827,13 @@ class _BaseMLP(BaseEstimator):
         prior, noise = br_precisions(optimizer)
         self.alpha_ = prior
         self.beta_: float | np.ndarray = noise / unit**2
-        self._fit_laplace(X, y, None, precisions=(prior, noise), unit=unit)
+        self._fit_laplace(X, y, precisions=(prior, noise), unit=unit)
 
     def _laplace_target(self, y: np.ndarray) -> tuple[str, np.ndarray]:
         """The Laplace likelihood and the targets it takes, from the fit's 2-D ``y``."""
         raise NotImplementedError
 
-    def _fit_laplace(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+    def _fit_laplace(self, X: np.ndarray, y: np.ndarray,
                      precisions: tuple[float, float] | None = None, unit: float = 1.0) -> None:
         """The Laplace approximation ``laplace_`` at the trained network (``laplace`` set).
 
@@ -838,11 +844,6 @@ class _BaseMLP(BaseEstimator):
             return
         from jacnet.laplace import Laplace
 
-        if sample_weight is not None:
-            raise ValueError(
-                f"laplace={self.laplace!r} does not support sample_weight (the likelihood of "
-                "the Laplace approximation counts every row once); fit without "
-                "sample_weight or with laplace=None.")
         likelihood, target = self._laplace_target(y)
         prior, noise = (None, None) if precisions is None else precisions
         approx = Laplace(self.model_, likelihood, structure=self.laplace,
