@@ -269,6 +269,11 @@ class Linear(Layer):
             else:
                 self.bias[...] = 0.0
 
+    def bind(self, params: np.ndarray, grads: np.ndarray) -> None:
+        super().bind(params, grads)
+        # Wᵀ as a view made once: ``x @ weight.T`` built a new view object every forward.
+        self._weight_t = self.weight.T
+
     def output_features(self, n_features: int) -> int:
         return self.out_features
 
@@ -282,7 +287,7 @@ class Linear(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_input(x)
         self._x = x
-        out = x @ self.weight.T
+        out = x @ self._weight_t
         if self.bias is not None:
             out += self.bias
         return out
@@ -454,9 +459,12 @@ class ReLU(Activation):
         return (y > 0).astype(y.dtype)
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        # One pass instead of building the 0/1 diagonal and multiplying.
+        # The gradient times the mask y > 0, without building the 0/1 diagonal in the
+        # gradient's dtype: np.where's general loop costs several times this product.
+        # Finite gradients come out as np.where(y > 0, g, 0) gives them (a masked
+        # negative entry is −0.0, equal to 0.0).
         y = self._require_cache("_y")
-        return np.where(y > 0, grad_output, 0.0).astype(grad_output.dtype, copy=False)
+        return np.multiply(grad_output, y > 0)
 
 
 class LeakyReLU(Activation):

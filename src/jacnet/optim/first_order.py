@@ -146,6 +146,8 @@ class Optimizer:
         self._state: dict[str, np.ndarray] = {}
         self._shape: tuple[int, ...] | None = None  # set when bound to params
         self._dtype: np.dtype[Any] | None = None
+        self._params: np.ndarray | None = None  # the arrays last checked by _bind
+        self._grads: np.ndarray | None = None
         self._tmp = np.empty(0)
         self._effective_grad = np.empty(0)
         self._decay: float | np.ndarray = 0.0
@@ -168,14 +170,9 @@ class Optimizer:
         ValueError
             Shapes differ from each other or from the optimizer's state.
         """
-        if not (
-            isinstance(params, np.ndarray)
-            and isinstance(grads, np.ndarray)
-            and params.shape == self._shape
-            and grads.shape == self._shape
-            and params.dtype == self._dtype
-            and grads.dtype == self._dtype
-        ):
+        # The arrays of the last step were checked when first seen; a training loop
+        # passes the same two every step, so the check is an identity test.
+        if params is not self._params or grads is not self._grads:
             self._bind(params, grads)
         self._update(params, self._with_l2_decay(params, grads), float(self.lr))
         self._step += 1
@@ -227,6 +224,7 @@ class Optimizer:
         self._state = arrays
         self._shape = None  # re-bound (shape checked, dtype matched) on the next step
         self._dtype = None
+        self._params = self._grads = None
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments as JSON-able values (``lr`` is the initial one).
@@ -290,6 +288,11 @@ class Optimizer:
         if not params.flags.writeable:
             raise ValueError(f"{owner}.step: params is read-only; it is updated in place.")
         if self._shape is not None:
+            if params.shape == self._shape and params.dtype == self._dtype:
+                # new arrays of the bound shape and dtype (another copy of θ): the state
+                # stays, only the identity remembered for the next step's test changes
+                self._params, self._grads = params, grads
+                return
             if params.shape != self._shape:
                 raise ValueError(
                     f"{owner}.step: the optimizer's state was allocated for params of shape "
@@ -326,6 +329,7 @@ class Optimizer:
             self.weight_decay if mask is None else np.where(mask, self.weight_decay, 0.0).astype(dtype)
         )
         self._shape, self._dtype = params.shape, dtype
+        self._params, self._grads = params, grads
 
 
 # --------------------------------------------------------------------------- optimizers
