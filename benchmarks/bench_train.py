@@ -206,13 +206,17 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
             t = {k: median(v) for k, v in samples.items()}
             r_np, r_torch = t["jacnet"] / t["numpy"], t["jacnet"] / t["torch"]
             r_jax = t["jacnet"] / t["jax"] if "jax" in t else float("nan")
+            # Each round times every contender once, close together: the spread of the
+            # per-round ratios is how far a loaded machine moved the ratio of medians.
+            per_round = [a / b for a, b in zip(samples["jacnet"], samples.get("jax", []))]
+            spread = f"{min(per_round):.2f}–{max(per_round):.2f}" if per_round else "—"
             flops = step_flops(sizes, batch)
             flop_share = t["matmul"] / t["jacnet"]
             rows.append([
                 f"{name}, batch {batch}", optimizer, fmt_time(t["jacnet"]), fmt_time(t["torch"]),
                 fmt_time(t["jax"]) if "jax" in t else "—",
                 fmt_time(jax_step.compile_time) if jax_step is not None else "—",
-                fmt_time(t["numpy"]), f"{r_np:.2f}", f"{r_torch:.2f}", f"{r_jax:.2f}",
+                fmt_time(t["numpy"]), f"{r_np:.2f}", f"{r_torch:.2f}", f"{r_jax:.2f}", spread,
                 f"{flops / t['jacnet'] / 1e9:.1f} / {flops / t['matmul'] / 1e9:.1f}",
                 f"{flop_share:.0%}",
             ])
@@ -231,7 +235,8 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
             print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(
         ["configuration", "optimizer", "jacnet", "PyTorch", "JAX-jit", "JAX compile",
-         "NumPy floor", "jacnet/NumPy", "jacnet/PyTorch", "jacnet/JAX", "GFLOP/s jacnet / matmul",
+         "NumPy floor", "jacnet/NumPy", "jacnet/PyTorch", "jacnet/JAX",
+         "jacnet/JAX per round", "GFLOP/s jacnet / matmul",
          "FLOP/s share"], rows)
     if used_threads:
         # CPU time ÷ wall time of each contender's SGD step on the largest configuration:
@@ -359,9 +364,11 @@ def bench_epoch(repeats: int) -> tuple[str, list[str]]:
     t_jax = t.get("jax", float("nan"))
     for name in runs:
         r_sk, r_torch, r_jax = t[name] / t["sklearn"], t[name] / t["torch"], t[name] / t_jax
+        per_round = [a / b for a, b in zip(samples[name], samples.get("jax", []))]
         rows.append([name, fmt_time(t[name]), fmt_time(t["torch"]),
                      fmt_time(t_jax) if "jax" in t else "—",
-                     fmt_time(t["sklearn"]), f"{r_sk:.2f}", f"{r_torch:.2f}", f"{r_jax:.2f}"])
+                     fmt_time(t["sklearn"]), f"{r_sk:.2f}", f"{r_torch:.2f}", f"{r_jax:.2f}",
+                     f"{min(per_round):.2f}–{max(per_round):.2f}" if per_round else "—"])
         if name.startswith("NumPy"):
             continue
         checks.append(f"- epoch ({name}): jacnet/scikit-learn {r_sk:.2f} (≤ 0.33, "
@@ -371,7 +378,8 @@ def bench_epoch(repeats: int) -> tuple[str, list[str]]:
                          if "jax" in t else ""))
     table = markdown_table(
         ["epoch, 60,000 × 784 float32, 784-256-10 ReLU, Adam, batch 128", "time", "PyTorch",
-         "JAX-jit", f"scikit-learn ({sk.coefs_[0].dtype})", "/scikit-learn", "/PyTorch", "/JAX"],
+         "JAX-jit", f"scikit-learn ({sk.coefs_[0].dtype})", "/scikit-learn", "/PyTorch", "/JAX",
+         "/JAX per round"],
         rows)
     print(table, flush=True)
     return table, checks
