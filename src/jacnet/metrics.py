@@ -65,6 +65,22 @@ class Metric:
         """The metric over every sample passed to :meth:`update` since :meth:`reset`."""
         raise NotImplementedError
 
+    def totals(self, n_outputs: int) -> np.ndarray:
+        """The running sums behind :meth:`result`, as one float64 array.
+
+        A data-parallel run adds these over the processes (one ``Allreduce``) and hands
+        the sum back to :meth:`set_totals`, so a metric is exact over every shard's rows.
+        ``n_outputs`` (the network's outputs) fixes the length even on a rank that saw no rows.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot be combined across processes; implement "
+            "totals(n_outputs) and set_totals(array) (its running sums) to use it in a "
+            "data-parallel run.")
+
+    def set_totals(self, totals: np.ndarray) -> None:
+        """Replace the running sums with ``totals`` (as :meth:`totals` lays them out)."""
+        raise NotImplementedError
+
     def __call__(self, prediction: Any, target: Any) -> float:
         """The metric of a whole ``prediction`` (B, m) against ``target`` (B,) or (B, m)."""
         pred = check_array(prediction, "prediction", owner=type(self).__name__)
@@ -138,6 +154,12 @@ class Accuracy(Metric):
     def result(self) -> float:
         return self._correct / self._count if self._count else float("nan")
 
+    def totals(self, n_outputs: int) -> np.ndarray:
+        return np.array([self._correct, self._count], dtype=np.float64)
+
+    def set_totals(self, totals: np.ndarray) -> None:
+        self._correct, self._count = round(float(totals[0])), round(float(totals[1]))
+
 
 class _ErrorMetric(Metric):
     """Mean over every sample and output of f(prediction − target)."""
@@ -156,6 +178,12 @@ class _ErrorMetric(Metric):
 
     def result(self) -> float:
         return self._total / self._count if self._count else float("nan")
+
+    def totals(self, n_outputs: int) -> np.ndarray:
+        return np.array([self._total, self._count], dtype=np.float64)
+
+    def set_totals(self, totals: np.ndarray) -> None:
+        self._total, self._count = float(totals[0]), round(float(totals[1]))
 
 
 class MSE(_ErrorMetric):
@@ -232,6 +260,16 @@ class R2(Metric):
         scores = np.where(constant, np.where(ss_res == 0.0, 1.0, 0.0),
                           1.0 - ss_res / np.where(constant, 1.0, ss_tot))
         return float(np.mean(scores))
+
+    def totals(self, n_outputs: int) -> np.ndarray:
+        sums = [np.broadcast_to(np.asarray(v, dtype=np.float64), (n_outputs,))
+                for v in (self._sum, self._sum_sq, self._ss_res)]
+        return np.concatenate([[float(self._count)], *sums])
+
+    def set_totals(self, totals: np.ndarray) -> None:
+        self._count = round(float(totals[0]))
+        self._sum, self._sum_sq, self._ss_res = (np.array(part) for part in
+                                                 np.split(np.asarray(totals[1:]), 3))
 
 
 METRICS: dict[str, type[Metric]] = {

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from jacnet._validation import check_array, check_positive_int
+from jacnet.distributed import Communicator, SingleProcess
 from jacnet.io import atomic_write, load_checkpoint, save_checkpoint
 from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, get_loss
 from jacnet.metrics import Metric, default_metrics, get_metric
@@ -244,6 +245,10 @@ class TrainingState:
         The last completed epoch (0 before the first).
     epochs : int
         The epoch training stops at.
+    comm : Communicator
+        The processes of a data-parallel run (:class:`~jacnet.distributed.SingleProcess`
+        otherwise); every rank runs the callbacks, and a callback that writes files
+        should do so only where ``comm.rank == 0``, as :class:`ModelCheckpoint` does.
     stop_reason : str or None
         Set by :meth:`stop`; the loop ends after the current epoch.
     """
@@ -251,6 +256,7 @@ class TrainingState:
     def __init__(self, model: Sequential, loss: Loss, optimizer: Any,
                  schedule: LRSchedule | None, history: History, epochs: int) -> None:
         self.model, self.loss, self.optimizer, self.schedule = model, loss, optimizer, schedule
+        self.comm: Communicator = SingleProcess()
         self.history, self.epochs = history, epochs
         self.epoch = 0
         self.stop_reason: str | None = None
@@ -427,8 +433,9 @@ class ModelCheckpoint(Callback):
         self.save()
 
     def save(self) -> None:
-        """Write the current training state to :attr:`path`."""
-        save_checkpoint(self.path, self.state.model, _snapshot(self.state))
+        """Write the current training state to :attr:`path` (rank 0 of a data-parallel run)."""
+        if self.state.comm.rank == 0:
+            save_checkpoint(self.path, self.state.model, _snapshot(self.state))
 
 
 def _in_notebook() -> bool:
@@ -735,7 +742,9 @@ def evaluate(model: Sequential, X: Any, y: Any, *, loss: str | Loss = "mse",
 
 
 def _evaluate(model: Sequential, loss: Loss, metrics: list[Metric], X: np.ndarray,
-              target: np.ndarray, batch_size: int) -> dict[str, float]:
+              target: np.ndarray, batch_size: int,
+              comm: Communicator | None = None) -> dict[str, float]:
+    """Loss and metrics over ``X`` (with ``comm``: over every rank's shard of the rows)."""
     for metric in metrics:
         metric.reset()
     total, n = 0.0, X.shape[0]
@@ -746,9 +755,24 @@ def _evaluate(model: Sequential, loss: Loss, metrics: list[Metric], X: np.ndarra
         total += value * (xb.shape[0] if loss.reduction == "mean" else 1.0)
         for metric in metrics:
             metric.update(out, tb)
+    if comm is not None:
+        total, n = _sum_over_ranks(comm, [total, n], metrics, model.out_features)
     results = {"loss": total / n if loss.reduction == "mean" else total}
     results.update({metric.name: metric.result() for metric in metrics})
     return results
+
+
+def _sum_over_ranks(comm: Communicator, sums: list[float], metrics: Sequence[Metric],
+                    n_outputs: int) -> list[float]:
+    """Add ``sums`` and the metrics' running totals over the ranks, in one Allreduce."""
+    parts = [np.asarray(sums, dtype=np.float64)]
+    parts += [metric.totals(n_outputs) for metric in metrics]
+    buffer = comm.allreduce(np.concatenate(parts))
+    at = len(sums)
+    for metric, part in zip(metrics, parts[1:]):
+        metric.set_totals(buffer[at:at + part.size])
+        at += part.size
+    return [float(v) for v in buffer[:len(sums)]]
 
 
 def _metrics_for(loss: Loss, metrics: Sequence[str | Metric] | None) -> list[Metric]:
@@ -910,6 +934,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume_from: str | os.PathLike[str] | None = None,
     sample_weight: Any = None,
+    comm: Communicator | None = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` in place and return the per-epoch history.
 
@@ -978,6 +1003,20 @@ def fit(
         Non-negative weights; each batch minimises Σ wᵢ lossᵢ / Σ wᵢ (a full-batch
         optimizer: the whole training set's, passed to its ``epoch`` and judged by it, so
         Bayesian regularisation refuses weights). Metrics stay unweighted.
+    comm : Communicator, optional
+        Train data-parallel over the processes of ``comm`` (e.g.
+        :func:`jacnet.distributed.world` under ``mpiexec``): ``X``, ``y``,
+        ``sample_weight`` and ``validation_data`` are then this rank's shard of the rows,
+        the rows numbered as the shards stacked in rank order
+        (:func:`jacnet.distributed.shard_rows` cuts such shards). Batches, shuffling and the
+        validation split are drawn over all rows as one process would draw them; each
+        step Allreduces the flat gradient (a full-batch optimizer: its sums), so every
+        rank takes the step a single process would, up to the rounding of the sums.
+        Every rank starts from rank 0's parameters; only rank 0 writes checkpoints or
+        shows progress; an error on one rank stops every rank (an error while checking
+        the data is raised on every rank; one during training aborts the job). Dropout
+        draws each rank's masks from its own layers' generators, so a run with dropout
+        is not the single-process run. Default: one process.
 
     Returns
     -------
@@ -1007,8 +1046,30 @@ def fit(
                  batch_size=batch_size, shuffle=shuffle, seed=seed,
                  validation_data=validation_data, validation_split=validation_split,
                  schedule=schedule, clip_norm=clip_norm, weight_decay=weight_decay,
-                 metrics=metrics, sample_weight=sample_weight)
+                 metrics=metrics, sample_weight=sample_weight, comm=comm)
+    comm = loop.comm
     cbs = list(callbacks)
+    error = None
+    try:
+        _add_callbacks(loop, cbs, early_stopping=early_stopping, patience=patience,
+                       min_delta=min_delta, restore_best=restore_best, checkpoint=checkpoint,
+                       checkpoint_every=checkpoint_every,
+                       progress=progress if comm is None or comm.rank == 0 else False)
+    except Exception as exc:
+        if comm is None:
+            raise
+        error = exc
+    if comm is None:
+        return loop.run(cbs, resume_from)
+    comm.agree(error)
+    with comm.failing_together():
+        return loop.run(cbs, resume_from)
+
+
+def _add_callbacks(loop: _Loop, cbs: list[Callback], *, early_stopping: bool | None,
+                   patience: int | None, min_delta: float, restore_best: bool,
+                   checkpoint: Any, checkpoint_every: int | None, progress: bool | None) -> None:
+    """Check the user's callbacks and add the ones that fit's arguments ask for."""
     for cb in cbs:
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be jacnet Callback objects; got {type(cb).__name__}.")
@@ -1033,7 +1094,6 @@ def fit(
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)()) or _in_notebook()
     if progress:
         cbs.append(ProgressBar())
-    return loop.run(cbs, resume_from)
 
 
 class _Loop:
@@ -1043,7 +1103,8 @@ class _Loop:
                  lr: float | None, epochs: int, batch_size: int, shuffle: bool, seed: int | None,
                  validation_data: Any, validation_split: float, schedule: Any,
                  clip_norm: float | None, weight_decay: float,
-                 metrics: Sequence[str | Metric] | None, sample_weight: Any) -> None:
+                 metrics: Sequence[str | Metric] | None, sample_weight: Any,
+                 comm: Communicator | None = None) -> None:
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a jacnet Sequential; got {type(model).__name__}.")
         self.model = model
@@ -1071,7 +1132,28 @@ class _Loop:
         self.metrics = _metrics_for(self.loss, metrics)
         self.val_metrics = [copy.deepcopy(m) for m in self.metrics]
 
-        # Validate the data once; the epoch loop trusts it.
+        # Validate the data once; the epoch loop trusts it. In a data-parallel run each
+        # rank checks its shard, and a bad shard stops every rank with an error.
+        self.comm = comm if comm is not None and comm.size > 1 else None
+        if self.comm is None:
+            self._check_data(X, y, sample_weight, validation_data, validation_split)
+        else:
+            error = None
+            try:
+                self._check_data(X, y, sample_weight, validation_data, validation_split)
+            except Exception as exc:
+                error = exc
+            self.comm.agree(error)
+            # Every rank starts from rank 0's parameters (one broadcast of θ).
+            self.comm.broadcast(model.params)
+        self._split(validation_split)
+        self.solver_state: Any = None  # a full-batch optimizer's state between epochs
+        self.rng = np.random.default_rng(self.seed)
+
+    def _check_data(self, X: Any, y: Any, sample_weight: Any, validation_data: Any,
+                    validation_split: float) -> None:
+        """Check this process's rows, weights and validation data (no communication)."""
+        model = self.model
         X_arr = model.check_input(X)
         target = self.loss.prepare_target(y, model.out_features, dtype=model.dtype)
         _check_rows(X_arr, target, "y")
@@ -1081,7 +1163,8 @@ class _Loop:
             # weights' precision for it.
             weights = check_array(sample_weight, "sample_weight", ndim=1,
                                   dtype=np.float64 if self.full_batch else model.dtype)
-            if weights.shape[0] != X_arr.shape[0] or (weights < 0).any() or weights.sum() <= 0:
+            if weights.shape[0] != X_arr.shape[0] or (weights < 0).any() or (
+                    self.comm is None and weights.sum() <= 0):
                 raise ValueError(
                     f"sample_weight must have one non-negative weight per row of X "
                     f"({X_arr.shape[0]}), not all zero; got shape {weights.shape}."
@@ -1101,22 +1184,49 @@ class _Loop:
             self.t_val = self.loss.prepare_target(validation_data[1], model.out_features,
                                                   dtype=model.dtype)
             _check_rows(self.X_val, self.t_val, "y_val")
-        elif validation_split:
-            if not (isinstance(validation_split, float) and 0.0 < validation_split < 1.0):
-                raise ValueError(
-                    f"validation_split must be a fraction in (0, 1); got {validation_split!r}.")
-            n_val = math.ceil(validation_split * X_arr.shape[0])
-            if n_val >= X_arr.shape[0]:
+        elif validation_split and not (isinstance(validation_split, float)
+                                       and 0.0 < validation_split < 1.0):
+            raise ValueError(
+                f"validation_split must be a fraction in (0, 1); got {validation_split!r}.")
+        self.X, self.target, self.weights = X_arr, target, weights
+
+    def _split(self, validation_split: float) -> None:
+        """Number the rows over the ranks and hold out the validation rows.
+
+        The rows of a data-parallel run are numbered as if the shards were stacked in
+        rank order; this rank holds rows ``[row_offset, row_offset + len(X))`` of the
+        ``n_rows`` training rows, and the shuffling and the validation split are drawn
+        over all ``n_rows`` exactly as a single process would draw them.
+        """
+        X_arr, target, weights = self.X, self.target, self.weights
+        n_local = X_arr.shape[0]
+        lo, n_total = 0, n_local
+        if self.comm is not None:
+            counts = np.zeros(self.comm.size + 1)
+            counts[self.comm.rank] = n_local
+            counts[-1] = 0.0 if weights is None else float(weights.sum(dtype=np.float64))
+            self.comm.allreduce(counts)
+            lo, n_total = int(counts[:self.comm.rank].sum()), int(counts[:-1].sum())
+            if weights is not None and counts[-1] <= 0:
+                raise ValueError("sample_weight is zero on every rank's rows; give some row "
+                                 "a positive weight.")
+        if validation_split:
+            n_val = math.ceil(validation_split * n_total)
+            if n_val >= n_total:
                 raise ValueError(f"validation_split={validation_split} leaves no rows for training.")
-            order = np.random.default_rng([self.seed, 1]).permutation(X_arr.shape[0])
-            val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+            order = np.random.default_rng([self.seed, 1]).permutation(n_total)
+            is_val = np.zeros(n_total, dtype=bool)
+            is_val[order[:n_val]] = True
+            mine = is_val[lo:lo + n_local]
+            val_rows, train_rows = np.flatnonzero(mine), np.flatnonzero(~mine)
             self.X_val, self.t_val = X_arr[val_rows], target[val_rows]
             X_arr, target = X_arr[train_rows], target[train_rows]
             if weights is not None:
                 weights = weights[train_rows]
+            lo -= int(np.count_nonzero(is_val[:lo]))
+            n_total -= n_val
         self.X, self.target, self.weights = X_arr, target, weights
-        self.solver_state: Any = None  # a full-batch optimizer's state between epochs
-        self.rng = np.random.default_rng(self.seed)
+        self.row_offset, self.n_rows = lo, n_total
 
     # -- the epochs ----------------------------------------------------------------
     def run(self, callbacks: list[Callback], resume_from: Any) -> History:
@@ -1124,6 +1234,8 @@ class _Loop:
         monitor = "val_loss" if self.X_val is not None else "loss"
         history = History(monitor=monitor)
         state = TrainingState(model, self.loss, self.optimizer, self.schedule, history, self.epochs)
+        if self.comm is not None:
+            state.comm = self.comm
         state.extra_state["seed"] = self.seed
         state.extra_state["settings"] = self.settings
         if self.full_batch and hasattr(self.optimizer, "reset"):
@@ -1169,7 +1281,7 @@ class _Loop:
                     if self.X_val is not None and self.t_val is not None:
                         model.eval()
                         val = _evaluate(model, self.loss, self.val_metrics, self.X_val,
-                                        self.t_val, max(self.batch_size, 4096))
+                                        self.t_val, max(self.batch_size, 4096), self.comm)
                         record.update({f"val_{k}": v for k, v in val.items()})
                     if lr is not None:
                         record["lr"] = float(lr)
@@ -1218,11 +1330,14 @@ class _Loop:
         """One pass over the shuffled training rows in mini-batches (the lean path).
 
         ``batch_hooks``: the callbacks that override ``on_batch_end`` (usually none).
+        In a data-parallel run the batches are drawn over all ``n_rows`` rows, each rank
+        computes the gradient of the batch's rows it holds, weighted by their share of the
+        batch, and one Allreduce of the flat gradient makes it the whole batch's.
         """
-        model, loss, optimizer = self.model, self.loss, self.optimizer
+        model, loss, optimizer, comm = self.model, self.loss, self.optimizer, self.comm
         params, grads = model.params, model.grads
         metrics, clip, weights = self.metrics, self.clip_norm, self.weights
-        X, target, n, bs = self.X, self.target, self.X.shape[0], self.batch_size
+        X, target, n, bs = self.X, self.target, self.n_rows, self.batch_size
         # Each batch gathers its own rows: the same bytes as shuffling the whole data set
         # up front, but they stay in cache and the data set is never copied whole.
         order = self.rng.permutation(n) if self.shuffle else None
@@ -1231,20 +1346,30 @@ class _Loop:
         total = 0.0
         isfinite = math.isfinite
         mean = loss.reduction == "mean"  # the epoch's loss: mean over samples, or their sum
+        batch_weights = None if comm is None or weights is None else self._batch_weights(order)
         for start in range(0, n, bs):
-            rows = slice(start, start + bs) if order is None else order[start:start + bs]
-            xb, tb = X[rows], target[rows]
-            out = model.forward(xb)
-            if weights is None:
-                value, grad = loss.value_and_grad(out, tb)
+            rows: Any = slice(start, start + bs) if order is None else order[start:start + bs]
+            if comm is None:
+                xb, tb = X[rows], target[rows]
+                out = model.forward(xb)
+                if weights is None:
+                    value, grad = loss.value_and_grad(out, tb)
+                else:
+                    value, grad = self._weighted(out, tb, weights[rows])
+                if not isfinite(value):
+                    return {"diverged": f"the loss is {value} at batch {start // bs + 1}"}
+                total += value * xb.shape[0] if mean else value
+                for metric in metrics:
+                    metric.update(out, tb)
+                model.backward(grad, input_grad=False)
             else:
-                value, grad = self._weighted(out, tb, weights[rows])
-            if not isfinite(value):
-                return {"diverged": f"the loss is {value} at batch {start // bs + 1}"}
-            total += value * xb.shape[0] if mean else value
-            for metric in metrics:
-                metric.update(out, tb)
-            model.backward(grad, input_grad=False)
+                size = min(bs, n - start)
+                total_w = None if batch_weights is None else batch_weights[start // bs]
+                total += self._shard_gradient(rows, size, total_w)
+                comm.allreduce(grads)
+                if not isfinite(grads[0]):  # a rank's loss or gradient is not finite
+                    return {"diverged": f"the loss or its gradient is not finite at batch "
+                                        f"{start // bs + 1}"}
             if clip is not None:
                 clip_grad_norm(grads, clip)
             optimizer.step(params, grads)
@@ -1252,16 +1377,73 @@ class _Loop:
                 batch_logs = {"n_batches": -(-n // bs)}
                 for cb in batch_hooks:
                     cb.on_batch_end(start // bs + 1, batch_logs)
+        if comm is not None:
+            total = _sum_over_ranks(comm, [total], metrics, model.out_features)[0]
         record: dict[str, Any] = {"loss": total / n if mean else total}
         record.update({metric.name: metric.result() for metric in metrics})
         return record
 
-    def _weighted(self, out: np.ndarray, tb: np.ndarray, wb: np.ndarray) -> tuple[float, np.ndarray]:
-        """Batch loss Σ wᵢ ℓᵢ / Σ wᵢ and its gradient, from per-sample losses."""
+    def _shard_gradient(self, rows: Any, size: int, total_w: float | None) -> float:
+        """This rank's part of one batch's gradient (into ``model.grads``) and loss.
+
+        ``rows``: the batch's global row numbers (or their slice); ``size``: how many
+        there are; ``total_w``: the batch's weight sum over all ranks (weighted runs).
+        Returns this rank's share of the batch loss times ``size`` (mean reduction) or its
+        share of the sum: what the epoch total adds. A non-finite loss poisons the gradient,
+        so every rank sees it after the Allreduce.
+        """
+        model, loss = self.model, self.loss
+        lo, n_local = self.row_offset, self.X.shape[0]
+        if isinstance(rows, slice):
+            local: Any = slice(max(rows.start - lo, 0), max(min(rows.stop - lo, n_local), 0))
+        else:
+            local = rows[(rows >= lo) & (rows < lo + n_local)] - lo
+        xb, tb = self.X[local], self.target[local]
+        if xb.shape[0] == 0:
+            model.grads[...] = 0.0
+            return 0.0
+        out = model.forward(xb)
+        mean = loss.reduction == "mean"
+        if self.weights is None:
+            value, grad = loss.value_and_grad(out, tb)
+            share = xb.shape[0] / size if mean else 1.0
+            if share != 1.0:
+                grad *= share
+            value *= share
+        else:
+            value, grad = self._weighted(out, tb, self.weights[local], total_w)
+        if not math.isfinite(value):
+            model.grads[...] = np.nan
+            return 0.0
+        for metric in self.metrics:
+            metric.update(out, tb)
+        model.backward(grad, input_grad=False)
+        return value * size if mean else value
+
+    def _batch_weights(self, order: np.ndarray | None) -> np.ndarray:
+        """Each batch's weight sum over all ranks this epoch (one Allreduce)."""
+        assert self.weights is not None and self.comm is not None
+        n, bs = self.n_rows, self.batch_size
+        position = np.arange(self.row_offset, self.row_offset + self.X.shape[0])
+        if order is not None:
+            inverse = np.empty(n, dtype=np.int64)
+            inverse[order] = np.arange(n)
+            position = inverse[position]
+        sums = np.bincount(position // bs, weights=self.weights.astype(np.float64),
+                           minlength=-(-n // bs))
+        return self.comm.allreduce(sums)
+
+    def _weighted(self, out: np.ndarray, tb: np.ndarray, wb: np.ndarray,
+                  total_w: float | None = None) -> tuple[float, np.ndarray]:
+        """Batch loss Σ wᵢ ℓᵢ / Σ wᵢ and its gradient, from per-sample losses.
+
+        ``total_w``: Σ wᵢ over the whole batch when ``wb`` is one rank's part of it.
+        """
         _, grad = self.loss.value_and_grad(out, tb)
         n = out.shape[0]
         per_row = self.loss.per_sample(out.astype(np.float64), tb)
-        total_w = float(wb.sum())
+        if total_w is None:
+            total_w = float(wb.sum())
         if total_w <= 0.0:
             grad[...] = 0.0
             return 0.0, grad
@@ -1291,7 +1473,7 @@ class _Loop:
         if self.metrics:
             self.model.eval()
             train = _evaluate(self.model, self.loss, self.metrics, self.X, self.target,
-                              max(self.batch_size, 4096))
+                              max(self.batch_size, 4096), self.comm)
             record["loss"] = value
             record.update({k: v for k, v in train.items() if k != "loss"})
         return record

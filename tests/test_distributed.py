@@ -1,0 +1,247 @@
+"""Data-parallel training under ``mpiexec``: each case runs once in this process and once
+as ``mpiexec -n k python tests/test_distributed.py SPEC`` (this file is also the worker),
+and the two must agree to rounding. The MPI tests skip cleanly without mpi4py or mpiexec.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import jacnet
+from jacnet.distributed import Communicator, SingleProcess, shard_rows, world
+from jacnet.metrics import MSE, R2, Accuracy
+from jacnet.network import mlp
+from jacnet.training import Callback, fit
+
+HERE = Path(__file__).resolve()
+
+
+# --------------------------------------------------------------------------- the cases
+def make_data(case: dict[str, Any]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(case.get("data_seed", 0))
+    n, n_in = case["n_rows"], case.get("n_in", 3)
+    X = rng.normal(size=(n, n_in))
+    if case.get("loss") == "cross_entropy":
+        y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1).astype(np.int64)
+    else:
+        y = np.sin(X @ np.arange(1.0, n_in + 1)) + 0.1 * rng.normal(size=n)
+    data = {"X": X, "y": y}
+    if case.get("weighted"):
+        data["w"] = rng.uniform(0.0, 2.0, size=n)
+    if case.get("validation_data"):
+        data["X_val"] = rng.normal(size=(37, n_in))
+        data["y_val"] = (np.sin(data["X_val"] @ np.arange(1.0, n_in + 1))
+                         if case.get("loss") != "cross_entropy" else
+                         (data["X_val"][:, 0] > 0).astype(np.int64))
+    return data
+
+
+class _Fail(Callback):
+    """Kill this process (SIGKILL) or raise at the end of an epoch, on one rank."""
+
+    def __init__(self, rank: int, epoch: int, how: str) -> None:
+        self.rank, self.epoch, self.how = rank, epoch, how
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        if self.state.comm.rank == self.rank and epoch == self.epoch:
+            if self.how == "kill":
+                os.kill(os.getpid(), 9)
+            raise ValueError(f"a planned failure at epoch {epoch}")
+
+
+def run_case(case: dict[str, Any], comm: Communicator) -> dict[str, Any]:
+    """Train the case's network on this rank's shard; return θ and the history."""
+    data = make_data(case)
+    rows = shard_rows(case["n_rows"], comm.rank, comm.size)
+    X, y = data["X"][rows], data["y"][rows]
+    if case.get("bad_shard_rank") == comm.rank:
+        X = X[:, :-1]
+    n_out = 3 if case.get("loss") == "cross_entropy" else 1
+    sizes = [X.shape[1] if case.get("bad_shard_rank") is None else data["X"].shape[1],
+             *case.get("hidden", [6]), n_out]
+    model = mlp(sizes, activation="tanh", dtype=case.get("dtype", "float64"), seed=1)
+    kwargs: dict[str, Any] = {}
+    if "w" in data:
+        kwargs["sample_weight"] = data["w"][rows]
+    if "X_val" in data:
+        val_rows = shard_rows(data["X_val"].shape[0], comm.rank, comm.size)
+        kwargs["validation_data"] = (data["X_val"][val_rows], data["y_val"][val_rows])
+    callbacks = []
+    if "fail" in case:
+        callbacks.append(_Fail(**case["fail"]))
+    history = fit(model, X, y, loss=case.get("loss", "mse"), optimizer=case["optimizer"],
+                  lr=case.get("lr"), epochs=case["epochs"], batch_size=case.get("batch_size", 32),
+                  seed=3, validation_split=case.get("validation_split", 0.0),
+                  early_stopping=case.get("early_stopping"), patience=case.get("patience"),
+                  clip_norm=case.get("clip_norm"), metrics=case.get("metrics"),
+                  checkpoint=case.get("checkpoint"), resume_from=case.get("resume_from"),
+                  callbacks=callbacks, progress=False, comm=comm, **kwargs)
+    return {"params": model.params.copy(), "history": history.records,
+            "stop_reason": history.stop_reason}
+
+
+def main(spec_path: str) -> None:
+    case = json.loads(Path(spec_path).read_text())
+    comm = world()
+    result = run_case(case, comm)
+    if comm.rank == 0:
+        np.save(case["out"] + ".npy", result["params"])
+        keep = [{k: v for k, v in r.items() if k != "time"} for r in result["history"]]
+        Path(case["out"] + ".json").write_text(json.dumps(
+            {"history": keep, "stop_reason": result["stop_reason"], "size": comm.size}))
+
+
+# --------------------------------------------------------------------------- launching
+def _mpiexec() -> str | None:
+    beside = Path(sys.executable).with_name("mpiexec")
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+needs_mpi = pytest.mark.skipif(
+    importlib.util.find_spec("mpi4py") is None or _mpiexec() is None,
+    reason="needs mpi4py and mpiexec (pip install 'jacnet[mpi]')")
+
+
+def launch(case: dict[str, Any], n_ranks: int, tmp_path: Path,
+           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    spec = tmp_path / f"spec{len(list(tmp_path.glob('spec*')))}.json"
+    spec.write_text(json.dumps(case))
+    env = dict(os.environ)
+    src = str(Path(jacnet.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    # One BLAS thread per rank: the ranks share the machine's cores.
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    mpiexec = _mpiexec()
+    assert mpiexec is not None
+    return subprocess.run([mpiexec, "-n", str(n_ranks), sys.executable, str(HERE), str(spec)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_mpi(case: dict[str, Any], n_ranks: int, tmp_path: Path) -> dict[str, Any]:
+    case = {**case, "out": str(tmp_path / f"out{n_ranks}")}
+    done = launch(case, n_ranks, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    saved = json.loads(Path(case["out"] + ".json").read_text())
+    assert saved["size"] == n_ranks
+    return {"params": np.load(case["out"] + ".npy"), **saved}
+
+
+def assert_same_run(single: dict[str, Any], parallel: dict[str, Any], rtol: float) -> None:
+    scale = np.abs(single["params"]).max()
+    np.testing.assert_allclose(parallel["params"], single["params"], rtol=0, atol=rtol * scale)
+    assert len(parallel["history"]) == len(single["history"])
+    assert parallel["stop_reason"] == single["stop_reason"]
+    for mine, theirs in zip(parallel["history"], single["history"]):
+        keys = sorted(k for k in theirs if k != "time")
+        assert sorted(k for k in mine if k != "time") == keys
+        for key in keys:
+            np.testing.assert_allclose(mine[key], theirs[key], rtol=rtol, atol=1e-300,
+                                       err_msg=key)
+
+
+ADAM = {"optimizer": "adam", "lr": 0.01, "n_rows": 301, "batch_size": 30, "epochs": 10}
+
+
+# --------------------------------------------------------------------------- the tests
+@needs_mpi
+def test_adam_on_two_ranks_is_the_single_process_run(tmp_path: Path) -> None:
+    # 301 rows in batches of 30: 11 steps an epoch (the last one a single row), 110 steps;
+    # shards of 150 and 151 rows, so most batches are split unevenly between the ranks.
+    single = run_case(ADAM, SingleProcess())
+    assert_same_run(single, run_mpi(ADAM, 2, tmp_path), rtol=1e-10)
+
+
+@needs_mpi
+def test_weighted_classifier_with_validation_split_and_early_stopping(tmp_path: Path) -> None:
+    case = {"optimizer": "adam", "lr": 0.05, "n_rows": 240, "batch_size": 25, "epochs": 30,
+            "loss": "cross_entropy", "weighted": True, "validation_split": 0.25,
+            "early_stopping": True, "patience": 3, "clip_norm": 0.5, "hidden": [5]}
+    single = run_case(case, SingleProcess())
+    assert {"val_loss", "val_accuracy", "accuracy"} <= set(single["history"][0])
+    assert_same_run(single, run_mpi(case, 3, tmp_path), rtol=1e-10)
+
+
+@needs_mpi
+def test_regression_metrics_and_validation_data_over_three_ranks(tmp_path: Path) -> None:
+    case = {**ADAM, "epochs": 4, "validation_data": True, "metrics": ["mse", "mae", "r2"]}
+    single = run_case(case, SingleProcess())
+    assert_same_run(single, run_mpi(case, 3, tmp_path), rtol=1e-10)
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path: Path) -> None:
+    checkpoint = str(tmp_path / "run.ckpt.npz")
+    case = {**ADAM, "checkpoint": checkpoint, "fail": {"rank": 1, "epoch": 4, "how": "kill"}}
+    done = launch({**case, "out": str(tmp_path / "never")}, 2, tmp_path, timeout=60)
+    assert done.returncode != 0
+    assert "Killed (signal 9)" in done.stdout + done.stderr
+    assert not (tmp_path / "never.json").exists()
+    resumed = run_mpi({**ADAM, "checkpoint": checkpoint, "resume_from": checkpoint}, 2, tmp_path)
+    assert_same_run(run_case(ADAM, SingleProcess()), resumed, rtol=1e-10)
+
+
+@needs_mpi
+def test_an_error_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    case = {**ADAM, "fail": {"rank": 1, "epoch": 2, "how": "raise"}, "out": str(tmp_path / "x")}
+    done = launch(case, 2, tmp_path, timeout=60)
+    assert done.returncode != 0
+    assert "rank 1 of 2 failed, stopping every rank" in done.stderr
+    assert "a planned failure at epoch 2" in done.stderr
+
+
+@needs_mpi
+def test_a_bad_shard_raises_on_every_rank(tmp_path: Path) -> None:
+    case = {**ADAM, "bad_shard_rank": 1, "out": str(tmp_path / "x")}
+    done = launch(case, 2, tmp_path, timeout=60)
+    assert done.returncode != 0
+    assert "rank(s) 1 of 2 failed" in done.stderr  # rank 0's error
+    assert "X must have 3 columns (features); got shape (151, 2)" in done.stderr
+
+
+# --------------------------------------------------------------------------- one process
+def test_single_process_communicator_is_the_identity() -> None:
+    comm = world()
+    assert isinstance(comm, SingleProcess) and (comm.size, comm.rank) == (1, 0)
+    x = np.arange(3.0, dtype=np.float32)
+    assert comm.allreduce(x) is x and x.dtype == np.float32
+    assert comm.allgather("a") == ["a"]
+    comm.agree(None)
+    with pytest.raises(ValueError, match="boom"), comm.failing_together():
+        raise ValueError("boom")
+
+
+def test_shards_cover_the_rows_in_order() -> None:
+    for n, k in [(10, 3), (7, 7), (5, 2), (2, 3)]:
+        parts = [np.arange(n)[shard_rows(n, r, k)] for r in range(k)]
+        np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    with pytest.raises(ValueError, match="rank must be in"):
+        shard_rows(10, 3, 3)
+
+
+def test_metric_totals_add_up_to_the_whole() -> None:
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(20, 2)), rng.normal(size=(20, 2))
+    for make in (MSE, R2, Accuracy):
+        whole = make()(pred, target)
+        parts = [make(), make(), make()]
+        for part, rows in zip(parts, (slice(0, 7), slice(7, 20), slice(20, 20))):
+            if rows.start < rows.stop:
+                part.update(pred[rows], target[rows])
+        total = sum(p.totals(2) for p in parts)
+        parts[2].set_totals(total)
+        assert parts[2].result() == pytest.approx(whole, rel=1e-12)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
