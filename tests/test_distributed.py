@@ -208,6 +208,34 @@ def test_a_bad_shard_raises_on_every_rank(tmp_path: Path) -> None:
     assert "X must have 3 columns (features); got shape (151, 2)" in done.stderr
 
 
+@needs_mpi
+def test_jacnet_train_under_mpiexec_is_one_run(tmp_path: Path) -> None:
+    from jacnet.cli import main as cli_main
+    from jacnet.io import load_model
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 4))
+    np.savez(tmp_path / "big.npz", X=X, y=np.sin(X @ np.arange(1.0, 5.0)))
+    args = ["train", "--data", str(tmp_path / "big.npz"), "--hidden", "6", "--epochs", "4",
+            "--dtype", "float64", "--validation-split", "0.1", "--checkpoint-every", "2"]
+    assert cli_main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = dict(os.environ)
+    src = str(Path(jacnet.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run([str(_mpiexec()), "-n", "2", sys.executable, "-m", "jacnet", *args,
+                           "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("run folder:") == 1  # rank 0 alone reports and writes
+    one, two = (load_model(tmp_path / name / "model.npz") for name in ("one", "two"))
+    scale = np.abs(one.model.params).max()
+    np.testing.assert_allclose(two.model.params, one.model.params, rtol=0, atol=1e-10 * scale)
+    history = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert len(history["records"]) == 4 and "val_loss" in history["records"][0]
+    assert (tmp_path / "two" / "checkpoint.npz").exists()
+
+
 # --------------------------------------------------------------------------- one process
 def test_single_process_communicator_is_the_identity() -> None:
     comm = world()

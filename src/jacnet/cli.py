@@ -400,16 +400,34 @@ def _train(args: argparse.Namespace) -> int:
     model = jacnet.mlp([train.n_features, *options["hidden"], n_out],
                        activation=options["activation"], seed=options["seed"], dtype=options["dtype"])
 
+    # Under `mpiexec -n k` the k processes train as one run, each on its block of the
+    # training rows (same split, scaling and batches as one process); rank 0 writes.
+    from jacnet.distributed import shard_rows, world
+
+    comm = world()
+    rows = shard_rows(len(X_train), comm.rank, comm.size)
     out = Path(options["out"] or f"runs/{train.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    created, before = _make_run_folder(out)
+    created: list[Path] = []
+    before: set[str] = set()
+    error = None
+    if comm.rank == 0:  # rank 0 makes the folder; every rank learns of a failure
+        try:
+            created, before = _make_run_folder(out)
+        except Exception as exc:
+            error = exc
+    comm.agree(error)
+    if comm.size > 1:  # every rank takes rank 0's folder, which now exists
+        out = Path(comm.allgather(str(out))[0])
     try:
         return _train_in(out, options, checkpoint, started, train, test, model, loss,
-                         x_scaler, y_scaler, X_train, y_train)
+                         x_scaler, y_scaler, X_train[rows], y_train[rows], comm)
     except KeyboardInterrupt:
-        _remove_failed_run(out, created, before, keep_checkpoint=True)
+        if comm.rank == 0:
+            _remove_failed_run(out, created, before, keep_checkpoint=True)
         raise
     except Exception:
-        _remove_failed_run(out, created, before, keep_checkpoint=checkpoint is not None)
+        if comm.rank == 0:
+            _remove_failed_run(out, created, before, keep_checkpoint=checkpoint is not None)
         raise
 
 
@@ -448,7 +466,8 @@ def _remove_failed_run(out: Path, created: list[Path], before: set[str], *,
 
 def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: float, train: Any,
               test: Any, model: Any, loss: str, x_scaler: Any, y_scaler: Any,
-              X_train: np.ndarray, y_train: np.ndarray) -> int:
+              X_train: np.ndarray, y_train: np.ndarray, comm: Any) -> int:
+    """Train on this rank's rows (all of them without mpiexec); rank 0 writes and reports."""
     from jacnet.io import save_model
     from jacnet.training import DivergenceWarning, fit
 
@@ -474,9 +493,11 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
             progress=options["progress"],
             checkpoint=ckpt_path if (options["checkpoint_every"] or checkpoint) else None,
             checkpoint_every=options["checkpoint_every"] or (1 if checkpoint else None),
-            resume_from=None if checkpoint is None else checkpoint[0],
+            resume_from=None if checkpoint is None else checkpoint[0], comm=comm,
         )
     diverged = bool(history.stop_reason and history.stop_reason.startswith("diverged"))
+    if comm.rank != 0:
+        return 1 if diverged else 0
     if diverged and len(history) == 0:
         raise ValueError(f"{history.stop_reason} Nothing was trained, so no run folder is kept.")
     elapsed = time.perf_counter() - started
