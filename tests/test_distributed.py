@@ -236,6 +236,47 @@ def test_jacnet_train_under_mpiexec_is_one_run(tmp_path: Path) -> None:
     assert (tmp_path / "two" / "checkpoint.npz").exists()
 
 
+# --------------------------------------------------------------------------- Dask
+needs_dask = pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None or importlib.util.find_spec("sklearn") is None,
+    reason="needs dask[distributed] and scikit-learn")
+
+
+@needs_dask
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_grid_search_on_a_dask_cluster_finds_the_n_jobs_1_parameters() -> None:
+    import pickle
+
+    import joblib
+    from dask.distributed import Client, LocalCluster
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import GridSearchCV
+
+    from jacnet.sklearn import MLPClassifier, MLPRegressor
+
+    X, y = make_classification(n_samples=150, n_features=5, random_state=0)
+    for est in (MLPClassifier((4,), max_iter=20, random_state=0),
+                MLPRegressor(hidden_layer_sizes=(4,), max_iter=20, random_state=0)):
+        # The workers receive the estimators pickled; a fitted one keeps its predictions.
+        fitted = est.fit(X, y)
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).predict(X),
+                                      fitted.predict(X))
+    grid = {"alpha": [1e-4, 0.3], "hidden_layer_sizes": [(2,), (6,)], "solver": ["adam", "lm"]}
+    est = MLPClassifier((4,), max_iter=20, random_state=0)
+    serial = GridSearchCV(est, grid, cv=3, n_jobs=1).fit(X, y)
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(jacnet.__file__).resolve().parents[1])}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, env=env) as cluster, Client(cluster) as client:
+        with joblib.parallel_backend("dask"):
+            parallel = GridSearchCV(est, grid, cv=3, n_jobs=-1).fit(X, y)
+        workers = client.run(lambda: __import__("jacnet").__file__)
+    assert len(workers) == 2
+    assert parallel.best_params_ == serial.best_params_
+    np.testing.assert_allclose(parallel.cv_results_["mean_test_score"],
+                               serial.cv_results_["mean_test_score"], rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- one process
 def test_single_process_communicator_is_the_identity() -> None:
     comm = world()
