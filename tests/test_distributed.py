@@ -90,9 +90,26 @@ def run_case(case: dict[str, Any], comm: Communicator) -> dict[str, Any]:
             "stop_reason": history.stop_reason}
 
 
+def fit_estimator_on_shard(case: dict[str, Any], rank: int, size: int) -> np.ndarray:
+    """An estimator fitted on one rank's shard, as in an MPI job: its predictions."""
+    from jacnet.sklearn import MLPRegressor
+
+    data = make_data(case)
+    rows = shard_rows(case["n_rows"], rank, size)
+    est = MLPRegressor(hidden_layer_sizes=(5,), solver=case["solver"], max_iter=8,
+                       random_state=0, tol=0.0)
+    with pytest.warns(Warning):  # the ConvergenceWarning of 8 iterations
+        est.fit(data["X"][rows], data["y"][rows])
+    return est.predict(data["X"])
+
+
 def main(spec_path: str) -> None:
     case = json.loads(Path(spec_path).read_text())
     comm = world()
+    if "solver" in case:  # an estimator per rank: no communication
+        np.save(f"{case['out']}.rank{comm.rank}.npy",
+                fit_estimator_on_shard(case, comm.rank, comm.size))
+        return
     result = run_case(case, comm)
     if comm.rank == 0:
         np.save(case["out"] + ".npy", result["params"])
@@ -234,6 +251,20 @@ def test_jacnet_train_under_mpiexec_is_one_run(tmp_path: Path) -> None:
     history = json.loads((tmp_path / "two" / "history.json").read_text())
     assert len(history["records"]) == 4 and "val_loss" in history["records"][0]
     assert (tmp_path / "two" / "checkpoint.npz").exists()
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="needs scikit-learn")
+def test_estimators_fit_each_ranks_shard_inside_an_mpi_job(tmp_path: Path) -> None:
+    # "lm" runs in jacnet.training.fit: without comm= it stays one process per rank.
+    for solver in ("lm",):
+        case = {"solver": solver, "n_rows": 120, "out": str(tmp_path / solver)}
+        done = launch(case, 2, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for rank in (0, 1):
+            np.testing.assert_array_equal(np.load(f"{case['out']}.rank{rank}.npy"),
+                                          fit_estimator_on_shard(case, rank, 2))
 
 
 # --------------------------------------------------------------------------- Dask
