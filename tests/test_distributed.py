@@ -106,6 +106,15 @@ def fit_estimator_on_shard(case: dict[str, Any], rank: int, size: int) -> np.nda
 def main(spec_path: str) -> None:
     case = json.loads(Path(spec_path).read_text())
     comm = world()
+    if case.get("communicator"):  # the communicator's operations, checked on every rank
+        x = np.full(5, comm.rank + 1, dtype=np.float32)
+        same = comm.allreduce(x) is x and x.dtype == np.float32
+        b = np.arange(3.0) * (comm.rank == 0)
+        comm.broadcast(b)
+        checks = {"same_array": same, "sum": x.tolist(), "scalar": comm.allreduce_scalar(comm.rank),
+                  "broadcast": b.tolist(), "gathered": comm.allgather(comm.rank)}
+        Path(f"{case['out']}.rank{comm.rank}.json").write_text(json.dumps(checks))
+        return
     if "solver" in case:  # an estimator per rank: no communication
         np.save(f"{case['out']}.rank{comm.rank}.npy",
                 fit_estimator_on_shard(case, comm.rank, comm.size))
@@ -176,6 +185,27 @@ def test_adam_on_two_ranks_is_the_single_process_run(tmp_path: Path) -> None:
     # shards of 150 and 151 rows, so most batches are split unevenly between the ranks.
     single = run_case(ADAM, SingleProcess())
     assert_same_run(single, run_mpi(ADAM, 2, tmp_path), rtol=1e-10)
+
+
+@needs_mpi
+def test_mpi_communicator_sums_in_place_in_the_arrays_dtype(tmp_path: Path) -> None:
+    out = str(tmp_path / "comm")
+    done = launch({"communicator": True, "out": out}, 3, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for rank in range(3):
+        checks = json.loads(Path(f"{out}.rank{rank}.json").read_text())
+        assert checks == {"same_array": True, "sum": [6.0] * 5, "scalar": 3.0,
+                          "broadcast": [0.0, 1.0, 2.0], "gathered": [0, 1, 2]}
+
+
+@needs_mpi
+def test_float32_gradients_are_summed_in_float32(tmp_path: Path) -> None:
+    case = {**ADAM, "dtype": "float32", "epochs": 3}
+    single = run_case(case, SingleProcess())
+    assert single["params"].dtype == np.float32
+    parallel = run_mpi(case, 2, tmp_path)
+    assert parallel["params"].dtype == np.float32
+    assert_same_run(single, parallel, rtol=1e-4)  # float32 sums in another order
 
 
 @needs_mpi
