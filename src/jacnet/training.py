@@ -31,6 +31,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -1062,8 +1063,23 @@ def fit(
     if comm is None:
         return loop.run(cbs, resume_from)
     comm.agree(error)
-    with comm.failing_together():
+    with comm.failing_together(), _summing_over_ranks(loop):
         return loop.run(cbs, resume_from)
+
+
+@contextmanager
+def _summing_over_ranks(loop: _Loop) -> Iterator[None]:
+    """A full-batch optimizer sums over the ranks for the length of the run (through its
+    ``allreduce``); a first-order step needs nothing: the loop sums its gradient."""
+    optimizer = loop.optimizer
+    if not loop.full_batch or loop.comm is None or optimizer.allreduce is not None:
+        yield
+        return
+    optimizer.allreduce = loop.comm.allreduce
+    try:
+        yield
+    finally:
+        optimizer.allreduce = None
 
 
 def _add_callbacks(loop: _Loop, cbs: list[Callback], *, early_stopping: bool | None,
@@ -1135,6 +1151,12 @@ class _Loop:
         # Validate the data once; the epoch loop trusts it. In a data-parallel run each
         # rank checks its shard, and a bad shard stops every rank with an error.
         self.comm = comm if comm is not None and comm.size > 1 else None
+        if self.comm is not None and self.full_batch and not hasattr(self.optimizer, "allreduce"):
+            raise TypeError(
+                f"{type(self.optimizer).__name__} cannot train data-parallel: a full-batch "
+                "optimizer sums its per-row quantities over the ranks through an `allreduce` "
+                "attribute (a callable that sums a float64 array in place), and it has none. "
+                "Use lm, gn, br or a first-order optimizer, or train without comm=.")
         if self.comm is None:
             self._check_data(X, y, sample_weight, validation_data, validation_split)
         else:
