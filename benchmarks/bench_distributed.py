@@ -13,7 +13,9 @@ with one BLAS thread per rank (``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``
   Allreduces the P = 203,530 gradient floats.
 
 The time is the ``fit`` call between two barriers on rank 0 (the data are built and the
-processes started before the clock starts). The 1-minute load average after each run is
+processes started before the clock starts). After the fit, the Allreduce alone is timed:
+of one step's gradient (Adam; 50 times) or of one epoch's P × P system and Jᵀg (LM; 5
+times); on one rank it is a no-op. The 1-minute load average after each run is
 recorded: on a machine whose cores other work also uses, two ranks cannot both run, and
 the figure says so. Runs alternate 1, 2, 1, 2, ... ranks for
 ``--repeats`` rounds; the report gives the median and range per rank count and the
@@ -87,11 +89,21 @@ def _worker(case: str, lm_epochs: int) -> None:
     history = fit(model, X, y, seed=0, progress=False, comm=comm, **kwargs)
     comm.allreduce_scalar(0.0)
     seconds = time.perf_counter() - started
+    # The communication alone: the Allreduce of one step's gradient (first order) or of
+    # one epoch's P × P system and Jᵀg (LM), timed by itself.
+    buffer = (np.zeros_like(model.grads) if case == "adam"
+              else np.zeros(model.n_params * (model.n_params + 1)))
+    repeats = 50 if case == "adam" else 5
+    comm.allreduce_scalar(0.0)
+    clock = time.perf_counter()
+    for _ in range(repeats):
+        comm.allreduce(buffer)
+    allreduce_ms = 1e3 * (time.perf_counter() - clock) / repeats
     if comm.rank == 0:
         print(json.dumps({"case": case, "ranks": comm.size, "seconds": seconds,
                           "epochs": len(history), "loss": history["loss"][-1],
                           "n_params": model.n_params, "blas_threads": blas_threads,
-                          "source": source}), flush=True)
+                          "source": source, "allreduce_ms": allreduce_ms}), flush=True)
 
 
 def _launch(case: str, ranks: int, lm_epochs: int) -> dict:
@@ -128,7 +140,8 @@ def main() -> None:
                 print(json.dumps(run), flush=True)
                 results.setdefault((case, ranks), []).append(run)
     lines = ["| run | ranks | fit seconds, median (range) | speed-up | final loss | "
-             "BLAS threads/rank | load average |", "|---|---|---|---|---|---|---|"]
+             "one Allreduce, ms (median) | BLAS threads/rank | load average |",
+             "|---|---|---|---|---|---|---|---|"]
     for case in args.cases.split(","):
         one = statistics.median(r["seconds"] for r in results[(case, 1)])
         for ranks in (1, 2):
@@ -141,6 +154,7 @@ def main() -> None:
             lines.append(f"| {label} | {ranks} | {statistics.median(times):.2f} "
                          f"({min(times):.2f}–{max(times):.2f}) | "
                          f"{one / statistics.median(times):.2f}× | {first['loss']:.6g} | "
+                         f"{statistics.median(r['allreduce_ms'] for r in runs):.2f} | "
                          f"{first['blas_threads']} | "
                          f"{min(r['load_average'] for r in runs)}–"
                          f"{max(r['load_average'] for r in runs)} |")
