@@ -264,8 +264,13 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path: Path) -
     assert done.returncode != 0
     assert "Killed (signal 9)" in done.stdout + done.stderr
     assert not (tmp_path / "never.json").exists()
+    saved = str(tmp_path / "saved.ckpt.npz")
+    shutil.copy(checkpoint, saved)
+    single = run_case(ADAM, SingleProcess())
     resumed = run_mpi({**ADAM, "checkpoint": checkpoint, "resume_from": checkpoint}, 2, tmp_path)
-    assert_same_run(run_case(ADAM, SingleProcess()), resumed, rtol=1e-10)
+    assert_same_run(single, resumed, rtol=1e-10)
+    # The checkpoint is the run's, not the ranks': one process resumes it as well.
+    assert_same_run(single, run_case({**ADAM, "resume_from": saved}, SingleProcess()), rtol=1e-10)
 
 
 @needs_mpi
