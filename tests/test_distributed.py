@@ -374,6 +374,22 @@ def test_full_batch_lm_gn_br_on_several_ranks_are_the_single_process_run(
             assert {"gamma", "alpha", "beta"} <= set(parallel["history"][-1])
 
 
+@needs_mpi
+def test_auto_solver_chooses_from_all_rows_on_every_rank(tmp_path: Path) -> None:
+    # 3-80-1 (P = 401) on 600 rows: the dense system costs fewer multiply-adds than the
+    # worst-case CG solve for the 600 rows, not for one rank's 300; every rank must choose
+    # as one process choosing for all 600 does.
+    case = {"optimizer": "lm", "solver": "auto", "n_rows": 600, "epochs": 3, "smooth": True,
+            "hidden": [80]}
+    single = run_case(case, SingleProcess())
+    assert [r["matrix_free"] for r in single["history"]] == [0.0] * 3
+    parallel = run_mpi(case, 2, tmp_path)
+    assert [r["matrix_free"] for r in parallel["history"]] == [0.0] * 3
+    # A 401-parameter system is less well conditioned than the small ones above (θ agrees
+    # to about 4e-11); the other solver would differ in the first digit.
+    assert_same_run(single, parallel, rtol=1e-8)
+
+
 def test_a_full_batch_optimizer_without_allreduce_is_refused() -> None:
     class Plain:
         full_batch = True

@@ -747,11 +747,15 @@ class SecondOrderOptimizer:
         more multiply-adds than the worst-case CG solve (see the module docstring)."""
         if self.solver != "auto":
             return self.solver == "cg"
-        n_params, n_samples, n_outputs = model.n_params, X.shape[0], model.out_features
+        # With ``allreduce`` every process decides for all the rows (N summed in iterate)
+        # and takes CG if any process lacks the memory: one choice, one process's choice.
+        n_params, n_outputs = model.n_params, model.out_features
+        n_samples = X.shape[0] if self.allreduce is None else self._totals[0]
         n_rows = n_samples * n_outputs
         size = n_rows if dual else n_params  # the side of the matrix Cholesky factors
         available = _physical_memory()
-        if available is not None and 8 * size * size > available // 2:
+        short = available is not None and 8 * size * size > available // 2
+        if self._sum(float(short)) > 0:
             return True
         dense = n_rows * n_rows * n_params if dual else n_rows * n_params * n_params
         dense += size ** 3 / 3
