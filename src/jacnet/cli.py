@@ -402,10 +402,9 @@ def _train(args: argparse.Namespace) -> int:
 
     # Under `mpiexec -n k` the k processes train as one run, each on its block of the
     # training rows (same split, scaling and batches as one process); rank 0 writes.
-    from jacnet.distributed import shard_rows, world
+    from jacnet.distributed import world
 
     comm = world()
-    rows = shard_rows(len(X_train), comm.rank, comm.size)
     out = Path(options["out"] or f"runs/{train.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     created: list[Path] = []
     before: set[str] = set()
@@ -420,7 +419,7 @@ def _train(args: argparse.Namespace) -> int:
         out = Path(comm.allgather(str(out))[0])
     try:
         return _train_in(out, options, checkpoint, started, train, test, model, loss,
-                         x_scaler, y_scaler, X_train[rows], y_train[rows], comm)
+                         x_scaler, y_scaler, X_train, y_train, comm)
     except KeyboardInterrupt:
         if comm.rank == 0:
             _remove_failed_run(out, created, before, keep_checkpoint=True)
@@ -467,7 +466,11 @@ def _remove_failed_run(out: Path, created: list[Path], before: set[str], *,
 def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: float, train: Any,
               test: Any, model: Any, loss: str, x_scaler: Any, y_scaler: Any,
               X_train: np.ndarray, y_train: np.ndarray, comm: Any) -> int:
-    """Train on this rank's rows (all of them without mpiexec); rank 0 writes and reports."""
+    """Train on this rank's block of the training rows (all of them without mpiexec); rank 0
+    writes and reports (every rank holds all rows, for the test scores and the noise estimate)."""
+    from jacnet.distributed import shard_rows
+
+    rows = shard_rows(len(X_train), comm.rank, comm.size)
     from jacnet.io import save_model
     from jacnet.training import DivergenceWarning, fit
 
@@ -485,7 +488,8 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
     with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", DivergenceWarning)
         history = fit(
-            model, X_train, y_train, loss=loss, optimizer=options["optimizer"], lr=options["lr"],
+            model, X_train[rows], y_train[rows], loss=loss, optimizer=options["optimizer"],
+            lr=options["lr"],
             epochs=options["epochs"], batch_size=options["batch_size"], seed=options["seed"],
             validation_split=options["validation_split"],
             early_stopping=options["early_stopping"], patience=options["patience"],
