@@ -336,6 +336,52 @@ def test_ggn_vector_product_matches_gauss_newton_with_the_loss_root(
     assert _relative(got, jthj @ v) <= 1e-10
 
 
+@pytest.mark.parametrize("sizes, activation, output_activation, loss_name, batch", GGN_CASES)
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_gauss_newton_operator_keeps_its_linearisation(sizes, activation, output_activation,
+                                                       loss_name, batch, chunk_size):
+    """Built once, the operator's products stay those of its θ and data although other
+    forward passes ran in between (they overwrite the layers' caches); its Jᵀv is jtv's."""
+    from jacnet.curvature import GaussNewtonOperator, jtv
+
+    model, X, target, rng = _ggn_data(sizes, activation, output_activation, loss_name, batch)
+    loss = get_loss(loss_name)
+    weights = rng.uniform(0.5, 2.0, size=batch)
+    G = _dense_ggn(model, loss, X, target, weights)
+    op = GaussNewtonOperator(model, loss, X, target, sample_weight=weights,
+                             chunk_size=chunk_size)
+    assert op.shape == G.shape
+    np.testing.assert_allclose(op.diagonal(), np.diag(G), rtol=1e-10, atol=1e-14)
+    for _ in range(3):
+        model.forward(rng.normal(size=(batch + 3, sizes[0])))  # other data in between
+        v = rng.normal(size=model.n_params)
+        assert _relative(op.matvec(v), G @ v) <= 1e-10
+        assert _relative(op.rmatvec(v), G @ v) <= 1e-10
+    rows = rng.normal(size=(batch, model.out_features))
+    model.forward(rng.normal(size=(2, sizes[0])))
+    np.testing.assert_allclose(op.jtv(rows), jtv(model, X, rows), rtol=1e-12, atol=1e-14)
+
+
+def test_gauss_newton_operator_from_the_held_pass_and_a_changed_theta():
+    from jacnet.curvature import GaussNewtonOperator
+
+    model, X, target, rng = _ggn_data([3, 5, 2], "tanh", None, "cross_entropy", 9)
+    loss = get_loss("cross_entropy")
+    G = _dense_ggn(model, loss, X, target, None)
+    prepared = loss.prepare_target(target, 2, dtype=np.float64)
+    root = loss.curvature_sqrt(model.forward(X), prepared) / 3.0  # s = 1/9 = (1/3)²
+    op = GaussNewtonOperator.from_forward_pass(model, 9, root)
+    v = rng.normal(size=model.n_params)
+    assert _relative(op.matvec(v), G @ v) <= 1e-10
+    with pytest.raises(ValueError, match="curvature_sqrt must have shape"):
+        GaussNewtonOperator.from_forward_pass(model, 8, root)
+    with pytest.raises(ValueError, match=r"v must have shape \(32,\)"):
+        op.matvec(np.ones(3))
+    model.params[0] += 1.0
+    with pytest.raises(RuntimeError, match=r"model\.params changed since this operator"):
+        op.matvec(v)
+
+
 def test_ggn_vector_product_chunking_changes_only_rounding():
     model, X, target, rng = _ggn_data([4, 8, 5, 3], "tanh", None, "cross_entropy", 50)
     v = rng.normal(size=model.n_params)

@@ -848,7 +848,7 @@ def test_bayesian_regularization_on_the_cg_path_estimates_gamma():
     eig = np.clip(np.linalg.eigvalsh(J.T @ J), 0, None)
     alpha, beta = br.alpha, br.beta
     exact = float(np.sum(beta * eig / (beta * eig + alpha)))
-    system = _MatrixFree(model, MSELoss(), x, y, model.forward(x) - y, None, None, None, 100)
+    system = _MatrixFree(model, model.forward(x) - y, None, None, 100)
     estimate = system.effective_parameters(beta, alpha, 0, 10, 20)
     assert abs(estimate - exact) <= 0.1 * exact, (estimate, exact)
     assert estimate == system.effective_parameters(beta, alpha, 0, 10, 20)

@@ -45,7 +45,7 @@ Examples
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -56,10 +56,17 @@ from jacnet._validation import as_float_dtype, check_array, check_positive_int
 from jacnet.jacobians import BlockRow, Kronecker
 from jacnet.layers import Linear
 from jacnet.losses import Loss, get_loss
-from jacnet.network import Sequential, _chain_jacobians, _is_plain, _write_param_jacobian
+from jacnet.network import (
+    Sequential,
+    _chain_jacobians,
+    _forward_caches,
+    _is_plain,
+    _restore_caches,
+    _write_param_jacobian,
+)
 
-__all__ = ["TraceEstimate", "gauss_newton", "ggn_diagonal", "ggn_vector_product", "jtv", "ntk",
-           "per_sample_gradients", "stochastic_lanczos_trace"]
+__all__ = ["GaussNewtonOperator", "TraceEstimate", "gauss_newton", "ggn_diagonal",
+           "ggn_vector_product", "jtv", "ntk", "per_sample_gradients", "stochastic_lanczos_trace"]
 
 #: Default number of samples per chunk.
 DEFAULT_CHUNK_SIZE = 1024
@@ -641,6 +648,189 @@ def _apply_root_squared(root: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.einsum("brm,br->bm", root, np.einsum("brm,bm->br", root, u))
 
 
+class GaussNewtonOperator:
+    """The generalised Gauss–Newton matrix G = s Σ_b w_b J_bᵀ H_b J_b at the current θ, as
+    a linear operator that keeps the linearisation: built once, multiplied many times.
+
+    Building it runs the forward pass once (chunk by chunk) and keeps what the products
+    need of it: each layer's record of that pass (a ``Linear``'s input, an activation's
+    output or input — the arrays the layers cache anyway) and the loss's curvature factor
+    C_b (H_b = C_bᵀC_b, from the loss's own ``curvature_sqrt``) scaled by √(s w_b). A
+    product G·v is then the tangent J v through the kept pass (forward mode), H_b per
+    sample and one backward pass: no forward pass, no activation function and no loss
+    evaluated again. Memory: the forward pass's activations on all of ``X`` (what one
+    full-batch forward pass holds) plus O(P); :func:`ggn_vector_product` and
+    :func:`ggn_diagonal` are this operator used once.
+
+    The operator belongs to the parameters it was built at: a product after
+    ``model.params`` changed raises (build a new operator). Each product leaves the layers'
+    caches holding the kept pass of its last chunk.
+
+    Parameters
+    ----------
+    model : Sequential
+    loss : Loss or str
+        The loss object (or its name: "mse", "cross_entropy", "bce"); it must define a
+        curvature.
+    X : array-like, shape (B, in_features)
+    target : array-like
+        As the loss takes it (values (B, m), or class labels (B,) for cross-entropy).
+    sample_weight : array-like, shape (B,), optional
+        Non-negative weights w_b, not all zero (default all ones).
+    chunk_size : int, optional
+        Samples per pass (default 1024): the size of the products' temporaries; the
+        result does not change beyond rounding.
+
+    Attributes
+    ----------
+    n_params : int
+        P, the operator's side.
+    shape : tuple of int
+        (P, P).
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a Sequential, or the loss has no curvature.
+    ValueError
+        ``X``, ``target`` or ``sample_weight`` of the wrong shape, or a bad ``chunk_size``.
+
+    Examples
+    --------
+    >>> from jacnet.network import jacobian, mlp
+    >>> model = mlp([2, 3, 1], seed=0, dtype="float64")
+    >>> X, y = np.ones((4, 2)), np.zeros(4)
+    >>> G = GaussNewtonOperator(model, "mse", X, y)
+    >>> J = jacobian(model, X, wrt="params").reshape(4, -1)
+    >>> v = np.ones(model.n_params)
+    >>> bool(np.allclose(G.matvec(v), J.T @ J @ v / 4)), G.shape
+    (True, (13, 13))
+    """
+
+    def __init__(self, model: Sequential, loss: Any, X: Any, target: Any, *,
+                 sample_weight: Any = None, chunk_size: int | None = None) -> None:
+        owner = type(self).__name__
+        model = _check_model(model, owner)
+        X = model.check_input(X)
+        step = _check_chunk_size(chunk_size, owner)
+        loss, target, factor = _loss_and_target(model, loss, X, target, sample_weight, owner)
+        pieces = []
+        for rows in _chunks(X.shape[0], step):
+            prediction = model.forward(X[rows])
+            root = _curvature_root(loss, prediction, target[rows], owner)
+            pieces.append((_forward_caches(model), _scale_root(root, np.sqrt(factor[rows])),
+                           rows.stop - rows.start))
+        self._setup(model, pieces, owner)
+
+    @classmethod
+    def from_forward_pass(cls, model: Sequential, n_samples: int,
+                          curvature_sqrt: Any = None) -> GaussNewtonOperator:
+        """G = Σ_b J_bᵀ C_bᵀ C_b J_b for the forward pass the layers hold now, on
+        ``n_samples`` rows (no forward pass is run; a second-order optimizer builds it from
+        the pass its epoch starts with).
+
+        ``curvature_sqrt`` is C_b per sample, with any weights and scale folded in: shape
+        (B,) for a scalar, (B, m) for a diagonal, (B, r, m) for a matrix; None: H_b = I.
+        """
+        owner = f"{cls.__name__}.from_forward_pass"
+        model = _check_model(model, owner)
+        n_samples = check_positive_int(n_samples, "n_samples")
+        root = None if curvature_sqrt is None else _check_curvature_sqrt(
+            curvature_sqrt, n_samples, model.out_features, owner, model.dtype)
+        self = cls.__new__(cls)
+        self._setup(model, [(_forward_caches(model), root, n_samples)], owner)
+        return self
+
+    def _setup(self, model: Sequential, pieces: Sequence[tuple[Any, np.ndarray | None, int]],
+               owner: str) -> None:
+        self.model, self._pieces, self._owner = model, pieces, owner
+        #: θ the linearisation was taken at (a copy).
+        self.params = model.params.copy()
+        self.n_params = model.n_params
+        self.shape = (model.n_params, model.n_params)
+        self._n_rows = [n_rows for _, _, n_rows in pieces]
+
+    def _enter(self, index: int) -> tuple[np.ndarray | None, int]:
+        """Put piece ``index``'s forward pass back into the layers; its root and rows."""
+        caches, root, n_rows = self._pieces[index]
+        _restore_caches(self.model, caches)
+        return root, n_rows
+
+    def _check_params(self) -> None:
+        if not np.array_equal(self.model.params, self.params):
+            raise RuntimeError(
+                f"{self._owner}: model.params changed since this operator was built, so its "
+                "linearisation no longer describes the model; build a new GaussNewtonOperator "
+                "at the current parameters."
+            )
+
+    def _check_direction(self, v: Any) -> np.ndarray:
+        v = check_array(v, "v", ndim=1, dtype=self.model.dtype, owner=self._owner)
+        if v.shape != (self.n_params,):
+            raise ValueError(f"{self._owner}: v must have shape ({self.n_params},), one entry "
+                             f"per parameter of the model; got {v.shape}.")
+        return v
+
+    def matvec(self, v: Any) -> np.ndarray:
+        """G·v, shape (P,), the model's dtype; ``model.grads`` keeps its value."""
+        v = self._check_direction(v)
+        self._check_params()
+        total = np.zeros(self.n_params, dtype=self.model.dtype)
+        scratch = None if len(self._pieces) == 1 else np.empty_like(total)
+        for index in range(len(self._pieces)):
+            root, _ = self._enter(index)
+            tangent = self.model._tangent(v)
+            rows_h = tangent if root is None else _apply_root_squared(root, tangent)
+            _add_vjp(self.model, rows_h, total, scratch, index == 0)
+        return total
+
+    #: G is symmetric: its transpose's product is its own.
+    rmatvec = matvec
+
+    def jtv(self, rows: Any) -> np.ndarray:
+        """Σ_b J_bᵀ rows_b for the kept pass, shape (P,): one backward pass, no forward
+        (with rows_b = w_b ∂ℓ_b/∂z_b this is the gradient). ``rows`` is (B, m) in the
+        order of ``X``."""
+        rows = _check_per_sample(rows, "rows", sum(self._n_rows), self.model.out_features,
+                                 self._owner, self.model.dtype)
+        self._check_params()
+        total = np.zeros(self.n_params, dtype=self.model.dtype)
+        scratch = None if len(self._pieces) == 1 else np.empty_like(total)
+        start = 0
+        for index in range(len(self._pieces)):
+            _, n_rows = self._enter(index)
+            _add_vjp(self.model, rows[start:start + n_rows], total, scratch, index == 0)
+            start += n_rows
+        return total
+
+    def diagonal(self) -> np.ndarray:
+        """diag(G), shape (P,), the model's dtype, non-negative (see :func:`ggn_diagonal`)."""
+        self._check_params()
+        diagonal = np.zeros(self.n_params, dtype=self.model.dtype)
+        for index in range(len(self._pieces)):
+            root, n_rows = self._enter(index)
+            op = _chain_jacobians(self.model, n_rows, "params")
+            assert isinstance(op, BlockRow)
+            blocks = _blocks(op, self.model.dtype)
+            if root is not None:
+                blocks = _scale_blocks(blocks, root)
+            for block in blocks:
+                x_squared = block.x * block.x
+                if block.left is None:  # an identity left factor (a scalar root scaled x)
+                    part = np.broadcast_to(x_squared.sum(axis=0),
+                                           (block.n_rows, x_squared.shape[1]))
+                else:
+                    left = block.left
+                    part = np.einsum("brk,brk->bk", left, left).T @ x_squared
+                diagonal[block.cols] += part.ravel()
+        return diagonal
+
+
+def _scale_root(root: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """C_b → scale_b C_b for a root of shape (B,), (B, m) or (B, r, m)."""
+    return root * scale.reshape((-1,) + (1,) * (root.ndim - 1))
+
+
 def ggn_vector_product(model: Sequential, loss: Any, X: Any, target: Any, v: Any, *,
                        sample_weight: Any = None, chunk_size: int | None = None
                        ) -> np.ndarray:
@@ -693,25 +883,8 @@ def ggn_vector_product(model: Sequential, loss: Any, X: Any, target: Any, v: Any
     >>> bool(np.allclose(ggn_vector_product(model, "mse", X, y, v), J.T @ J @ v / 4))
     True
     """
-    owner = "ggn_vector_product"
-    model = _check_model(model, owner)
-    X = model.check_input(X)
-    step = _check_chunk_size(chunk_size, owner)
-    loss, target, factor = _loss_and_target(model, loss, X, target, sample_weight, owner)
-    v = check_array(v, "v", ndim=1, dtype=model.dtype, owner=owner)
-    if v.shape != (model.n_params,):
-        raise ValueError(f"{owner}: v must have shape ({model.n_params},), one entry per "
-                         f"parameter of the model; got {v.shape}.")
-    total = np.zeros(model.n_params, dtype=model.dtype)
-    scratch = None if X.shape[0] <= step else np.empty_like(total)
-    for rows in _chunks(X.shape[0], step):
-        prediction, tangent = model._jvp(X[rows], None, v)
-        assert tangent is not None
-        root = _curvature_root(loss, prediction, target[rows], owner)
-        rows_h = _apply_root_squared(root, tangent)
-        rows_h *= factor[rows, None]
-        _add_vjp(model, rows_h, total, scratch, rows.start == 0)
-    return total
+    return GaussNewtonOperator(model, loss, X, target, sample_weight=sample_weight,
+                               chunk_size=chunk_size).matvec(v)
 
 
 def ggn_diagonal(model: Sequential, loss: Any, X: Any, target: Any, *,
@@ -743,29 +916,8 @@ def ggn_diagonal(model: Sequential, loss: Any, X: Any, target: Any, *,
     >>> bool(np.allclose(ggn_diagonal(model, "mse", X, y), np.diag(J.T @ J) / 4))
     True
     """
-    owner = "ggn_diagonal"
-    model = _check_model(model, owner)
-    X = model.check_input(X)
-    step = _check_chunk_size(chunk_size, owner)
-    loss, target, factor = _loss_and_target(model, loss, X, target, sample_weight, owner)
-    diagonal = np.zeros(model.n_params, dtype=model.dtype)
-    for rows in _chunks(X.shape[0], step):
-        prediction = model.forward(X[rows])
-        root = _curvature_root(loss, prediction, target[rows], owner)
-        scale = np.sqrt(factor[rows])
-        root = root * (scale if root.ndim == 1 else
-                       scale[:, None] if root.ndim == 2 else scale[:, None, None])
-        blocks = _scale_blocks(_blocks(_factor_op(model, X[rows], forward=False), model.dtype),
-                               root)
-        for block in blocks:
-            x_squared = block.x * block.x
-            if block.left is None:  # an identity left factor (a scalar root scaled x)
-                part = np.broadcast_to(x_squared.sum(axis=0), (block.n_rows, x_squared.shape[1]))
-            else:
-                left = block.left
-                part = np.einsum("brk,brk->bk", left, left).T @ x_squared
-            diagonal[block.cols] += part.ravel()
-    return diagonal
+    return GaussNewtonOperator(model, loss, X, target, sample_weight=sample_weight,
+                               chunk_size=chunk_size).diagonal()
 
 
 class TraceEstimate(NamedTuple):

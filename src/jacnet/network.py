@@ -396,6 +396,36 @@ class Sequential:
             t = layer.jvp(t, layer_tangent)  # type: ignore[arg-type]
         return out, t
 
+    def _tangent(self, param_tangent: np.ndarray) -> np.ndarray:
+        """J_θ·param_tangent for the forward pass the layers hold (no forward pass is run):
+        the tangent half of :meth:`_jvp`, for a linearisation that keeps the pass."""
+        t: np.ndarray | None = None
+        for layer, s in zip(self.layers, self.layer_slices):
+            layer_tangent = param_tangent[s] if layer.n_params else None
+            if t is None and layer_tangent is None:
+                continue
+            t = layer.jvp(t, layer_tangent)  # type: ignore[arg-type]
+        assert t is not None
+        return t
+
+
+def _forward_caches(model: Sequential) -> tuple[dict[str, np.ndarray | None], ...]:
+    """Each layer's record of its last forward pass: its private array attributes (``_x``,
+    ``_y``, ``_scale``; None where a layer keeps none), by reference. A forward pass binds
+    new arrays to them rather than writing into the old ones, so the record stays that
+    pass's whatever runs later."""
+    return tuple({name: value for name, value in vars(layer).items()
+                  if name.startswith("_") and (value is None or isinstance(value, np.ndarray))}
+                 for layer in model.layers)
+
+
+def _restore_caches(model: Sequential, caches: tuple[dict[str, np.ndarray | None], ...]
+                    ) -> None:
+    """Put a record of :func:`_forward_caches` back into the layers."""
+    for layer, record in zip(model.layers, caches):
+        for name, value in record.items():
+            setattr(layer, name, value)
+
 
 def mlp(
     sizes: Sequence[int],

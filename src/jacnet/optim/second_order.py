@@ -38,10 +38,12 @@ Inner solver (``solver=``, for all three optimizers):
   formed from the factored Jacobian and each μ trial is a Cholesky solve — the exact
   step, ``trainlm``'s semantics.
 - ``"cg"``: matrix-free. (c JᵀHJ + D) Δ = c Jᵀg + a w is solved by conjugate gradients
-  from Δ = 0 with products G·v (:func:`jacnet.curvature.ggn_vector_product`: one forward
-  pass carrying the tangent J v, H_b per sample, one backward pass), never a P × P array:
-  memory O(N·m + P). Preconditioner: Jacobi, c diag(JᵀHJ) + D, from the factored
-  Jacobian once per epoch (:func:`jacnet.curvature.ggn_diagonal`). Stopping rule: the
+  from Δ = 0 with products G·v of a :class:`jacnet.curvature.GaussNewtonOperator` built
+  once per epoch from the forward pass the epoch starts with (each product: the tangent
+  J v through the kept pass, H_b per sample, one backward pass; no forward pass), never a
+  P × P array: memory O(N·m + P) beyond the activations. Preconditioner: Jacobi,
+  c diag(JᵀHJ) + D, from the factored Jacobian once per epoch
+  (:meth:`~jacnet.curvature.GaussNewtonOperator.diagonal`). Stopping rule: the
   relative residual ‖(cG + D)Δ − r‖/‖r‖ ≤ η with η = ``cg_tol`` if given, else the
   forcing sequence η = min(0.5, √‖∇loss‖) (Nocedal & Wright, Numerical Optimization,
   §7.1: loose far from a minimum, tightening as the gradient vanishes), or after
@@ -108,16 +110,15 @@ import numpy as np
 from jacnet._validation import check_array
 from jacnet.curvature import (
     DEFAULT_CHUNK_SIZE,
+    GaussNewtonOperator,
     _check_curvature_sqrt,
     _gram,
-    ggn_diagonal,
-    ggn_vector_product,
     jtv,
     ntk,
     stochastic_lanczos_trace,
 )
 from jacnet.losses import Loss, MSELoss
-from jacnet.network import Sequential
+from jacnet.network import Sequential, _forward_caches, _restore_caches
 from jacnet.optim.first_order import OPTIMIZERS, _check_mask, _check_number
 
 __all__ = [
@@ -361,28 +362,24 @@ class _MatrixFree:
 
     The same interface as :class:`_NormalEquations` (``jte``, :meth:`solve`,
     :meth:`diagonal`, :meth:`trace`, :meth:`effective_parameters`), never a P × P array:
-    G·v = Σ_b w_b J_bᵀ H_b J_b v is :func:`jacnet.curvature.ggn_vector_product` (one
-    forward pass carrying the tangent, H_b per sample, one backward pass), rescaled from
-    the loss's reduction to the unnormalised Σ wᵢ ℓᵢ; Jᵀg is one backward pass
-    (:func:`~jacnet.curvature.jtv`); diag(G), the Jacobi preconditioner, comes from the
-    factored Jacobian (:func:`~jacnet.curvature.ggn_diagonal`), once per epoch. Memory
-    O(N·m + P) (a chunk's activations and a few P-vectors). The products run in the
-    model's dtype; the CG vectors are float64.
+    a :class:`jacnet.curvature.GaussNewtonOperator` is built once per epoch from the
+    forward pass the epoch starts with (the accepted trial's, handed on in the
+    :class:`SolverState`) and the C_b of :meth:`SecondOrderOptimizer._curvature` (on the
+    unnormalised scale Σ wᵢ ℓᵢ), so each product G·v is a tangent through the kept pass,
+    H_b per sample and one backward pass, with no forward pass; Jᵀg is one backward pass
+    through the same pass; diag(G), the Jacobi preconditioner, comes from the factored
+    Jacobian once per epoch. Memory O(N·m + P) beyond the forward pass's activations. The
+    products run in the model's dtype; the CG vectors are float64.
     """
 
     dual = False
 
-    def __init__(self, model: Sequential, loss: Loss, X: np.ndarray, target: np.ndarray,
-                 grad_rows: np.ndarray, weights: np.ndarray | None, chunk_size: int | None,
+    def __init__(self, model: Sequential, grad_rows: np.ndarray, sqrt_h: np.ndarray | None,
                  allreduce: Allreduce | None, max_iter: int) -> None:
-        self.model, self.loss, self.X, self.target = model, loss, X, target
-        self.weights, self.chunk_size, self.allreduce = weights, chunk_size, allreduce
+        self.model, self.allreduce = model, allreduce
         self.n_params, self.max_iter = model.n_params, max_iter
-        # ggn_vector_product's G carries the reduction's s = 1/N (1/Σw) of these rows
-        n_rows = X.shape[0] if weights is None else float(weights.sum())
-        self._unscale = float(n_rows) if loss.reduction == "mean" else 1.0
-        self.jte = self._summed(jtv(model, X, grad_rows.astype(model.dtype),
-                                    chunk_size=chunk_size).astype(_F64))
+        self.operator = GaussNewtonOperator.from_forward_pass(model, grad_rows.shape[0], sqrt_h)
+        self.jte = self._summed(self.operator.jtv(grad_rows.astype(model.dtype)).astype(_F64))
         self._diagonal: np.ndarray | None = None
         #: The tolerance on the relative residual ‖(cG + D)Δ − r‖/‖r‖ (set per epoch).
         self.tolerance = 0.5
@@ -399,17 +396,13 @@ class _MatrixFree:
     def product(self, direction: np.ndarray) -> np.ndarray:
         """JᵀHJ v (P,), float64, summed over processes."""
         with np.errstate(over="ignore", invalid="ignore"):
-            out = ggn_vector_product(self.model, self.loss, self.X, self.target,
-                                     direction.astype(self.model.dtype),
-                                     sample_weight=self.weights, chunk_size=self.chunk_size)
-        return self._summed(out.astype(_F64) * self._unscale)
+            out = self.operator.matvec(direction.astype(self.model.dtype))
+        return self._summed(out.astype(_F64))
 
     def diagonal(self) -> np.ndarray:
         """diag(JᵀHJ), float64, summed over processes (computed once)."""
         if self._diagonal is None:
-            diagonal = ggn_diagonal(self.model, self.loss, self.X, self.target,
-                                    sample_weight=self.weights, chunk_size=self.chunk_size)
-            self._diagonal = self._summed(diagonal.astype(_F64) * self._unscale)
+            self._diagonal = self._summed(self.operator.diagonal().astype(_F64))
         return self._diagonal
 
     def trace(self) -> float:
@@ -462,26 +455,24 @@ class _MatrixFree:
                              n_steps: int) -> float:
         """γ = P − α tr((β JᵀJ + αI)⁻¹) = tr(F), F = βG(βG + αI)⁻¹, by stochastic Lanczos
         quadrature (:func:`~jacnet.curvature.stochastic_lanczos_trace`) with a fixed seed:
-        the same probes every epoch and in every process."""
-        estimate = stochastic_lanczos_trace(
-            lambda v: beta * self.product(v) + alpha * v, self.n_params,
-            function=lambda nodes: 1.0 - alpha / nodes, n_probes=n_probes, n_steps=n_steps,
-            seed=seed)
+        the same probes every epoch and in every process. G is the epoch's start's (as
+        trainbr's JᵀJ): the model is put back at that θ for the products, then returned to
+        the parameters and forward pass it holds now."""
+        now, caches = self.model.params.copy(), _forward_caches(self.model)
+        self.model.params[...] = self.operator.params
+        try:
+            estimate = stochastic_lanczos_trace(
+                lambda v: beta * self.product(v) + alpha * v, self.n_params,
+                function=lambda nodes: 1.0 - alpha / nodes, n_probes=n_probes,
+                n_steps=n_steps, seed=seed)
+        finally:
+            self.model.params[...] = now
+            _restore_caches(self.model, caches)
         self.iterations += n_probes * min(n_steps, self.n_params)
         return float(np.clip(estimate.estimate, 0.0, self.n_params))
 
 
 # ----------------------------------------------------------------------------- solver state
-def _forward_caches(model: Sequential) -> tuple[dict[str, np.ndarray | None], ...]:
-    """Each layer's record of its last forward pass: its private array attributes (``_x``,
-    ``_y``, ``_scale``; None where a layer keeps none), by reference. A forward pass binds
-    new arrays to them rather than writing into the old ones, so the record stays that
-    pass's whatever runs later."""
-    return tuple({name: value for name, value in vars(layer).items()
-                  if name.startswith("_") and (value is None or isinstance(value, np.ndarray))}
-                 for layer in model.layers)
-
-
 @dataclass(frozen=True)
 class SolverState:
     """What one epoch hands the next: the forward pass at the parameters it ended with.
@@ -533,9 +524,7 @@ class SolverState:
 
     def restore(self, model: Sequential) -> None:
         """Put this pass's caches back into the layers (for the Jacobian's factors)."""
-        for layer, caches in zip(model.layers, self.caches):
-            for name, value in caches.items():
-                setattr(layer, name, value)
+        _restore_caches(model, self.caches)
 
 
 # ----------------------------------------------------------------------------- base class
@@ -734,8 +723,7 @@ class SecondOrderOptimizer:
         (built from the forward pass the layers hold, that of :meth:`_start`) or
         matrix-free, as ``solver`` says."""
         if self._matrix_free(model, X, dual):
-            return _MatrixFree(model, loss, X, target, rows, self._sample_weight,
-                               self.chunk_size, self.allreduce, self.cg_max_iter)
+            return _MatrixFree(model, rows, sqrt_h, self.allreduce, self.cg_max_iter)
         return _NormalEquations(model, X, rows, self.chunk_size, dual, sqrt_h,
                                 buffer=self._gram_buffer(model, dual),
                                 mask=mask if dual else None, cached_forward=True,
