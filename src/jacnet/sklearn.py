@@ -269,6 +269,7 @@ class _BaseMLP(BaseEstimator):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "dtype": [None, StrOptions({"float32", "float64"}), Options(type, {np.float32, np.float64})],
         "laplace": [None, StrOptions({"auto", "full", "last_layer"})],
+        "lm_solver": [StrOptions({"dense", "cg", "auto"})],
     }
 
     # Set by the subclasses' __init__ (scikit-learn reads the parameters from its signature).
@@ -297,6 +298,7 @@ class _BaseMLP(BaseEstimator):
     max_fun: int
     dtype: Any
     laplace: Any
+    lm_solver: str
 
     def _loss_name(self) -> str:
         raise NotImplementedError
@@ -754,10 +756,10 @@ class _BaseMLP(BaseEstimator):
             sw_sum = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
             decay = float(self.alpha) / sw_sum if sw_sum > 0 else 0.0
             optimizer = LevenbergMarquardt(min_grad=float(self.tol), weight_decay=decay,
-                                           weight_decay_mask=mask)
+                                           weight_decay_mask=mask, solver=self.lm_solver)
         else:
             decay = 0.0
-            optimizer = BayesianRegularization(min_grad=float(self.tol))
+            optimizer = BayesianRegularization(min_grad=float(self.tol), solver=self.lm_solver)
         # "br" trains on targets mapped to [-1, 1], as MATLAB's trainbr does through
         # mapminmax: its evidence updates weigh the data term against the weights' scale,
         # and small targets let the prior win (a constant fit). The map is folded back
@@ -1001,6 +1003,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``sample_weight`` row by row (``sklearn.utils.class_weight.compute_sample_weight``),
         so ``"balanced"`` is the same fit as passing those weights as ``sample_weight``.
         ``partial_fit`` takes a dict only: one batch's class frequencies are not the data's.
+    lm_solver : {"auto", "dense", "cg"}, default "auto"
+        The inner solver of ``"lm"`` (and ``"br"`` of :class:`MLPRegressor`), the
+        ``solver`` of :class:`jacnet.optim.LevenbergMarquardt`: ``"dense"`` forms
+        JᵀHJ (or the dual JJᵀ) and solves each damped system exactly by Cholesky
+        (``trainlm``'s step); ``"cg"`` solves it matrix-free by truncated preconditioned
+        conjugate gradients (memory O(n_samples · n_outputs + n_params), no
+        n_params × n_params array); ``"auto"`` takes ``"cg"`` where the dense system
+        would not fit in half the machine's memory or would cost more multiply-adds than
+        the worst-case CG solve, else ``"dense"``. Other solvers ignore it.
 
     Attributes
     ----------
@@ -1074,6 +1085,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         dtype: Any = None,
         laplace: Any = None,
         class_weight: Any = None,
+        lm_solver: str = "auto",
     ) -> None:
         self.class_weight = class_weight
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1101,6 +1113,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.laplace = laplace
+        self.lm_solver = lm_solver
 
     def _loss_name(self) -> str:
         return "log_loss"
@@ -1363,6 +1376,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         max_fun: int = 15000,
         dtype: Any = None,
         laplace: Any = None,
+        lm_solver: str = "auto",
     ) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1390,6 +1404,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.laplace = laplace
+        self.lm_solver = lm_solver
 
     def _loss_name(self) -> str:
         return str(self.loss)
