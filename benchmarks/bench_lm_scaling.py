@@ -21,6 +21,7 @@ on jacnet's loss and gradient, as scikit-learn's ``solver="lbfgs"``); jacnet Ada
 
 Run:  .venv/bin/python benchmarks/bench_lm_scaling.py --threads 1 [--quick]
       [--n-samples 4000 60000] [--hidden 16 32 64 96 128 192 256 320] [--budget 120]
+      [--methods "dense LM" "matrix-free LM" L-BFGS Adam] [--dense-max-madds 2e11]
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ from jacnet.losses import MSELoss
 from jacnet.optim import LevenbergMarquardt
 
 LOSS = MSELoss()
+METHODS = ("dense LM", "matrix-free LM", "L-BFGS", "Adam")
+
+
+def dense_madds(n_samples: int, n_params: int) -> float:
+    """Multiply-adds of one dense LM epoch's system: JᵀJ (N·P²) or the dual JJᵀ (N²·P),
+    whichever is smaller, and its Cholesky factorisation (side³/3)."""
+    side = min(n_samples, n_params)
+    return float(n_samples) * n_params * side + side ** 3 / 3.0
 
 
 def regression_data(n_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +71,14 @@ def has_cg() -> bool:
 def lm_steps(solver: str | None) -> Callable[[Any, np.ndarray, np.ndarray], Any]:
     def run(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
         lm = LevenbergMarquardt() if solver is None else LevenbergMarquardt(solver=solver)
+        # The explicit solver state (as jacnet.training.fit carries it), where installed:
+        # an epoch then starts from the accepted trial's forward pass.
+        state = None
         while True:
-            info = lm.epoch(model, LOSS, X, y)
+            if hasattr(lm, "iterate"):
+                state, info = lm.iterate(model, LOSS, X, y, state)
+            else:
+                info = lm.epoch(model, LOSS, X, y)
             yield info["loss"]
             if lm.stop_reason is not None:
                 return
@@ -189,18 +204,24 @@ def main() -> None:
     parser.add_argument("--memory-epochs", type=int, default=2)
     parser.add_argument("--quick", action="store_true",
                         help="N = 4000, h = 16, 32, 64, 5 target epochs, 20 s budgets")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS),
+                        help=f"a subset of {', '.join(METHODS)}")
+    parser.add_argument("--dense-max-madds", type=float, default=None,
+                        help="skip dense LM where one epoch's JᵀJ (or JJᵀ) and Cholesky "
+                             "would cost more multiply-adds than this (the table says so)")
     parser.add_argument("--markdown")
     args = parser.parse_args()
     if args.quick:
         args.n_samples, args.hidden = [4000], [16, 32, 64]
         args.target_epochs, args.budget = 5, 20.0
     cg = has_cg()
-    methods: dict[str, Callable[..., Any] | None] = {
+    every: dict[str, Callable[..., Any] | None] = {
         "dense LM": lm_steps(None),
         "matrix-free LM": lm_steps("cg") if cg else None,
         "L-BFGS": lbfgs_steps,
         "Adam": adam_steps,
     }
+    methods = {name: every[name] for name in METHODS if name in args.methods}
     info = machine_description()
     report = ["## P-scaling (`benchmarks/bench_lm_scaling.py`)\n",
               "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + "\n"]
@@ -217,9 +238,12 @@ def main() -> None:
             row = [f"8-{hidden}-{hidden}-1", str(start.n_params)]
             # The fixed loss: dense LM's after --target-epochs epochs (else the last one's).
             reference = None
+            too_costly = (args.dense_max_madds is not None
+                          and dense_madds(n_samples, start.n_params) > args.dense_max_madds)
             with contextlib.suppress(MemoryError):  # dense LM refuses a P × P too large
-                reference = drive(lm_steps(None), start.copy(), X, y, target=None,
-                                  max_epochs=args.target_epochs, budget=args.budget)
+                if not too_costly:
+                    reference = drive(lm_steps(None), start.copy(), X, y, target=None,
+                                      max_epochs=args.target_epochs, budget=args.budget)
             carried = target is not None
             if reference is not None and len(reference["losses"]) == args.target_epochs:
                 target, carried = reference["losses"][-1], False
@@ -228,6 +252,10 @@ def main() -> None:
             for name, run in methods.items():
                 if run is None:
                     row.append("n/a")
+                    continue
+                if name == "dense LM" and too_costly:
+                    row.append(f"not run: {dense_madds(n_samples, start.n_params):.1e} "
+                               "multiply-adds per epoch")
                     continue
                 try:
                     if name == "dense LM" and reference is not None:
