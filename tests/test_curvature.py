@@ -370,8 +370,11 @@ def test_gauss_newton_operator_from_the_held_pass_and_a_changed_theta():
     G = _dense_ggn(model, loss, X, target, None)
     prepared = loss.prepare_target(target, 2, dtype=np.float64)
     root = loss.curvature_sqrt(model.forward(X), prepared) / 3.0  # s = 1/9 = (1/3)²
-    op = GaussNewtonOperator.from_forward_pass(model, 9, root)
+    op = GaussNewtonOperator.from_forward_pass(model, 9, root, chunk_size=4)
     v = rng.normal(size=model.n_params)
+    assert _relative(op.matvec(v), G @ v) <= 1e-10
+    # diag(G) from the kept pass cut into chunks of 4 rows, then the products still whole
+    np.testing.assert_allclose(op.diagonal(), np.diag(G), rtol=1e-10, atol=1e-14)
     assert _relative(op.matvec(v), G @ v) <= 1e-10
     with pytest.raises(ValueError, match="curvature_sqrt must have shape"):
         GaussNewtonOperator.from_forward_pass(model, 8, root)

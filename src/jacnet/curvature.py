@@ -62,6 +62,7 @@ from jacnet.network import (
     _forward_caches,
     _is_plain,
     _restore_caches,
+    _slice_caches,
     _write_param_jacobian,
 )
 
@@ -720,17 +721,20 @@ class GaussNewtonOperator:
             root = _curvature_root(loss, prediction, target[rows], owner)
             pieces.append((_forward_caches(model), _scale_root(root, np.sqrt(factor[rows])),
                            rows.stop - rows.start))
-        self._setup(model, pieces, owner)
+        self._setup(model, pieces, owner, step)
 
     @classmethod
     def from_forward_pass(cls, model: Sequential, n_samples: int,
-                          curvature_sqrt: Any = None) -> GaussNewtonOperator:
+                          curvature_sqrt: Any = None, *, chunk_size: int | None = None
+                          ) -> GaussNewtonOperator:
         """G = Σ_b J_bᵀ C_bᵀ C_b J_b for the forward pass the layers hold now, on
         ``n_samples`` rows (no forward pass is run; a second-order optimizer builds it from
         the pass its epoch starts with).
 
         ``curvature_sqrt`` is C_b per sample, with any weights and scale folded in: shape
         (B,) for a scalar, (B, m) for a diagonal, (B, r, m) for a matrix; None: H_b = I.
+        ``chunk_size`` rows at a time form the factored Jacobian for :meth:`diagonal`
+        (default 1024); the products take all rows at once, like the pass itself.
         """
         owner = f"{cls.__name__}.from_forward_pass"
         model = _check_model(model, owner)
@@ -738,12 +742,14 @@ class GaussNewtonOperator:
         root = None if curvature_sqrt is None else _check_curvature_sqrt(
             curvature_sqrt, n_samples, model.out_features, owner, model.dtype)
         self = cls.__new__(cls)
-        self._setup(model, [(_forward_caches(model), root, n_samples)], owner)
+        self._setup(model, [(_forward_caches(model), root, n_samples)], owner,
+                    _check_chunk_size(chunk_size, owner))
         return self
 
     def _setup(self, model: Sequential, pieces: Sequence[tuple[Any, np.ndarray | None, int]],
-               owner: str) -> None:
+               owner: str, chunk_size: int) -> None:
         self.model, self._pieces, self._owner = model, pieces, owner
+        self._chunk_size = chunk_size
         #: θ the linearisation was taken at (a copy).
         self.params = model.params.copy()
         self.n_params = model.n_params
@@ -807,23 +813,33 @@ class GaussNewtonOperator:
         """diag(G), shape (P,), the model's dtype, non-negative (see :func:`ggn_diagonal`)."""
         self._check_params()
         diagonal = np.zeros(self.n_params, dtype=self.model.dtype)
-        for index in range(len(self._pieces)):
-            root, n_rows = self._enter(index)
-            op = _chain_jacobians(self.model, n_rows, "params")
-            assert isinstance(op, BlockRow)
-            blocks = _blocks(op, self.model.dtype)
-            if root is not None:
-                blocks = _scale_blocks(blocks, root)
-            for block in blocks:
-                x_squared = block.x * block.x
-                if block.left is None:  # an identity left factor (a scalar root scaled x)
-                    part = np.broadcast_to(x_squared.sum(axis=0),
-                                           (block.n_rows, x_squared.shape[1]))
-                else:
-                    left = block.left
-                    part = np.einsum("brk,brk->bk", left, left).T @ x_squared
-                diagonal[block.cols] += part.ravel()
+        # The factored Jacobian's left factors are (rows, m, k) per layer: formed
+        # chunk_size rows at a time, from views of the kept pass.
+        for caches, whole_root, n_samples in self._pieces:
+            for rows in _chunks(n_samples, self._chunk_size):
+                _restore_caches(self.model, _slice_caches(caches, rows, n_samples))
+                root = None if whole_root is None else whole_root[rows]
+                self._add_diagonal(diagonal, rows.stop - rows.start, root)
+            _restore_caches(self.model, caches)
         return diagonal
+
+    def _add_diagonal(self, diagonal: np.ndarray, n_rows: int, root: np.ndarray | None
+                      ) -> None:
+        """Add diag(G) of the rows whose forward pass the layers hold."""
+        op = _chain_jacobians(self.model, n_rows, "params")
+        assert isinstance(op, BlockRow)
+        blocks = _blocks(op, self.model.dtype)
+        if root is not None:
+            blocks = _scale_blocks(blocks, root)
+        for block in blocks:
+            x_squared = block.x * block.x
+            if block.left is None:  # an identity left factor (a scalar root scaled x)
+                part = np.broadcast_to(x_squared.sum(axis=0),
+                                       (block.n_rows, x_squared.shape[1]))
+            else:
+                left = block.left
+                part = np.einsum("brk,brk->bk", left, left).T @ x_squared
+            diagonal[block.cols] += part.ravel()
 
 
 def _scale_root(root: np.ndarray, scale: np.ndarray) -> np.ndarray:

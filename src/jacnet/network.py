@@ -427,6 +427,15 @@ def _restore_caches(model: Sequential, caches: tuple[dict[str, np.ndarray | None
             setattr(layer, name, value)
 
 
+def _slice_caches(caches: tuple[dict[str, np.ndarray | None], ...], rows: slice,
+                  n_samples: int) -> tuple[dict[str, np.ndarray | None], ...]:
+    """The record of a forward pass on ``n_samples`` rows cut to ``rows``: every cached
+    array with one row per sample (``_x``, ``_y``, ``_scale``) sliced, views, no copies."""
+    return tuple({name: value[rows] if value is not None and value.ndim and
+                  value.shape[0] == n_samples else value for name, value in record.items()}
+                 for record in caches)
+
+
 def mlp(
     sizes: Sequence[int],
     activation: str = "tanh",

@@ -375,10 +375,12 @@ class _MatrixFree:
     dual = False
 
     def __init__(self, model: Sequential, grad_rows: np.ndarray, sqrt_h: np.ndarray | None,
-                 allreduce: Allreduce | None, max_iter: int) -> None:
+                 allreduce: Allreduce | None, max_iter: int, chunk_size: int | None = None
+                 ) -> None:
         self.model, self.allreduce = model, allreduce
         self.n_params, self.max_iter = model.n_params, max_iter
-        self.operator = GaussNewtonOperator.from_forward_pass(model, grad_rows.shape[0], sqrt_h)
+        self.operator = GaussNewtonOperator.from_forward_pass(
+            model, grad_rows.shape[0], sqrt_h, chunk_size=chunk_size)
         self.jte = self._summed(self.operator.jtv(grad_rows.astype(model.dtype)).astype(_F64))
         self._diagonal: np.ndarray | None = None
         #: The tolerance on the relative residual ‖(cG + D)Δ − r‖/‖r‖ (set per epoch).
@@ -723,7 +725,8 @@ class SecondOrderOptimizer:
         (built from the forward pass the layers hold, that of :meth:`_start`) or
         matrix-free, as ``solver`` says."""
         if self._matrix_free(model, X, dual):
-            return _MatrixFree(model, rows, sqrt_h, self.allreduce, self.cg_max_iter)
+            return _MatrixFree(model, rows, sqrt_h, self.allreduce, self.cg_max_iter,
+                               self.chunk_size)
         return _NormalEquations(model, X, rows, self.chunk_size, dual, sqrt_h,
                                 buffer=self._gram_buffer(model, dual),
                                 mask=mask if dual else None, cached_forward=True,
