@@ -54,6 +54,7 @@ from common import (
     markdown_table,
     median,
     parallelism,
+    write_report,
 )
 
 from jacnet import mlp
@@ -349,11 +350,7 @@ def main() -> None:
                           ("real", section_real), ("scale", section_scale)):
         if name in sections:
             report.append(section(args))
-    text = "\n".join(report)
-    print("\n" + text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+    write_report(report, args.markdown)
 
 
 if __name__ == "__main__":

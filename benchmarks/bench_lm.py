@@ -51,6 +51,7 @@ from common import (
     machine_description,
     markdown_table,
     parallelism,
+    write_report,
 )
 
 from jacnet import mlp
@@ -409,11 +410,7 @@ def main() -> None:
         report.append(section_sinc(args))
     if "digits" in sections:
         report.append(section_digits(args))
-    text = "\n".join(report)
-    print("\n" + text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+    write_report(report, args.markdown)
 
 
 if __name__ == "__main__":

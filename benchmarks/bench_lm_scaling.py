@@ -37,7 +37,7 @@ from typing import Any
 
 import common  # noqa: F401  (first: sets the thread count before NumPy is imported)
 import numpy as np
-from common import machine_description, markdown_table
+from common import machine_description, markdown_table, write_report
 
 from jacnet import mlp
 from jacnet.losses import MSELoss
@@ -282,11 +282,7 @@ def main() -> None:
             f"time per epoch · peak memory above the data · time to the target loss "
             f"(dense LM's after {args.target_epochs} epochs), budget {args.budget:g} s\n\n"
             + markdown_table(["network", "P", "target loss", *methods], rows) + "\n")
-    text = "\n".join(report)
-    print("\n" + text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+    write_report(report, args.markdown)
 
 
 if __name__ == "__main__":

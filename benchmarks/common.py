@@ -334,3 +334,12 @@ class NumpyMLP:
 # Fewer threads than cores: every library (XLA included, which has no thread option for
 # N > 1) runs on the same N cores.
 AFFINITY_SET = restrict_affinity(N_THREADS)
+
+
+def write_report(report: Sequence[str], markdown: str | None) -> None:
+    """Print the report's sections, and write them to ``markdown`` when a path is given."""
+    text = "\n".join(report)
+    print("\n" + text)
+    if markdown:
+        with open(markdown, "w") as f:
+            f.write(text)
