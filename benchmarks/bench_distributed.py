@@ -10,7 +10,12 @@ with one BLAS thread per rank (``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``
 - ``adam``: one Adam epoch, 784-256-10 ReLU, batch 128, float32, on Fashion-MNIST's 60,000
   training images (``/usr/share/datasets/fashion-mnist``) or, when they are absent, a
   synthetic 60,000 × 784 stand-in with the same shapes (the report says which); each step
-  Allreduces the P = 203,530 gradient floats.
+  Allreduces the P = 203,530 gradient floats;
+- ``read`` (memory, not time): what ``mpiexec -n k jacnet train --data FILE`` holds per rank
+  after reading its rows of a 50,000 × 64 float64 NPZ and CSV file (25.6 MB of features):
+  the peak traced memory (tracemalloc) while reading, and the rank's peak resident set
+  (``resource.getrusage(...).ru_maxrss``, which also counts the interpreter, NumPy and
+  MPI, given beside the same figure taken before reading). One run per rank count.
 
 The time is the ``fit`` call between two barriers on rank 0 (the data are built and the
 processes started before the clock starts). After the fit, the Allreduce alone is timed:
@@ -42,6 +47,56 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _read_worker(path: str) -> None:
+    """Read this rank's rows as `jacnet train` does; rank 0 prints every rank's figures."""
+    import resource
+    import tracemalloc
+
+    sys.path.insert(0, str(REPO / "src"))
+    from jacnet import cli
+    from jacnet.distributed import world
+
+    comm = world()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tracemalloc.start()
+    train, test, _ = cli._load_rank_rows({**cli._DEFAULTS, "data": path}, comm)
+    traced = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures = comm.allgather({"rank": comm.rank, "traced_mb": traced, "rss_before_mb": before,
+                              "rss_mb": after, "rows": train.n_samples + test.n_samples})
+    if comm.rank == 0:
+        print(json.dumps({"case": "read", "ranks": comm.size, "file": Path(path).suffix,
+                          "per_rank": figures}), flush=True)
+
+
+def _read_files(folder: Path) -> list[Path]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = np.round(rng.normal(size=(50_000, 64)), 4)
+    y = X @ rng.normal(size=64)
+    np.savez(folder / "read.npz", X=X, y=y)
+    with open(folder / "read.csv", "w") as handle:
+        handle.write(",".join([*(f"x{j}" for j in range(64)), "y"]) + "\n")
+        np.savetxt(handle, np.column_stack([X, y]), fmt="%.4f", delimiter=",")
+    return [folder / "read.npz", folder / "read.csv"]
+
+
+def _read_table(runs: list[dict]) -> str:
+    lines = ["| file (50,000 × 64 float64, 25.6 MB of features) | ranks | rows held per rank | "
+             "traced peak while reading, MB per rank | ru_maxrss after (before) reading, MB |",
+             "|---|---|---|---|---|"]
+    for run in runs:
+        ranks = run["per_rank"]
+        lines.append(f"| {run['file']} | {run['ranks']} | "
+                     + ", ".join(str(r["rows"]) for r in ranks) + " | "
+                     + ", ".join(f"{r['traced_mb']:.1f}" for r in ranks) + " | "
+                     + ", ".join(f"{r['rss_mb']:.0f} ({r['rss_before_mb']:.0f})" for r in ranks)
+                     + " |")
+    return "\n".join(lines)
 
 
 def _worker(case: str, lm_epochs: int) -> None:
@@ -106,15 +161,16 @@ def _worker(case: str, lm_epochs: int) -> None:
                           "source": source, "allreduce_ms": allreduce_ms}), flush=True)
 
 
-def _launch(case: str, ranks: int, lm_epochs: int) -> dict:
+def _launch(case: str, ranks: int, lm_epochs: int, path: Path | None = None) -> dict:
     mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
         "mpiexec")
     if mpiexec is None:
         raise SystemExit("bench_distributed needs mpiexec: pip install 'jacnet[mpi]'.")
     env = {**os.environ, **SINGLE_THREAD}
+    extra = ["--read", str(path)] if path is not None else []
     done = subprocess.run([mpiexec, "-n", str(ranks), sys.executable, str(HERE), "--worker", case,
-                           "--lm-epochs", str(lm_epochs)], capture_output=True, text=True,
-                          env=env, check=False)
+                           "--lm-epochs", str(lm_epochs), *extra], capture_output=True,
+                          text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{case} on {ranks} ranks failed:\n{done.stdout}\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -122,17 +178,33 @@ def _launch(case: str, ranks: int, lm_epochs: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", choices=["lm", "adam"])
-    parser.add_argument("--cases", default="adam,lm")
+    parser.add_argument("--worker", choices=["lm", "adam", "read"])
+    parser.add_argument("--read", help=argparse.SUPPRESS)
+    parser.add_argument("--cases", default="adam,lm,read",
+                        help="comma-separated: adam, lm (timed), read (memory per rank)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lm-epochs", type=int, default=2)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
+    if args.worker == "read":
+        _read_worker(args.read)
+        return
     if args.worker:
         _worker(args.worker, args.lm_epochs)
         return
+    cases = args.cases.split(",")
+    read_runs = []
+    if "read" in cases:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            for path in _read_files(Path(folder)):
+                for ranks in (1, 2):
+                    read_runs.append(_launch("read", ranks, args.lm_epochs, path))
+                    print(json.dumps(read_runs[-1]), flush=True)
+        cases.remove("read")
     results: dict[tuple[str, int], list[dict]] = {}
-    for case in args.cases.split(","):
+    for case in cases:
         for repeat in range(args.repeats):
             for ranks in ((1, 2) if repeat % 2 == 0 else (2, 1)):
                 run = _launch(case, ranks, args.lm_epochs)
@@ -142,7 +214,7 @@ def main() -> None:
     lines = ["| run | ranks | fit seconds, median (range) | speed-up | final loss | "
              "one Allreduce, ms (median) | BLAS threads/rank | load average |",
              "|---|---|---|---|---|---|---|---|"]
-    for case in args.cases.split(","):
+    for case in cases:
         one = statistics.median(r["seconds"] for r in results[(case, 1)])
         for ranks in (1, 2):
             runs = results[(case, ranks)]
@@ -158,7 +230,9 @@ def main() -> None:
                          f"{first['blas_threads']} | "
                          f"{min(r['load_average'] for r in runs)}–"
                          f"{max(r['load_average'] for r in runs)} |")
-    table = "\n".join(lines)
+    table = "\n".join(lines) if cases else ""
+    if read_runs:
+        table = (table + "\n\n" if table else "") + _read_table(read_runs)
     print(table)
     if args.markdown:
         args.markdown.write_text(table + "\n")

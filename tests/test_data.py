@@ -893,3 +893,79 @@ def test_a_truncated_gzip_csv_is_one_line(tmp_path):
     (tmp_path / "t.csv.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"t.csv.gz is (a damaged|not a readable) gzip file"):
         load_csv(tmp_path / "t.csv.gz")
+
+
+# ---------------------------------------------------------------- reading chosen rows
+@pytest.mark.parametrize("kind", ["npz", "compressed", "csv", "csv-labels"])
+def test_open_rows_reads_the_rows_load_reads(tmp_path, kind):
+    """FileRows.dataset(index) is load(path).subset(index), for any order of the rows."""
+    rng = np.random.default_rng(0)
+    X = np.round(rng.normal(size=(50, 3)), 4)
+    if kind.startswith("csv"):
+        y = (np.array(["b", "a", "c"])[rng.integers(0, 3, 50)] if kind == "csv-labels"
+             else np.round(rng.normal(size=50), 4))
+        path = tmp_path / "d.csv"
+        path.write_text("p,q,r,t\n" + "".join(f"{a},{b},{c},{t}\n" for (a, b, c), t
+                                               in zip(X.tolist(), y.tolist())))
+    else:
+        path = tmp_path / "d.npz"
+        (np.savez_compressed if kind == "compressed" else np.savez)(
+            path, X=X, y=rng.integers(5, 8, 50), feature_names=np.array(["p", "q", "r"]))
+    whole = data.load(path)
+    rows = data.open_rows(path)
+    assert rows is not None and rows.n_samples == 50 and rows.task == whole.task
+    index = rng.permutation(50)[:17]
+    part = rows.dataset(index)
+    np.testing.assert_array_equal(part.X, whole.X[index])
+    np.testing.assert_array_equal(part.y, whole.y[index])
+    assert (part.feature_names, part.target_names) == (whole.feature_names, whole.target_names)
+    assert data.open_rows("xor") is None
+
+
+def test_split_rows_is_the_split_of_split():
+    ds = data.load_dataset("moons", n_samples=60)
+    parts = data.split(ds, test_size=0.25, validation_size=0.1, seed=3)
+    train, validation, test = data.split_rows(ds.y, ds.task, test_size=0.25,
+                                              validation_size=0.1, seed=3)
+    assert validation is not None
+    for part, index in zip(parts, (train, validation, test)):
+        np.testing.assert_array_equal(part.X, ds.X[index])
+
+
+def test_scaler_from_merged_moments_is_the_scaler_of_all_rows():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(500, 4)) * [1.0, 1e3, 1e-3, 0.0] + [0.0, 5.0, 1e6, 3.0]
+    whole = StandardScaler().fit(X)
+    parts = [StandardScaler.moments(X[a:b]) for a, b in ((0, 1), (1, 1), (1, 220), (220, 500))]
+    merged = StandardScaler.from_moments(parts)
+    # The means agree to rounding of sums of values of size |mean| + spread.
+    np.testing.assert_allclose(merged.mean_, whole.mean_, rtol=1e-15,
+                               atol=1e-14 * whole.scale_.max())
+    assert np.all(np.abs(merged.mean_ - whole.mean_) <= 1e-14 * (np.abs(whole.mean_)
+                                                                 + whole.scale_))
+    # Column 2 (mean 1e6, spread 1e-3) loses eps·1e9 to cancellation in either method.
+    relative = np.abs(merged.scale_ / whole.scale_ - 1)
+    assert np.all(relative <= [1e-13, 1e-13, 1e-9, 0]), relative
+    assert merged.scale_[3] == 1.0  # a constant column is centred, not divided
+    huge = np.full((20, 2), 1.7e308) * np.linspace(-1, 1, 20)[:, None]
+    merged = StandardScaler.from_moments([StandardScaler.moments(huge[:7]),
+                                          StandardScaler.moments(huge[7:])])
+    np.testing.assert_allclose(merged.scale_, StandardScaler().fit(huge).scale_, rtol=1e-15)
+    with pytest.raises(ValueError, match="no part has rows"):
+        StandardScaler.from_moments([StandardScaler.moments(np.zeros((0, 2)))])
+
+
+@pytest.mark.parametrize("kind", ["crc", "truncated-member"])
+def test_a_damaged_member_read_by_rows_is_one_error(tmp_path, kind):
+    from jacnet._readers import npz_members
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, X=np.arange(3000.0).reshape(1000, 3), y=np.zeros(1000))
+    raw = bytearray(path.read_bytes())
+    start = raw.find(b"X.npy") + 5 + 80 + 9000
+    raw[start:start + 8] = b"\xff" * 8  # a stored member: its CRC fails at the end
+    if kind == "truncated-member":
+        raw = raw[:start]
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"bad\.npz is a damaged \.npz archive"):
+        npz_members(path)["X"].take([0, 999])

@@ -25,7 +25,8 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["CHUNK_ROWS", "CsvReader", "check_file", "count_lines", "open_npz", "parse_number"]
+__all__ = ["CHUNK_ROWS", "ArrayRows", "CsvReader", "check_file", "count_lines", "npy_array",
+           "npz_members", "open_npz", "parse_number"]
 
 #: Rows per block: small enough that a block's Python strings stay a few MB.
 CHUNK_ROWS = 8192
@@ -96,35 +97,190 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
-def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, fix: str) -> None:
-    """Check one ``.npy`` member's header: readable, no objects, and a claimed size that
-    the stored bytes can hold (so that nothing huge is allocated for a hostile file)."""
-    key = info.filename[:-4]
-    with archive.open(info) as member:
-        try:
-            version = np.lib.format.read_magic(member)
-            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                      else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = reader(member, max_header_size=MAX_NPY_HEADER)
-        except (ValueError, SyntaxError, TypeError, EOFError, OverflowError, MemoryError,
-                RecursionError, tokenize.TokenError) as exc:
-            detail = "its header is longer than allowed" if "max_header_size" in str(exc) else \
-                "its header is missing, truncated or does not parse"
-            raise ValueError(f"{path}: array {key!r} is damaged ({detail}); {fix}.") from None
-        header_bytes = member.tell()
+def _read_npy_header(handle: IO[bytes], path: Path, key: str, fix: str
+                     ) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """Parse a ``.npy`` header at the handle's position (NumPy's parser, capped at
+    MAX_NPY_HEADER): (shape, fortran_order, dtype), or one error naming the array."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = reader(handle, max_header_size=MAX_NPY_HEADER)
+    except (ValueError, SyntaxError, TypeError, EOFError, OverflowError, MemoryError,
+            RecursionError, tokenize.TokenError) as exc:
+        detail = "its header is longer than allowed" if "max_header_size" in str(exc) else \
+            "its header is missing, truncated or does not parse"
+        raise ValueError(f"{path}: array {key!r} is damaged ({detail}); {fix}.") from None
     if dtype.hasobject:
         raise ValueError(f"{path}: array {key!r} holds Python objects, which would need pickle "
                          "and are refused for safety; save plain numeric or string arrays.")
     if any(not isinstance(n, int) or n < 0 for n in shape):
         raise ValueError(f"{path}: array {key!r} is damaged (its header claims shape {shape}); "
                          f"{fix}.")
+    return tuple(shape), bool(fortran), dtype
+
+
+def _check_size(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype[Any],
+                stored: int, fix: str, where: str = "the archive") -> None:
     claimed = math.prod(shape) * dtype.itemsize
-    stored = info.file_size - header_bytes
     if claimed != stored:
         raise ValueError(
             f"{path}: array {key!r} is damaged: its header claims shape {shape} of {dtype} "
-            f"({claimed} bytes) but the archive stores {stored} bytes; {fix}."
+            f"({claimed} bytes) but {where} stores {stored} bytes; {fix}."
         )
+
+
+def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, fix: str
+                  ) -> ArrayRows:
+    """Check one ``.npy`` member's header: readable, no objects, and a claimed size that
+    the stored bytes can hold (so that nothing huge is allocated for a hostile file)."""
+    key = info.filename[:-4]
+    with archive.open(info) as member:
+        shape, fortran, dtype = _read_npy_header(member, path, key, fix)
+        header_bytes = member.tell()
+    _check_size(path, key, shape, dtype, info.file_size - header_bytes, fix)
+    return ArrayRows(path, key, shape, dtype, fortran, fix, member=info.filename)
+
+
+class ArrayRows:
+    """One array of a ``.npy`` file or ``.npz`` member, read a block of rows at a time.
+
+    Nothing is read on creation (the header was checked by :func:`npz_members` or
+    :func:`npy_array`). :meth:`blocks` streams the rows through a buffer of about
+    ``block_bytes``; :meth:`take` keeps only the rows asked for. Both read the stored
+    bytes in one pass (a compressed member is decompressed as it goes), so memory is the
+    block (about 1 MB) plus what is kept, whatever the number of rows. A Fortran-ordered array cannot
+    be cut into rows as stored, and is read whole.
+
+    Attributes
+    ----------
+    shape : tuple of int
+    dtype : numpy.dtype
+    """
+
+    def __init__(self, path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype[Any],
+                 fortran: bool, fix: str, member: str | None = None) -> None:
+        self.path, self.key, self.shape, self.dtype = path, key, shape, dtype
+        self.fortran, self.fix, self.member = fortran, fix, member
+
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+    @contextlib.contextmanager
+    def _data(self) -> Iterator[IO[bytes]]:
+        """The stored bytes, positioned after the header; read errors as one line."""
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.member is None:
+                    handle: IO[bytes] = stack.enter_context(open(self.path, "rb"))
+                else:
+                    archive = stack.enter_context(zipfile.ZipFile(self.path))
+                    handle = stack.enter_context(archive.open(self.member))
+                _read_npy_header(handle, self.path, self.key, self.fix)
+                yield handle
+        except ValueError:
+            raise
+        except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error, OSError,
+                RuntimeError) as exc:
+            raise _npz_damage(self.path, exc, self.fix) from None
+
+    def _read(self, handle: IO[bytes], n_bytes: int) -> bytes:
+        data = handle.read(n_bytes)
+        if len(data) != n_bytes:
+            raise _npz_damage(self.path, EOFError(f"array {self.key!r} is truncated"), self.fix)
+        return data
+
+    def read(self) -> np.ndarray:
+        """The whole array."""
+        with self._data() as handle:
+            data = self._read(handle, math.prod(self.shape) * self.dtype.itemsize)
+            try:
+                handle.read(1)  # a stored member checks its CRC at the end
+            except zipfile.BadZipFile as exc:
+                raise _npz_damage(self.path, exc, self.fix) from None
+        flat = np.frombuffer(data, dtype=self.dtype)
+        return flat.reshape(self.shape, order="F" if self.fortran else "C").copy(order="K")
+
+    def blocks(self, block_bytes: int = 1 << 20) -> Iterator[np.ndarray]:
+        """The rows in order, in blocks of about ``block_bytes`` (at least one row each)."""
+        if self.fortran or len(self.shape) == 0:
+            yield self.read()
+            return
+        row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        rows = max(1, block_bytes // max(row_bytes, 1))
+        with self._data() as handle:
+            try:
+                for start in range(0, self.shape[0], rows):
+                    count = min(rows, self.shape[0] - start)
+                    block = np.frombuffer(self._read(handle, count * row_bytes), dtype=self.dtype)
+                    yield block.reshape((count, *self.shape[1:]))
+                handle.read(1)  # reach the end: a zip member checks its CRC there
+            except zipfile.BadZipFile as exc:
+                raise _npz_damage(self.path, exc, self.fix) from None
+
+    def take(self, index: Any) -> np.ndarray:
+        """Rows ``index`` (integers in [0, n_rows), any order), read in one pass."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self.n_rows):
+            raise IndexError(f"{self.path}: array {self.key!r} has {self.n_rows} rows; "
+                             f"asked for row {int(index.max() if index.max() >= 0 else index.min())}.")
+        out = np.empty((index.size, *self.shape[1:]), dtype=self.dtype)
+        order = np.argsort(index, kind="stable")
+        wanted = index[order]
+        start = 0
+        for block in self.blocks():
+            stop = start + len(block)
+            low, high = np.searchsorted(wanted, [start, stop])
+            if high > low:
+                out[order[low:high]] = block[wanted[low:high] - start]
+            start = stop
+        return out
+
+
+def npz_members(path: str | os.PathLike[str], what: str = "data file", fix: str = _NPZ_FIX
+                ) -> dict[str, ArrayRows]:
+    """Every array of an ``.npz`` archive as :class:`ArrayRows`, headers checked, nothing read.
+
+    Raises the same one-line ``ValueError`` as :func:`open_npz` for a bad archive.
+    """
+    path = check_file(path, what)
+    _check_zip_magic(path, what, fix)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {rows.key: rows for rows in (
+                _check_member(path, archive, info, fix) for info in archive.infolist()
+                if info.filename.endswith(".npy"))}
+    except ValueError:
+        raise
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error, OSError,
+            RuntimeError) as exc:
+        raise _npz_damage(path, exc, fix) from None
+
+
+def npy_array(path: str | os.PathLike[str], what: str = "data file",
+              fix: str = "save the array with np.save(path, X)") -> ArrayRows:
+    """A ``.npy`` file as :class:`ArrayRows`: its header checked against the file size."""
+    path = check_file(path, what)
+    with open(path, "rb") as handle:
+        if handle.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{what} {path} is not a .npy file (it does not start like one); "
+                             f"{fix}.")
+        handle.seek(0)
+        shape, fortran, dtype = _read_npy_header(handle, path, "X", fix)
+        header_bytes = handle.tell()
+    _check_size(path, "X", shape, dtype, path.stat().st_size - header_bytes, fix, "the file")
+    return ArrayRows(path, "X", shape, dtype, fortran, fix)
+
+
+def _check_zip_magic(path: Path, what: str, fix: str) -> None:
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"{what} {path} is a .npy file (one array), not a .npz archive; {fix}.")
+    if not magic.startswith(b"PK"):
+        raise ValueError(f"{what} {path} is not a .npz archive (it does not start like a zip "
+                         f"file); {fix}.")
 
 
 def open_npz(path: str | os.PathLike[str], what: str = "data file", fix: str = _NPZ_FIX) -> Any:
@@ -135,13 +291,7 @@ def open_npz(path: str | os.PathLike[str], what: str = "data file", fix: str = _
     object arrays, or a member whose header claims more data than it stores.
     """
     path = check_file(path, what)
-    with open(path, "rb") as handle:
-        magic = handle.read(6)
-    if magic == b"\x93NUMPY":
-        raise ValueError(f"{what} {path} is a .npy file (one array), not a .npz archive; {fix}.")
-    if not magic.startswith(b"PK"):
-        raise ValueError(f"{what} {path} is not a .npz archive (it does not start like a zip "
-                         f"file); {fix}.")
+    _check_zip_magic(path, what, fix)
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():

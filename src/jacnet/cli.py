@@ -350,6 +350,13 @@ def _checkpoint_epoch(state: Any, path: Path) -> int:
     return epoch
 
 
+class _Shard:
+    """What a rank that read only its own training rows knows of the whole training set."""
+
+    def __init__(self, n_train: int, y_train: np.ndarray) -> None:
+        self.n_train, self.y_train = n_train, y_train
+
+
 def _load_data(options: dict[str, Any]) -> tuple[Any, Any]:
     """(train, test) Datasets for the run."""
     from jacnet import data as jdata
@@ -363,6 +370,32 @@ def _load_data(options: dict[str, Any]) -> tuple[Any, Any]:
     return parts.train, parts.test
 
 
+def _load_rank_rows(options: dict[str, Any], comm: Any) -> tuple[Any, Any, _Shard | None]:
+    """(train, test, shard): under ``mpiexec`` with a CSV or NPZ file, this rank's block of
+    the training rows (and, on rank 0, the test rows) read from the file, and the shard's
+    view of the whole; otherwise every row, as :func:`_load_data` gives them, and None.
+
+    The split is drawn from the targets alone (every rank reads the target column whole:
+    the stratified split needs every label), exactly as one process draws it; rank r
+    keeps block r of the training rows in that order (:func:`shard_rows`), which is the
+    block a single-process run's data-parallel loop would give it."""
+    from jacnet import data as jdata
+    from jacnet.distributed import shard_rows
+
+    rows = None
+    if comm.size > 1:
+        rows = jdata.open_rows(options["data"], target=_target_arg(options["target"]),
+                               task=options["task"], header=not options["no_header"])
+    if rows is None:
+        return (*_load_data(options), None)
+    train_rows, _, test_rows = jdata.split_rows(rows.y, rows.task, test_size=options["test_size"],
+                                                seed=options["seed"])
+    mine = train_rows[shard_rows(len(train_rows), comm.rank, comm.size)]
+    train = rows.dataset(mine)
+    test = rows.dataset(test_rows if comm.rank == 0 else test_rows[:0])
+    return train, test, _Shard(len(train_rows), rows.y[train_rows])
+
+
 def _target_arg(target: Any) -> Any:
     if isinstance(target, str) and target.lstrip("-").isdigit():
         return int(target)
@@ -372,10 +405,22 @@ def _target_arg(target: Any) -> Any:
 def _train(args: argparse.Namespace) -> int:
     import jacnet
     from jacnet.data import StandardScaler
+    from jacnet.distributed import world
 
     options, checkpoint = _resolve_train_options(args)
     started = time.perf_counter()
-    train, test = _load_data(options)
+    # Under `mpiexec -n k` the k processes train as one run, each on its block of the
+    # training rows (same split, scaling and batches as one process); rank 0 writes.
+    comm = world()
+    shard, error = None, None
+    try:
+        train, test, shard = _load_rank_rows(options, comm)
+    except Exception as exc:
+        error = exc
+    if comm.size > 1:
+        comm.agree(error)
+    elif error is not None:
+        raise error
     classification = train.task == "classification"
     loss = options["loss"]
     if loss == "auto":
@@ -385,26 +430,29 @@ def _train(args: argparse.Namespace) -> int:
     if not classification and loss in ("cross_entropy", "bce"):
         raise UsageError(f"--loss {loss} needs class labels; this data set is regression "
                          "(use --task classification for numeric labels).")
-    n_out = (train.n_classes if loss == "cross_entropy" else 1) if classification else \
+    n_classes = 0
+    if classification:
+        n_classes = train.n_classes if shard is None or train.target_names is not None else \
+            int(shard.y_train.max()) + 1
+    n_out = (n_classes if loss == "cross_entropy" else 1) if classification else \
         (1 if train.y.ndim == 1 else train.y.shape[1])
     if train.n_features < 1 or n_out < 1:
         raise ValueError(f"{options['data']} has {train.n_features} feature columns and "
                          f"{n_out} target columns; training needs at least one of each.")
-    if classification and loss == "bce" and train.n_classes > 2:
-        raise UsageError(f"--loss bce is for two classes; this data set has {train.n_classes}.")
+    if classification and loss == "bce" and n_classes > 2:
+        raise UsageError(f"--loss bce is for two classes; this data set has {n_classes}.")
 
-    x_scaler = StandardScaler().fit(train.X)
-    y_scaler = None if classification else StandardScaler().fit(train.y.reshape(len(train.y), -1))
+    if shard is None:
+        x_scaler = StandardScaler().fit(train.X)
+    else:  # the statistics of every rank's rows, merged in rank order on every rank
+        x_scaler = StandardScaler.from_moments(comm.allgather(StandardScaler.moments(train.X)))
+    y_all = train.y if shard is None else shard.y_train
+    y_scaler = None if classification else StandardScaler().fit(y_all.reshape(len(y_all), -1))
     X_train = x_scaler.transform(train.X)
     y_train = train.y if y_scaler is None else y_scaler.transform(train.y.reshape(len(train.y), -1))
     model = jacnet.mlp([train.n_features, *options["hidden"], n_out],
                        activation=options["activation"], seed=options["seed"], dtype=options["dtype"])
 
-    # Under `mpiexec -n k` the k processes train as one run, each on its block of the
-    # training rows (same split, scaling and batches as one process); rank 0 writes.
-    from jacnet.distributed import world
-
-    comm = world()
     out = Path(options["out"] or f"runs/{train.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     created: list[Path] = []
     before: set[str] = set()
@@ -419,7 +467,7 @@ def _train(args: argparse.Namespace) -> int:
         out = Path(comm.allgather(str(out))[0])
     try:
         return _train_in(out, options, checkpoint, started, train, test, model, loss,
-                         x_scaler, y_scaler, X_train, y_train, comm)
+                         x_scaler, y_scaler, X_train, y_train, comm, shard)
     except KeyboardInterrupt:
         if comm.rank == 0:
             _remove_failed_run(out, created, before, keep_checkpoint=True)
@@ -465,12 +513,14 @@ def _remove_failed_run(out: Path, created: list[Path], before: set[str], *,
 
 def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: float, train: Any,
               test: Any, model: Any, loss: str, x_scaler: Any, y_scaler: Any,
-              X_train: np.ndarray, y_train: np.ndarray, comm: Any) -> int:
+              X_train: np.ndarray, y_train: np.ndarray, comm: Any,
+              shard: _Shard | None = None) -> int:
     """Train on this rank's block of the training rows (all of them without mpiexec); rank 0
-    writes and reports (every rank holds all rows, for the test scores and the noise estimate)."""
+    writes and reports. With a shard, X_train and y_train are already this rank's rows and
+    the noise estimate is summed over the ranks; without, every rank holds every row."""
     from jacnet.distributed import shard_rows
 
-    rows = shard_rows(len(X_train), comm.rank, comm.size)
+    rows = slice(None) if shard is not None else shard_rows(len(X_train), comm.rank, comm.size)
     from jacnet.io import save_model
     from jacnet.training import DivergenceWarning, fit
 
@@ -500,6 +550,10 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
             resume_from=None if checkpoint is None else checkpoint[0], comm=comm,
         )
     diverged = bool(history.stop_reason and history.stop_reason.startswith("diverged"))
+    wants_noise = y_scaler is not None and options["laplace"] != "none"
+    noise: dict[str, Any] = {}
+    if shard is not None and wants_noise and not (diverged and len(history) == 0):
+        noise = _noise_estimate(model, X_train, y_train, y_scaler, options["laplace"], comm)
     if comm.rank != 0:
         return 1 if diverged else 0
     if diverged and len(history) == 0:
@@ -514,12 +568,14 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
         "target_column": train.target_column,
         "target_names": train.target_names, "target": options["target"], "options": cli_options,
         "test_scores": scores, "epochs_trained": len(history), "train_seconds": elapsed,
-        "split": {"n_train": train.n_samples, "n_test": test.n_samples,
+        "split": {"n_train": train.n_samples if shard is None else shard.n_train,
+                  "n_test": test.n_samples,
                   "test_size": options["test_size"], "seed": options["seed"]},
         "stop_reason": history.stop_reason,
     }
-    if y_scaler is not None and options["laplace"] != "none":
-        metadata.update(_noise_estimate(model, X_train, y_train, y_scaler, options["laplace"]))
+    if wants_noise:
+        metadata.update(noise if shard is not None else
+                        _noise_estimate(model, X_train, y_train, y_scaler, options["laplace"]))
     save_model(out / "model.npz", model, preprocessing={"X": x_scaler, "y": y_scaler},
                metadata=metadata)
     history.to_csv(out / "history.csv")
@@ -548,15 +604,18 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
 
 
 def _noise_estimate(model: Any, X: np.ndarray, y: np.ndarray, y_scaler: Any,
-                    structure: str) -> dict[str, Any]:
+                    structure: str, comm: Any = None) -> dict[str, Any]:
     """The Laplace approximation on the (scaled) training rows, for ``predict --std``, and
-    the evidence's noise standard deviation per output in target units."""
+    the evidence's noise standard deviation per output in target units. With ``comm``,
+    X and y are this rank's rows and every rank takes part (the sums are allreduced)."""
     from jacnet.laplace import Laplace
 
     try:
-        approx = Laplace(model, "regression", structure=structure).fit(X, y)
+        approx = Laplace(model, "regression", structure=structure).fit(
+            X, y, allreduce=None if comm is None else comm.allreduce)
     except ValueError as exc:
-        print(f"note: no noise estimate or --std for this model: {exc}", file=sys.stderr)
+        if comm is None or comm.rank == 0:
+            print(f"note: no noise estimate or --std for this model: {exc}", file=sys.stderr)
         return {}
     noise = np.asarray(y_scaler.scale_, dtype=np.float64) / np.sqrt(approx.beta_)
     return {"noise_std": noise.tolist(), "laplace": approx.state_dict()}

@@ -29,10 +29,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jacnet._readers import (
+    CHUNK_ROWS,
     CsvReader,
     check_file,
     column_floats,
     count_lines,
+    npz_members,
     open_npz,
     parse_number,
     read_npz_arrays,
@@ -43,6 +45,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_ROOT",
     "Dataset",
+    "FileRows",
     "Splits",
     "StandardScaler",
     "encode_labels",
@@ -54,7 +57,9 @@ __all__ = [
     "load_idx",
     "load_npz",
     "one_hot",
+    "open_rows",
     "split",
+    "split_rows",
     "train_test_split",
 ]
 
@@ -891,16 +896,8 @@ def load_npz(path: str | Path, *, task: str | None = None) -> Dataset:
                 f"{keys}. Save with np.savez(path, X=X, y=y)."
             )
         arrays = read_npz_arrays(archive, path)
-    X, y = arrays["X"], arrays["y"]
-    text = y.dtype.kind in "US"
-    if task is None:
-        task = "classification" if text or y.dtype.kind in "biu" else "regression"
-    target_names = _string_list(arrays.get("target_names"))
-    if task == "classification" and y.ndim == 1 and y.size and not _are_codes(y, target_names):
-        # Labels such as {7, 2000} or {1, 2} become codes 0..K-1 (one output per class
-        # present), and the original values are kept as the class names.
-        y, classes = encode_labels(y)
-        target_names = [str(c) for c in classes.tolist()]
+    X = arrays["X"]
+    y, task, target_names = _npz_targets(arrays["y"], task, arrays.get("target_names"))
     return Dataset(
         X,
         y,
@@ -910,6 +907,21 @@ def load_npz(path: str | Path, *, task: str | None = None) -> Dataset:
         target_names=target_names,
         description=f"NPZ file {path}",
     )
+
+
+def _npz_targets(y: np.ndarray, task: str | None, names: np.ndarray | None
+                 ) -> tuple[np.ndarray, str, list[str] | None]:
+    """An archive's ``y`` as a Dataset takes it: (y, task, target_names)."""
+    text = y.dtype.kind in "US"
+    if task is None:
+        task = "classification" if text or y.dtype.kind in "biu" else "regression"
+    target_names = _string_list(names)
+    if task == "classification" and y.ndim == 1 and y.size and not _are_codes(y, target_names):
+        # Labels such as {7, 2000} or {1, 2} become codes 0..K-1 (one output per class
+        # present), and the original values are kept as the class names.
+        y, classes = encode_labels(y)
+        target_names = [str(c) for c in classes.tolist()]
+    return y, task, target_names
 
 
 def _are_codes(y: np.ndarray, target_names: list[str] | None) -> bool:
@@ -1246,6 +1258,153 @@ def load(
     return _load_idx_pair(path)
 
 
+class FileRows:
+    """A CSV or NPZ data file opened so that rows can be read selectively.
+
+    Made by :func:`open_rows`. The targets are read whole on opening (``y``, one value
+    per row: the split, stratified by class, and the label encoding need every row); the
+    features are read only by :meth:`dataset`, for the rows asked for, in one pass over
+    the file through a bounded buffer. A data-parallel run opens the file on every rank
+    and reads each rank's own rows, so that no process holds the whole feature matrix.
+
+    Attributes
+    ----------
+    n_samples : int
+    task : str
+    y : numpy.ndarray, shape (n_samples,) or (n_samples, n_outputs)
+        Every row's target, as :class:`Dataset` holds it.
+    """
+
+    def __init__(self, path: Path, *, task: str, y: np.ndarray, feature_names: list[str],
+                 target_names: list[str] | None, description: str,
+                 target_column: str | None, read_rows: Any) -> None:
+        self.path, self.task, self.y = path, task, y
+        self.n_samples = int(y.shape[0])
+        self.feature_names, self.target_names = feature_names, target_names
+        self.description, self.target_column = description, target_column
+        self.name = path.name.split(".")[0]
+        self._read_rows = read_rows
+
+    def dataset(self, index: Any) -> Dataset:
+        """Rows ``index`` (integers, any order) as a Dataset: the rows of :func:`load`'s.
+
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "d.npz"
+        >>> np.savez(path, X=np.arange(8.0).reshape(4, 2), y=np.array([0, 1, 0, 1]))
+        >>> open_rows(path).dataset([3, 0]).X
+        array([[6., 7.],
+               [0., 1.]])
+        """
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        return Dataset(self._read_rows(index), self.y[index], self.task, name=self.name,
+                       feature_names=list(self.feature_names),
+                       target_names=None if self.target_names is None else list(self.target_names),
+                       description=self.description, target_column=self.target_column)
+
+
+def open_rows(spec: str | Path, *, target: str | int | None = None, task: str | None = None,
+              header: bool = True) -> FileRows | None:
+    """Open a CSV or NPZ file as :func:`load` would read it, without reading its features.
+
+    Returns None for what is not such a file (a built-in name, an IDX file): load it
+    whole with :func:`load`. The arguments and the errors are :func:`load`'s; a bad
+    feature cell of a CSV file is found when its row is read (:meth:`FileRows.dataset`).
+    A CSV file is scanned once here (the target column) and once per
+    :meth:`FileRows.dataset`; an NPZ member is streamed (decompressed as it goes when
+    compressed).
+    """
+    text = str(spec)
+    lower = text.lower()
+    if _canonical_name(text) is not None and not Path(text).is_file():
+        return None
+    if lower.endswith((".csv", ".csv.gz")):
+        return _csv_rows(check_file(Path(text), "Data file"), target, task, header)
+    if not lower.endswith(".npz"):
+        return None
+    path = check_file(Path(text), "Data file")
+    if not header:
+        raise ValueError(f"header=False applies only to CSV files; {path} is not one.")
+    if target is not None:
+        raise ValueError(f"target= applies only to CSV files; {path} is not one.")
+    return _npz_rows(path, None if task is None else check_choice(task, "task", TASKS))
+
+
+def _npz_rows(path: Path, task: str | None) -> FileRows:
+    members = npz_members(path)
+    missing = [k for k in ("X", "y") if k not in members]
+    if missing:
+        raise ValueError(
+            f"{path} must contain arrays named 'X' and 'y'; missing {missing}, found "
+            f"{list(members)}. Save with np.savez(path, X=X, y=y)."
+        )
+    small = {key: members[key].read() for key in ("y", "feature_names", "target_names")
+             if key in members}
+    X_rows = members["X"]
+    y, task, target_names = _npz_targets(small["y"], task, small.get("target_names"))
+    owner = f"Dataset {path.name.split('.')[0]!r}"
+    if len(X_rows.shape) != 2:  # the error Dataset gives, without reading X
+        check_array(np.broadcast_to(np.float64(0), X_rows.shape), "X", ndim=2, owner=owner)
+    if y.ndim == 0 or X_rows.shape[0] != y.shape[0]:
+        raise ValueError(f"{owner}: X has {X_rows.shape[0]} rows but y has "
+                         f"{y.shape[0] if y.ndim else 0}; they must describe the same samples.")
+    names = _string_list(small.get("feature_names")) or []
+    return FileRows(path, task=task, y=y, feature_names=names, target_names=target_names,
+                    description=f"NPZ file {path}", target_column=None, read_rows=X_rows.take)
+
+
+def _block_rows(n_columns: int) -> int:
+    """Rows per CSV block of about 16k cells: a block's strings stay near a megabyte
+    however wide the rows, so that what a process keeps is what dominates its memory."""
+    return max(64, min(CHUNK_ROWS, (1 << 14) // max(n_columns, 1)))
+
+
+def _csv_rows(path: Path, target: str | int | None, task: str | None,
+              header: bool) -> FileRows:
+    if task is not None:
+        task = check_choice(task, "task", TASKS)
+    with CsvReader(path, header=header) as reader:
+        columns = reader.columns
+        if len(columns) < 2:
+            raise ValueError(
+                f"{path} has a single column {columns[0]!r}; a data set needs at least one "
+                "feature column and a target column."
+            )
+        reader.chunk_rows = chunk_rows = _block_rows(len(columns))
+        target_index = _target_index(columns, target, path)
+        target_cells = _TargetColumn(count_lines(reader.path))
+        n = 0
+        for cells, lines in reader.blocks():
+            target_cells.add(cells[:, target_index], lines, n)
+            n += len(lines)
+    if n == 0:
+        raise ValueError(f"{path} has a header but no data rows.")
+    name = columns[target_index]
+    y, task, target_names = target_cells.finish(n, task, f"{path}: the target column {name!r}")
+    feature_index = [j for j in range(len(columns)) if j != target_index]
+    feature_names = [columns[j] for j in feature_index]
+
+    def read_rows(index: np.ndarray) -> np.ndarray:
+        out = np.empty((index.size, len(feature_index)))
+        order = np.argsort(index, kind="stable")
+        wanted = index[order]
+        start = 0
+        with CsvReader(path, header=header, chunk_rows=chunk_rows) as again:
+            for cells, lines in again.blocks():
+                stop = start + len(lines)
+                low, high = np.searchsorted(wanted, [start, stop])
+                if high > low:
+                    keep = wanted[low:high] - start
+                    out[order[low:high]] = column_floats(
+                        cells[keep][:, feature_index], lines[keep], feature_names, path)
+                start = stop
+        return out
+
+    return FileRows(path, task=task, y=y, feature_names=feature_names,
+                    target_names=[name] if task == "regression" else target_names,
+                    description=f"CSV file {path}, target column {name!r}",
+                    target_column=name, read_rows=read_rows)
+
+
 # --------------------------------------------------------------------------------------
 # Splitting
 # --------------------------------------------------------------------------------------
@@ -1417,7 +1576,36 @@ def split(
             "dataset must be a Dataset (from load_dataset, load_csv, ...); "
             f"got {type(dataset).__name__}."
         )
-    n = dataset.n_samples
+    rest, validation, test = split_rows(dataset.y, dataset.task, test_size=test_size,
+                                        validation_size=validation_size, stratify=stratify,
+                                        seed=seed)
+    return Splits(dataset.subset(rest),
+                  None if validation is None else dataset.subset(validation),
+                  dataset.subset(test))
+
+
+def split_rows(
+    y: np.ndarray,
+    task: str,
+    *,
+    test_size: float | int = 0.2,
+    validation_size: float | int = 0.0,
+    stratify: bool | None = None,
+    seed: SeedLike = 0,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The row indices of :func:`split`'s parts, from the targets alone.
+
+    Returns ``(train, validation, test)`` index arrays (``validation`` None when not
+    asked), in the order :func:`split` takes the rows: ``split(ds).train`` is
+    ``ds.subset(train)``. The split depends only on the number of rows, the seed and
+    (when stratified) the class labels, so that processes that each hold some of the
+    rows can agree on it.
+
+    >>> train, _, test = split_rows(np.zeros(10), "regression", test_size=0.3)
+    >>> len(train), len(test), sorted([*train, *test]) == list(range(10))
+    (7, 3, True)
+    """
+    n = len(y)
     n_test = _count(test_size, n, "test_size")
     n_val = _count(validation_size, n, "validation_size", allow_zero=True)
     if n_test + n_val >= n:
@@ -1426,16 +1614,16 @@ def split(
             f"{n_test + n_val} of {n} samples, leaving none for training."
         )
     if stratify is None:
-        stratify = dataset.task == "classification"
+        stratify = task == "classification"
     rng = np.random.default_rng(seed)
-    labels = _stratify_labels(dataset.y) if stratify else None
+    labels = _stratify_labels(y) if stratify else None
     rest, test = _split_indices(n, n_test, labels, rng)
     validation = None
     if n_val:
         rest_labels = None if labels is None else labels[rest]
         train_pos, val_pos = _split_indices(len(rest), n_val, rest_labels, rng)
-        rest, validation = rest[train_pos], dataset.subset(rest[val_pos])
-    return Splits(dataset.subset(rest), validation, dataset.subset(test))
+        rest, validation = rest[train_pos], rest[val_pos]
+    return rest, validation, test
 
 
 # --------------------------------------------------------------------------------------
@@ -1502,12 +1690,85 @@ class StandardScaler:
                     f"StandardScaler.fit: column {column} spans more than the float64 range "
                     "(its standard deviation overflows); rescale that column first."
                 )
+        return self._set(mean, std)
+
+    def _set(self, mean: np.ndarray, std: np.ndarray) -> StandardScaler:
         self.mean_ = mean
         # Relative tolerance: a column of identical large values has std ~ 1e-13, not 0.
         constant = std <= 10 * np.finfo(np.float64).eps * np.maximum(np.abs(self.mean_), 1.0)
         self.scale_ = np.where(constant, 1.0, std)
-        self.n_features_in_ = int(arr.shape[1])
+        self.n_features_in_ = int(mean.shape[0])
         return self
+
+    @staticmethod
+    def moments(X: Any) -> np.ndarray:
+        """Column statistics of the rows of ``X`` that merge: for :meth:`from_moments`.
+
+        Returns
+        -------
+        numpy.ndarray, shape (4, n_features)
+            The row count; an exponent e per column with every ``|x| < 2**e``; the mean and
+            the sum of squared deviations (M2) of ``x / 2**e``. Dividing by a power of two
+            is exact and keeps every sum far from overflow.
+
+        >>> StandardScaler.moments([[1.0], [3.0]])[:, 0].tolist()
+        [2.0, 2.0, 0.5, 0.125]
+        """
+        arr = check_array(X, "X", ndim=2, dtype=np.float64, owner="StandardScaler.moments")
+        out = np.zeros((4, arr.shape[1]))
+        out[0] = arr.shape[0]
+        if arr.shape[0]:
+            exponent = np.frexp(np.abs(arr).max(axis=0))[1]
+            scaled = np.ldexp(arr, -exponent)
+            mean = scaled.mean(axis=0)
+            out[1], out[2] = exponent, mean
+            out[3] = ((scaled - mean) ** 2).sum(axis=0)
+        return out
+
+    @classmethod
+    def from_moments(cls, parts: Any) -> StandardScaler:
+        """The scaler of the rows of every part together, from each part's :meth:`moments`.
+
+        The parts are merged in the order given with the pairwise update of Chan, Golub and
+        LeVeque (1979): for parts a and b, n = nₐ + n_b, δ = mean_b − meanₐ,
+        mean = meanₐ + δ·n_b/n, M2 = M2ₐ + M2_b + δ²·nₐ·n_b/n, each part first brought to the
+        larger of the two exponents (exactly: powers of two). The result differs from
+        :meth:`fit` on the stacked rows only by the order of the sums (a few units in the
+        last place of the mean; the standard deviation loses what cancellation costs any
+        method, relative error about eps·|mean|/std). Every process that merges the same
+        list gets the same bits.
+
+        >>> X = np.array([[1.0, 10.0], [2.0, 10.0], [4.0, 10.0], [8.0, 10.0]])
+        >>> merged = StandardScaler.from_moments([StandardScaler.moments(X[:1]),
+        ...                                      StandardScaler.moments(X[1:])])
+        >>> np.allclose(merged.mean_, X.mean(axis=0)), np.allclose(merged.scale_, [X[:, 0].std(), 1])
+        (True, True)
+        """
+        kept = [np.asarray(part, dtype=np.float64) for part in parts if part[0, 0] > 0]
+        if not kept:
+            raise ValueError("StandardScaler.from_moments: no part has rows; fit on the "
+                             "training data.")
+        n, exponent, mean, m2 = (row.copy() for row in kept[0])
+        for part in kept[1:]:
+            n_b, e_b, mean_b, m2_b = part
+            top = np.maximum(exponent, e_b)
+            shift, shift_b = (exponent - top).astype(np.int64), (e_b - top).astype(np.int64)
+            mean, m2 = np.ldexp(mean, shift), np.ldexp(m2, 2 * shift)
+            mean_b, m2_b = np.ldexp(mean_b, shift_b), np.ldexp(m2_b, 2 * shift_b)
+            total = n + n_b
+            delta = mean_b - mean
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + m2_b + delta * delta * (n * n_b / total)
+            n, exponent = total, top
+        e = exponent.astype(np.int64)
+        with np.errstate(over="ignore"):
+            std = np.ldexp(np.sqrt(m2 / n), e)
+        if not np.isfinite(std).all():
+            column = int(np.flatnonzero(~np.isfinite(std))[0])
+            raise ValueError(
+                f"StandardScaler.from_moments: column {column} spans more than the float64 "
+                "range (its standard deviation overflows); rescale that column first.")
+        return cls()._set(np.ldexp(mean, e), std)
 
     def _checked(self, X: Any, method: str) -> np.ndarray:
         if not hasattr(self, "mean_"):

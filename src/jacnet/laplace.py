@@ -350,7 +350,7 @@ class Laplace:
         return float(log_p[np.arange(z.shape[0]), labels].sum())
 
     # --- fit -------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> Laplace:
+    def fit(self, X: Any, y: Any, *, allreduce: Any = None) -> Laplace:
         """Build the posterior precision on the training data and fix α and β.
 
         Parameters
@@ -359,6 +359,12 @@ class Laplace:
             The training inputs.
         y : array-like, shape (N, m) or (N,)
             Regression targets, or class labels (ints in [0, m), or {0, 1} for one logit).
+        allreduce : callable, optional
+            A data-parallel run's in-place sum over processes (``comm.allreduce``, see
+            :mod:`jacnet.distributed`): X and y are then this process's rows, and the
+            Gauss–Newton matrices, the row count, the squared errors and the
+            log-likelihood are summed over every process before α and β are fixed, so
+            that every process builds the approximation of all the rows.
 
         Returns
         -------
@@ -387,21 +393,28 @@ class Laplace:
         else:
             sse_k = np.zeros(m)
             fit_term = self._log_likelihood_classes(z, y)
+        n_rows = z.shape[0]
+        if allreduce is not None:
+            sums = allreduce(np.array([n_rows, *sse_k, fit_term or 0.0], dtype=_F64))
+            n_rows, sse_k = round(float(sums[0])), sums[1:1 + m]
+            fit_term = None if fit_term is None else float(sums[-1])
+        total: Any = (lambda gram: allreduce(np.ascontiguousarray(gram, dtype=_F64))) \
+            if allreduce is not None else (lambda gram: gram)
         if per_output:
             eye = np.eye(m)
-            grams = [self._gram(phi, np.broadcast_to(eye[k], (phi.shape[0], 1, m)))
+            grams = [total(self._gram(phi, np.broadcast_to(eye[k], (phi.shape[0], 1, m))))
                      for k in range(m)]
             if alpha is None or beta is None:
-                alpha, beta = self._evidence_per_output(grams, theta, sse_k, z.shape[0],
+                alpha, beta = self._evidence_per_output(grams, theta, sse_k, n_rows,
                                                         alpha, beta)
             matrix = sum((float(b) * g for b, g in zip(beta, grams)), np.zeros_like(grams[0]))
             del grams
         else:
-            gram = self._gram(phi, self._curvature_sqrt(z)
-                              if self.likelihood == "classification" else None)
+            gram = total(self._gram(phi, self._curvature_sqrt(z)
+                                    if self.likelihood == "classification" else None))
             if alpha is None or beta is None:
                 alpha, beta = self._evidence_fixed_point(gram, theta, float(sse_k.sum()),
-                                                         y.size if fit_term is None else 0,
+                                                         n_rows * m if fit_term is None else 0,
                                                          alpha, beta)
             matrix = gram  # in place: one P_s × P_s array fewer
             matrix *= float(np.asarray(beta).reshape(-1)[0])
@@ -416,14 +429,14 @@ class Laplace:
         self.beta_ = np.array(beta, dtype=_F64) if per_output else float(
             np.asarray(beta).reshape(-1)[0])
         self.n_params_ = int(theta.size)
-        self.n_train_ = int(X.shape[0])
+        self.n_train_ = int(n_rows)
         self._eigval, self._eigvec = eigval, eigvec
         self.effective_n_params_ = float(
             theta.size - np.einsum("pi,pi,i,p->", eigvec, eigvec, 1.0 / eigval, precision_diag))
         if fit_term is None:
             beta_k = np.broadcast_to(self.beta_, (m,))
             fit_term = float(np.sum(-0.5 * beta_k * sse_k
-                                    + 0.5 * z.shape[0] * np.log(beta_k / (2.0 * math.pi))))
+                                    + 0.5 * n_rows * np.log(beta_k / (2.0 * math.pi))))
         self.log_marginal_likelihood_ = float(
             fit_term - 0.5 * float(np.dot(precision_diag * theta, theta))
             + 0.5 * float(np.log(precision_diag).sum()) - 0.5 * float(np.log(eigval).sum()))
