@@ -1,5 +1,9 @@
 """Peak memory of `jacnet train`, `evaluate` and `predict` on large CSV files.
 
+``--formats`` also (or only) measures ``predict`` on the same rows as a ``.npy`` file, a
+stored ``.npz`` and a compressed ``.npz`` (array X), which predict streams block by block
+as it does a CSV file.
+
 Each command runs in a fresh child process; its peak resident set size is read from
 ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` of a fresh wrapper process, so that one
 measurement never includes another. The figure to compare with is the float64 matrix of
@@ -57,6 +61,22 @@ def write_csv(path: Path, rows: int, cols: int, *, target: bool, seed: int = 0) 
     tmp.replace(path)
 
 
+def write_array(path: Path, rows: int, cols: int, *, seed: int = 1) -> None:
+    """The predict rows as .npy, .npz or compressed .npz (``*_z.npz``), written in one go."""
+    if path.exists():
+        return
+    X = np.random.default_rng(seed).normal(size=(rows, cols))
+    tmp = path.with_name("tmp_" + path.name)
+    if path.suffix == ".npy":
+        np.save(tmp, X)
+    else:
+        (np.savez_compressed if path.stem.endswith("_z") else np.savez)(tmp, X=X)
+    tmp.replace(path)
+
+
+_SUFFIX = {"csv": ".csv", "npy": ".npy", "npz": ".npz", "npz-compressed": "_z.npz"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -64,15 +84,22 @@ def main() -> None:
     parser.add_argument("--predict-rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--folder", default="/tmp/bench_csv")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--formats", default="csv",
+                        help="predict files: comma-separated csv, npy, npz, npz-compressed [csv]")
     args = parser.parse_args()
+    formats = args.formats.split(",")
     folder = Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
     train_csv = folder / f"train_{args.rows}x{args.cols}.csv"
     started = time.perf_counter()
     write_csv(train_csv, args.rows, args.cols, target=True)
     for n in args.predict_rows:
-        write_csv(folder / f"predict_{n}x{args.cols - 1}.csv", n, args.cols - 1, target=False,
-                  seed=1)
+        for kind in formats:
+            path = folder / f"predict_{n}x{args.cols - 1}{_SUFFIX[kind]}"
+            if kind == "csv":
+                write_csv(path, n, args.cols - 1, target=False, seed=1)
+            else:
+                write_array(path, n, args.cols - 1)
     print(f"files ready in {time.perf_counter() - started:.0f} s")
     matrix_mb = args.rows * args.cols * 8 / 2**20
     jacnet = [sys.executable, "-m", "jacnet"]
@@ -87,11 +114,12 @@ def main() -> None:
         "evaluate (all rows)": peak([*jacnet, "evaluate", str(run / "model.npz"),
                                      str(train_csv), "--all-rows"]),
     }
-    for n in args.predict_rows:
-        rows_csv = folder / f"predict_{n}x{args.cols - 1}.csv"
-        results[f"predict {n} rows"] = peak(
-            [*jacnet, "predict", str(run / "model.npz"), str(rows_csv),
-             "--out", str(folder / "predictions.csv")])
+    for kind in formats:
+        for n in args.predict_rows:
+            rows_file = folder / f"predict_{n}x{args.cols - 1}{_SUFFIX[kind]}"
+            results[f"predict {n} rows ({kind})"] = peak(
+                [*jacnet, "predict", str(run / "model.npz"), str(rows_file),
+                 "--out", str(folder / "predictions.csv")])
     print(f"{args.rows} rows x {args.cols} columns: float64 matrix {matrix_mb:.0f} MiB")
     print(f"{'command':28s} {'exit':>4s} {'peak MiB':>9s} {'x matrix':>9s} {'seconds':>8s}")
     for name, r in results.items():

@@ -560,3 +560,68 @@ def test_train_records_the_noise_and_predict_std(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(classifier / "model.npz"), "xor", "--std"]) == 2
     assert "--std is for regression models" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- NPZ/NPY predict
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """A regression model on 32 unnamed features, trained from an NPZ file."""
+    folder = tmp_path_factory.mktemp("wide")
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(200, 32))
+    np.savez(folder / "train.npz", X=X, y=X @ rng.normal(size=32))
+    assert main(["train", "--data", str(folder / "train.npz"), "--hidden", "4", "--epochs", "1",
+                 "--laplace", "none", "--out", str(folder / "run"), "--no-progress"]) == 0
+    return folder / "run" / "model.npz"
+
+
+def _write_features(path, X):
+    if path.suffix == ".npy":
+        np.save(path, X)
+    elif path.stem.endswith("z"):
+        np.savez_compressed(path, X=X)
+    else:
+        np.savez(path, X=X)
+
+
+@pytest.mark.parametrize("name", ["x.npz", "xz.npz", "x.npy"])
+def test_predict_streams_npz_and_npy_with_memory_flat_in_rows(wide_model, tmp_path, capsys,
+                                                              name):
+    """Predict reads X block by block: on 10x the rows its peak traced memory stays within
+    2x (reading X whole, the peak grows with X: 5 MB, then 51 MB)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    peaks = []
+    for n_rows in (20_000, 200_000):
+        X = rng.normal(size=(n_rows, 32))
+        path = tmp_path / name
+        _write_features(path, X)
+        out = tmp_path / "p.csv"
+        tracemalloc.start()
+        assert main(["predict", str(wide_model), str(path), "-o", str(out)]) == 0
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        del X
+    assert peaks[1] < 2 * peaks[0], peaks
+    assert peaks[1] < 200_000 * 32 * 8 / 4, peaks
+
+
+def test_npz_and_npy_predict_give_the_predictions_of_the_whole_array(wide_model, tmp_path,
+                                                                     capsys):
+    from jacnet.cli import _load_saved, _prediction_columns
+
+    X = np.random.default_rng(7).normal(size=(70_000, 32))  # several 1 MB blocks
+    expected = _prediction_columns(_load_saved(str(wide_model)), X)["prediction"]
+    for name in ("x.npz", "xz.npz", "x.npy"):
+        _write_features(tmp_path / name, X)
+        out = tmp_path / f"{name}.out.npz"
+        assert main(["predict", str(wide_model), str(tmp_path / name), "-o", str(out)]) == 0
+        with np.load(out) as archive:
+            np.testing.assert_allclose(archive["prediction"], expected, rtol=1e-12, atol=1e-12)
+    X[45_000, 3] = np.nan
+    np.save(tmp_path / "nan.npy", X)
+    assert main(["predict", str(wide_model), str(tmp_path / "nan.npy")]) == 1
+    err = capsys.readouterr().err
+    assert "X contains NaN or infinity (first at index [45000, 3]: nan)" in err
+    assert err.count("\n") == 1

@@ -147,10 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Write predictions for DATA as CSV or NPZ. CSV "
                              "columns are matched to the model's features by name (any order; "
                              "the training target column, if present, is ignored; other "
-                             "columns are refused), and read in blocks, so memory does not "
-                             "grow with the file.")
+                             "columns are refused); an NPZ's array X (by its feature_names, else by "
+                             "position) or a .npy file (by position). Files are read in "
+                             "blocks, so memory does not grow with the file.")
     predict.add_argument("model", metavar="MODEL", help="a model.npz written by jacnet train")
-    predict.add_argument("data", metavar="DATA", help="built-in name or .csv/.npz path")
+    predict.add_argument("data", metavar="DATA", help="built-in name or .csv/.npz/.npy path")
     predict.add_argument("--target", default=None, help="CSV target column to drop [the training one]")
     predict.add_argument("--no-header", action="store_true",
                          help="the CSV file has no header line (columns by position)")
@@ -871,26 +872,46 @@ def _csv_feature_blocks(saved: Any, spec: str, target: Any, *, header: bool
         raise ValueError(f"{spec} has a header but no data rows.")
 
 
-def _array_features(saved: Any, spec: str, target: Any) -> np.ndarray:
-    """The model's features from an NPZ file (array X) or a built-in data set."""
-    if str(spec).lower().endswith(".npz"):
-        from jacnet._readers import open_npz, read_npz_arrays
-        from jacnet._validation import check_array
+def _array_feature_blocks(saved: Any, spec: str) -> Iterator[np.ndarray]:
+    """The model's features from an NPZ file (array X) or a .npy file, block by block.
 
-        with open_npz(spec) as archive:
-            if "X" not in archive.files:
-                raise ValueError(f"{spec} has no array named 'X'; found {archive.files}.")
-            arrays = read_npz_arrays(archive, Path(spec))
-        X = check_array(arrays["X"], "X", ndim=2, dtype=np.float64, owner=str(spec))
-        raw = arrays.get("feature_names")
-        named = (raw is not None and raw.dtype.kind in "US" and raw.ndim == 1
-                 and len(raw) == X.shape[1])
-        names = ([str(n) for n in raw.tolist()] if named and raw is not None
-                 else [f"x{j + 1}" for j in range(X.shape[1])])
-        order = _feature_order(names, saved, spec, by_name=_named_columns(spec, names, False),
-                               extra=None)
-        return X[:, order]
-    return np.asarray(_dataset_for(saved, spec, target).X)
+    The array is streamed from the file (jacnet._readers.ArrayRows: a compressed member is
+    decompressed as it goes), so memory does not grow with the rows. An NPZ's
+    ``feature_names`` match the columns by name; a .npy file's columns go by position."""
+    from jacnet._readers import npy_array, npz_members
+    from jacnet._validation import check_array
+
+    is_npy = str(spec).lower().endswith(".npy")
+    if is_npy:
+        X_rows, raw = npy_array(spec), None
+    else:
+        members = npz_members(spec)
+        if "X" not in members:
+            raise ValueError(f"{spec} has no array named 'X'; found {list(members)}.")
+        X_rows = members["X"]
+        raw = members["feature_names"].read() if "feature_names" in members else None
+    if len(X_rows.shape) != 2:  # check_array's message, without reading the array
+        check_array(np.broadcast_to(np.float64(0), X_rows.shape), "X", ndim=2, owner=str(spec))
+    n_columns = X_rows.shape[1]
+    named = (raw is not None and raw.dtype.kind in "US" and raw.ndim == 1
+             and len(raw) == n_columns)
+    names = ([str(n) for n in raw.tolist()] if named and raw is not None
+             else [f"x{j + 1}" for j in range(n_columns)])
+    order = _feature_order(names, saved, spec,
+                           by_name=not is_npy and _named_columns(spec, names, False), extra=None)
+    start = 0
+    for block in X_rows.blocks():
+        try:
+            X = check_array(block, "X", ndim=2, dtype=np.float64, owner=str(spec))
+        except ValueError:  # name the position in the file, not in the block
+            row, column = (int(i) for i in np.argwhere(~np.isfinite(block.astype(np.float64)))[0])
+            raise ValueError(f"{spec}: X contains NaN or infinity (first at index "
+                             f"[{start + row}, {column}]: {block[row, column]}). Remove or "
+                             "impute those values before predicting.") from None
+        start += len(block)
+        yield X[:, order]
+    if start == 0:
+        yield np.empty((0, len(order)))
 
 
 def _prediction_columns(saved: Any, X: np.ndarray, laplace: Any = None) -> dict[str, np.ndarray]:
@@ -939,7 +960,10 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         if args.no_header:
             raise UsageError("--no-header applies only to CSV files.")
-        blocks = iter([_array_features(saved, spec, args.target)])
+        if str(spec).lower().endswith((".npz", ".npy")):
+            blocks = _array_feature_blocks(saved, spec)
+        else:
+            blocks = iter([np.asarray(_dataset_for(saved, spec, args.target).X)])
     if out is not None and out.lower().endswith(".npz"):
         parts = [_prediction_columns(saved, X, laplace) for X in blocks]
         columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
