@@ -5,7 +5,9 @@ scikit-learn (an optional dependency, imported only when one of them is asked fo
 five are generated here with NumPy, and Fashion-MNIST is read from the Debian package
 ``dataset-fashion-mnist``. User data comes in as CSV (:func:`load_csv`), NPZ
 (:func:`load_npz`) or IDX (:func:`load_idx`); :func:`load` picks the right one from a
-name or a path, for the command line.
+name or a path, for the command line. :func:`open_rows` opens a CSV or NPZ file so that
+chosen rows can be read without the rest (each process of a data-parallel run reads its
+own), and :func:`split_rows` draws :func:`split`'s parts from the targets alone.
 
 Every loader returns a :class:`Dataset`: ``X`` of shape (n_samples, n_features) in
 float64 and ``y`` as int64 class codes (classification) or float64 targets
