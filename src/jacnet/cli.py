@@ -354,8 +354,8 @@ def _checkpoint_epoch(state: Any, path: Path) -> int:
 class _Shard:
     """What a rank that read only its own training rows knows of the whole training set."""
 
-    def __init__(self, n_train: int, y_train: np.ndarray) -> None:
-        self.n_train, self.y_train = n_train, y_train
+    def __init__(self, n_train: int, y_train: np.ndarray, n_test: int) -> None:
+        self.n_train, self.y_train, self.n_test = n_train, y_train, n_test
 
 
 def _load_data(options: dict[str, Any]) -> tuple[Any, Any]:
@@ -373,8 +373,8 @@ def _load_data(options: dict[str, Any]) -> tuple[Any, Any]:
 
 def _load_rank_rows(options: dict[str, Any], comm: Any) -> tuple[Any, Any, _Shard | None]:
     """(train, test, shard): under ``mpiexec`` with a CSV or NPZ file, this rank's block of
-    the training rows (and, on rank 0, the test rows) read from the file, and the shard's
-    view of the whole; otherwise every row, as :func:`_load_data` gives them, and None.
+    the training rows and of the test rows read from the file, and the shard's view of
+    the whole; otherwise every row, as :func:`_load_data` gives them, and None.
 
     The split is drawn from the targets alone (every rank reads the target column whole:
     the stratified split needs every label), exactly as one process draws it; rank r
@@ -393,8 +393,8 @@ def _load_rank_rows(options: dict[str, Any], comm: Any) -> tuple[Any, Any, _Shar
                                                 seed=options["seed"])
     mine = train_rows[shard_rows(len(train_rows), comm.rank, comm.size)]
     train = rows.dataset(mine)
-    test = rows.dataset(test_rows if comm.rank == 0 else test_rows[:0])
-    return train, test, _Shard(len(train_rows), rows.y[train_rows])
+    test = rows.dataset(test_rows[shard_rows(len(test_rows), comm.rank, comm.size)])
+    return train, test, _Shard(len(train_rows), rows.y[train_rows], len(test_rows))
 
 
 def _target_arg(target: Any) -> Any:
@@ -517,8 +517,9 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
               X_train: np.ndarray, y_train: np.ndarray, comm: Any,
               shard: _Shard | None = None) -> int:
     """Train on this rank's block of the training rows (all of them without mpiexec); rank 0
-    writes and reports. With a shard, X_train and y_train are already this rank's rows and
-    the noise estimate is summed over the ranks; without, every rank holds every row."""
+    writes and reports. With a shard, X_train, y_train and test are already this rank's rows,
+    and the test scores and the noise estimate are summed over the ranks; without, every
+    rank holds every row."""
     from jacnet.distributed import shard_rows
 
     rows = slice(None) if shard is not None else shard_rows(len(X_train), comm.rank, comm.size)
@@ -553,15 +554,23 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
     diverged = bool(history.stop_reason and history.stop_reason.startswith("diverged"))
     wants_noise = y_scaler is not None and options["laplace"] != "none"
     noise: dict[str, Any] = {}
-    if shard is not None and wants_noise and not (diverged and len(history) == 0):
-        noise = _noise_estimate(model, X_train, y_train, y_scaler, options["laplace"], comm)
+    scores: dict[str, float] = {}
+    n_test = test.n_samples if shard is None else shard.n_test
+    if shard is not None and not (diverged and len(history) == 0):
+        # Every rank scores its share of the test rows and the noise estimate of its
+        # training rows; the sums are combined over the ranks.
+        if wants_noise:
+            noise = _noise_estimate(model, X_train, y_train, y_scaler, options["laplace"], comm)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = _score(model, loss, x_scaler, y_scaler, test.X, test.y, comm=comm)
     if comm.rank != 0:
         return 1 if diverged else 0
     if diverged and len(history) == 0:
         raise ValueError(f"{history.stop_reason} Nothing was trained, so no run folder is kept.")
     elapsed = time.perf_counter() - started
-    with np.errstate(over="ignore", invalid="ignore"):  # targets near the float maximum
-        scores = _score(model, loss, x_scaler, y_scaler, test.X, test.y)
+    if shard is None:
+        with np.errstate(over="ignore", invalid="ignore"):  # targets near the float maximum
+            scores = _score(model, loss, x_scaler, y_scaler, test.X, test.y)
     metadata = {
         "task": train.task, "loss": loss, "data": train.name, "feature_names": train.feature_names,
         "named_features": not options["no_header"] and _named_columns(
@@ -570,7 +579,7 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
         "target_names": train.target_names, "target": options["target"], "options": cli_options,
         "test_scores": scores, "epochs_trained": len(history), "train_seconds": elapsed,
         "split": {"n_train": train.n_samples if shard is None else shard.n_train,
-                  "n_test": test.n_samples,
+                  "n_test": n_test,
                   "test_size": options["test_size"], "seed": options["seed"]},
         "stop_reason": history.stop_reason,
     }
@@ -586,7 +595,7 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
     per_epoch = sum(r["time"] for r in history.records) / max(len(history), 1)
     headline = (f"test accuracy {scores['accuracy']:.4f}" if "accuracy" in scores
                 else f"test r2 {scores['r2']:.4f}, mse {scores['mse']:.4g}")
-    print(f"{headline} on {test.n_samples} samples ({train.name}; {len(history)} epochs, "
+    print(f"{headline} on {n_test} samples ({train.name}; {len(history)} epochs, "
           f"{per_epoch:.3f} s/epoch, {elapsed:.1f} s)")
     print(f"run folder: {out}  (model.npz, history.csv, history.json"
           f"{', curves.png' if plotted else ''})")
@@ -623,15 +632,19 @@ def _noise_estimate(model: Any, X: np.ndarray, y: np.ndarray, y_scaler: Any,
 
 
 def _score(model: Any, loss: str, x_scaler: Any, y_scaler: Any, X: np.ndarray,
-           y: np.ndarray, block: int = 65536) -> dict[str, float]:
+           y: np.ndarray, block: int = 65536, comm: Any = None) -> dict[str, float]:
     """Loss and metrics on original-scale targets (regression metrics in target units).
 
     Rows are scaled and scored ``block`` at a time, so that no scaled copy of the whole
     matrix exists; the loss is the row-weighted mean of the blocks' losses and regression
-    metrics are taken on all predictions at once."""
+    metrics are taken on all predictions at once. With ``comm``, X and y are this rank's
+    share of the rows and every rank gets the scores of all of them (see _score_shards)."""
     from jacnet.losses import get_loss
     from jacnet.metrics import default_metrics
     from jacnet.training import evaluate
+
+    if comm is not None:
+        return _score_shards(model, loss, x_scaler, y_scaler, X, y, block, comm)
 
     n = len(X)
     totals: dict[str, float] = {}
@@ -652,6 +665,44 @@ def _score(model: Any, loss: str, x_scaler: Any, y_scaler: Any, X: np.ndarray,
         prediction = np.concatenate(predictions)
         for metric in default_metrics(get_loss(loss)):
             scores[metric.name] = metric(prediction, y.reshape(len(y), -1))
+    return scores
+
+
+def _score_shards(model: Any, loss: str, x_scaler: Any, y_scaler: Any, X: np.ndarray,
+                  y: np.ndarray, block: int, comm: Any) -> dict[str, float]:
+    """_score over every rank's rows: the row-weighted loss sums and each metric's running
+    totals (Metric.totals / set_totals) are summed over the ranks in one Allreduce each,
+    so that rank r needs only its own rows. The same scores as _score on the stacked rows,
+    up to the order of the sums."""
+    from jacnet.losses import get_loss
+    from jacnet.metrics import default_metrics
+    from jacnet.training import evaluate
+
+    loss_fn = get_loss(loss)
+    metrics = default_metrics(loss_fn)
+    keys = ["loss"] + ([m.name for m in metrics] if y_scaler is None else [])
+    sums = np.zeros(1 + len(keys))
+    for metric in metrics:
+        metric.reset()
+    for start in range(0, len(X), block):
+        X_scaled = x_scaler.transform(X[start:start + block])
+        part_y = y[start:start + block]
+        if y_scaler is None:
+            part = evaluate(model, X_scaled, part_y, loss=loss)
+        else:
+            target = part_y.reshape(len(part_y), -1)
+            part = evaluate(model, X_scaled, y_scaler.transform(target), loss=loss, metrics=[])
+            prediction = _predict_values(model, X_scaled, y_scaler)
+            for metric in metrics:
+                metric.update(prediction, metric._shape_target(target, prediction))
+        sums += [len(X_scaled), *(part[key] * len(X_scaled) for key in keys)]
+    comm.allreduce(sums)
+    scores = {key: float(total / sums[0]) for key, total in zip(keys, sums[1:])}
+    if y_scaler is not None:
+        for metric in metrics:
+            metric.set_totals(comm.allreduce(np.ascontiguousarray(
+                metric.totals(model.out_features), dtype=np.float64)))
+            scores[metric.name] = metric.result()
     return scores
 
 
