@@ -396,6 +396,27 @@ def test_jacnet_train_reading_each_ranks_rows_matches_one_process(tmp_path: Path
         assert "noise_std" not in meta_two
 
 
+@needs_mpi
+def test_a_bad_cell_in_one_ranks_rows_stops_every_rank_with_one_line_each(tmp_path: Path) -> None:
+    # Only the rank that holds the row converts it: that rank names the cell, the other
+    # names the failed rank, and neither prints a traceback or hangs.
+    rows = [f"{i / 7:.4f},{(i % 5) / 3:.4f},{i % 3 / 2:.4f}" for i in range(60)]
+    rows[40] = "0.5,?,1.0"
+    (tmp_path / "bad.csv").write_text("a,b,y\n" + "\n".join(rows) + "\n")
+    done = subprocess.run([str(_mpiexec()), "-n", "2", sys.executable, "-m", "jacnet", "train",
+                           "--data", str(tmp_path / "bad.csv"), "--epochs", "1", "--no-progress",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                          env=_mpi_env(), timeout=120)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    assert sum("line 42, column 'b': feature value '?' is not a finite number" in line
+               for line in lines) == 1, done.stderr
+    assert sum("of 2 failed (see their error); every rank stops" in line
+               for line in lines) == 1, done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 _HOLDS = """
 import json, sys, tracemalloc
 import numpy as np
