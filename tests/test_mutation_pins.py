@@ -9,6 +9,7 @@ formula with the same random stream, or PyTorch.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from jacnet.layers import Dropout, Linear
 from jacnet.optim import (
+    OPTIMIZERS,
     SGD,
     Adam,
     AdamW,
@@ -25,7 +27,7 @@ from jacnet.optim import (
     StepLR,
     get_optimizer,
 )
-from test_optim import START, jacnet_trajectory, torch_trajectory
+from test_optim import GRADS, PARAMS, START, jacnet_trajectory, torch_trajectory
 
 # fan_in ≠ fan_out, so that a bound built from the wrong fan (or their sum) shows.
 FAN_IN, FAN_OUT = 300, 200
@@ -407,3 +409,213 @@ def test_get_loss_names() -> None:
     assert isinstance(get_loss("bce-with-logits", reduction="sum"), BCEWithLogitsLoss)
     loss = CrossEntropyLoss()
     assert get_loss(loss) is loss
+
+
+# --------------------------------------------------------------------------- first-order optimizers
+# Pins for the mutants of optim/first_order.py that survived the selection (docs/testing.md):
+# every argument check's full message and both sides of each boundary, the checkpoint
+# keys and copies, the re-check of a new gradient array, the clipping threshold.
+def _raises_exactly(error: type, message: str) -> Any:
+    return pytest.raises(error, match="^" + re.escape(message) + "$")
+
+
+FULL_MESSAGES: list[tuple[Any, dict[str, Any], type, str]] = [
+    (SGD, {"lr": 0.0}, ValueError, "The 'lr' parameter of SGD must be a float > 0; got 0.0 instead."),
+    (SGD, {"lr": True}, TypeError, "The 'lr' parameter of SGD must be a float > 0; got True instead."),
+    (SGD, {"momentum": 1.0}, ValueError,
+     "The 'momentum' parameter of SGD must be a float in [0, 1); got 1.0 instead."),
+    (SGD, {"dampening": 1.5}, ValueError,
+     "The 'dampening' parameter of SGD must be a float in [0, 1]; got 1.5 instead."),
+    (SGD, {"dampening": -0.1}, ValueError,
+     "The 'dampening' parameter of SGD must be a float in [0, 1]; got -0.1 instead."),
+    (SGD, {"nesterov": True, "momentum": 0.9, "dampening": 0.5}, ValueError,
+     "The 'nesterov' parameter of SGD requires momentum > 0 and dampening == 0; got "
+     "momentum=0.9 and dampening=0.5. Pass e.g. momentum=0.9, dampening=0.0, or nesterov=False."),
+    (SGD, {"weight_decay": -1.0}, ValueError,
+     "The 'weight_decay' parameter of SGD must be a float >= 0; got -1.0 instead."),
+    (SGD, {"weight_decay_mask": np.array([1, 0])}, TypeError,
+     "The 'weight_decay_mask' parameter of SGD must be a boolean array over params (True = "
+     f"decay this entry); got an array of dtype {np.array([1, 0]).dtype}. Build it with e.g. "
+     "np.ones(n_params, dtype=bool) and set biases to False."),
+    (Adam, {"betas": (1.0, 0.5)}, ValueError,
+     "The 'betas' parameter of Adam must be a pair of floats in [0, 1); got (1.0, 0.5) instead."),
+    (Adam, {"betas": (0.9, -0.1)}, ValueError,
+     "The 'betas' parameter of Adam must be a pair of floats in [0, 1); got (0.9, -0.1) instead."),
+    (Adam, {"betas": "ab"}, ValueError,
+     "The 'betas' parameter of Adam must be a pair of floats in [0, 1); got 'ab' instead."),
+    (AdamW, {"eps": -1.0}, ValueError,
+     "The 'eps' parameter of AdamW must be a float >= 0; got -1.0 instead."),
+    (RMSprop, {"eps": -1.0}, ValueError,
+     "The 'eps' parameter of RMSprop must be a float >= 0; got -1.0 instead."),
+    (RMSprop, {"eps": "1e-8"}, TypeError,
+     "The 'eps' parameter of RMSprop must be a float >= 0; got '1e-8' instead."),
+    (RMSprop, {"momentum": 1.0}, ValueError,
+     "The 'momentum' parameter of RMSprop must be a float in [0, 1); got 1.0 instead."),
+    (RMSprop, {"alpha": -0.5}, ValueError,
+     "The 'alpha' parameter of RMSprop must be a float in [0, 1); got -0.5 instead."),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "error", "message"), FULL_MESSAGES)
+def test_optimizer_argument_errors_in_full(cls: Any, kwargs: dict[str, Any], error: type,
+                                           message: str) -> None:
+    with _raises_exactly(error, message):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize(("betas", "which", "bad"), [
+    ((1.0, 0.5), "betas[0]", 1.0), ((0.5, 1.0), "betas[1]", 1.0),
+    ((-0.5, 0.5), "betas[0]", -0.5), ((0.5, -0.5), "betas[1]", -0.5),
+])
+def test_betas_error_names_the_bad_beta_in_its_cause(betas: tuple[float, float], which: str,
+                                                     bad: float) -> None:
+    # the traceback's "direct cause" says which of the two is out of range
+    with pytest.raises(ValueError) as info:
+        Adam(betas=betas)
+    assert str(info.value.__cause__) == (
+        f"The {which!r} parameter of Adam must be a float in [0, 1); got {bad!r} instead."
+    )
+
+
+EDGES_ACCEPTED: list[tuple[Any, dict[str, Any]]] = [
+    (SGD, {"lr": 1e-300, "momentum": 0.0, "dampening": 1.0, "weight_decay": 0.0}),
+    (SGD, {"momentum": 0.999, "dampening": 0.0, "nesterov": np.bool_(True)}),
+    (Adam, {"betas": (0.0, 0.0), "eps": 0.0}),
+    (Adam, {"betas": [0.999999, 0.999999]}),
+    (RMSprop, {"alpha": 0.0, "eps": 0.0, "momentum": 0.999}),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), EDGES_ACCEPTED)
+def test_optimizer_accepts_the_edges_of_each_interval(cls: Any, kwargs: dict[str, Any]) -> None:
+    config = cls(**kwargs).get_config()
+    for key, value in kwargs.items():
+        assert config[key] == (list(value) if key == "betas" else value)
+
+
+def test_check_number_describes_every_interval() -> None:
+    from jacnet.optim.first_order import _check_number
+
+    # the validator shared by the optimizers, the schedules and LM/GN/BR
+    cases = [({"high": 1.0}, 2.0, "a float < 1"), ({"high": 1.0, "high_closed": True}, 2.0,
+                                                    "a float <= 1"),
+             ({}, "x", "a float"), ({"integer": True}, 1.5, "an int")]
+    for bounds, value, wanted in cases:
+        error = TypeError if isinstance(value, str) or bounds.get("integer") else ValueError
+        with _raises_exactly(error, f"The 'x' parameter of F must be {wanted}; got {value!r} instead."):
+            _check_number(value, "x", "F", **bounds)
+    assert _check_number(1.0, "x", "F", high=1.0, high_closed=True) == 1.0
+    number = _check_number(np.int64(3), "x", "F", low=1, integer=True)
+    assert type(number) is int and number == 3
+    assert type(_check_number(np.float32(0.5), "x", "F")) is float
+
+
+def test_sgd_with_full_dampening_adds_no_new_gradient_to_momentum() -> None:
+    # dampening = 1: b = g on the first step, then b = 0.9 b + 0 · g
+    optimizer = SGD(lr=0.1, momentum=0.9, dampening=1.0)
+    params, grads = np.array(PARAMS), np.array(GRADS)
+    optimizer.step(params, grads)
+    optimizer.step(params, grads)
+    np.testing.assert_allclose(params, np.array(PARAMS) - 0.1 * 1.9 * np.array(GRADS), rtol=1e-14)
+
+
+def test_a_new_gradient_array_is_checked_even_with_the_same_params() -> None:
+    optimizer = SGD()
+    params = np.array(PARAMS)
+    optimizer.step(params, np.array(GRADS))
+    with _raises_exactly(TypeError, "SGD.step: grads must have the dtype of params (float64); got "
+                                    "float32."):
+        optimizer.step(params, np.array(GRADS, dtype=np.float32))
+    grads = np.array(GRADS)
+    optimizer.step(params, grads)
+    with _raises_exactly(ValueError, "SGD.step: grads must have the shape of params (4,); got (3,)."):
+        optimizer.step(np.zeros(4), grads)
+    with _raises_exactly(ValueError, "SGD.step: the optimizer's state was allocated for params of "
+                         "shape (3,); got params of shape (4,). Use one optimizer per model (or a "
+                         "new optimizer after changing the model)."):
+        optimizer.step(np.zeros(4), np.zeros(4))
+    with _raises_exactly(TypeError, "SGD.step: params must be a float32 or float64 NumPy array; got "
+                         "int64. Pass the model's flat parameter and gradient vectors."):
+        optimizer.step(np.array([1, 2, 3]), grads)
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "keys"), [
+    (SGD, {}, set()), (SGD, {"momentum": 0.9}, {"momentum_buffer"}),
+    (RMSprop, {}, {"square_avg"}), (RMSprop, {"momentum": 0.5, "centered": True},
+                                    {"square_avg", "momentum_buffer", "grad_avg"}),
+])
+def test_state_dict_holds_exactly_the_buffers_in_use(cls: Any, kwargs: dict[str, Any],
+                                                     keys: set[str]) -> None:
+    optimizer = cls(**kwargs)
+    optimizer.step(np.array(PARAMS), np.array(GRADS))
+    assert set(optimizer.state_dict()) == {"lr", "step", *keys}
+
+
+def test_load_state_dict_before_any_step_and_its_messages() -> None:
+    fresh = Adam(lr=0.1)
+    resumed = Adam()
+    resumed.load_state_dict(fresh.state_dict())  # a state saved before the first step
+    assert resumed.state_dict() == {"lr": 0.1, "step": 0}
+    with _raises_exactly(ValueError, "Adam.load_state_dict: the state does not match this optimizer "
+                         "(missing keys ['step'], unexpected keys []). Load a state saved by an "
+                         "optimizer built with the same configuration: " + repr(resumed) + "."):
+        resumed.load_state_dict({"lr": 0.1})
+    adam = Adam()
+    adam.step(np.array(PARAMS), np.array(GRADS))
+    with _raises_exactly(ValueError, "Adam.load_state_dict: buffers have different shapes "
+                         "{'exp_avg': (4,), 'exp_avg_sq': (3,)}."):
+        resumed.load_state_dict({**adam.state_dict(), "exp_avg": np.zeros(4)})
+    with _raises_exactly(TypeError, "Adam.load_state_dict: buffer 'exp_avg' must be float32 or "
+                         "float64; got int64."):
+        resumed.load_state_dict({**adam.state_dict(), "exp_avg": np.zeros(3, dtype=np.int64)})
+
+
+def test_load_state_dict_copies_the_saved_buffers() -> None:
+    adam = Adam()
+    adam.step(np.array(PARAMS), np.array(GRADS))
+    saved = adam.state_dict()
+    kept = {key: np.copy(value) for key, value in saved.items()}
+    resumed = Adam()
+    resumed.load_state_dict(saved)
+    resumed.step(np.array(PARAMS), np.array(GRADS))
+    for key, value in kept.items():
+        np.testing.assert_array_equal(saved[key], value)  # the checkpoint is not written to
+
+
+def test_optimizer_repr_lists_its_configuration() -> None:
+    assert repr(SGD(lr=0.5)) == ("SGD(lr=0.5, momentum=0.0, nesterov=False, weight_decay=0.0, "
+                                 "dampening=0.0)")
+    assert repr(AdamW()) == ("AdamW(lr=0.001, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.01, "
+                             "amsgrad=False)")
+
+
+def test_clip_grad_norm_threshold_messages_and_shapes() -> None:
+    from jacnet.optim import clip_grad_norm
+
+    grads = np.array([3.0, 4.0])
+    assert clip_grad_norm(grads, 6.0) == 5.0  # below max_norm: left exactly as it was
+    np.testing.assert_array_equal(grads, [3.0, 4.0])
+    matrix = np.array([[3.0, 0.0, 0.0], [0.0, 4.0, 0.0]])  # any shape: the norm of all entries
+    assert clip_grad_norm(matrix, 1.0) == 5.0
+    np.testing.assert_allclose(matrix, np.array([[3.0, 0.0, 0.0], [0.0, 4.0, 0.0]]) / (5.0 + 1e-6),
+                               rtol=1e-15)
+    with _raises_exactly(TypeError, "clip_grad_norm: grads must be a float32 or float64 NumPy array "
+                         "(it is scaled in place); got list."):
+        clip_grad_norm([1.0, 2.0], 1.0)  # type: ignore[arg-type]
+    with _raises_exactly(TypeError, "clip_grad_norm: grads must be a float32 or float64 NumPy array "
+                         "(it is scaled in place); got int64."):
+        clip_grad_norm(np.array([1, 2], dtype=np.int64), 1.0)
+    with _raises_exactly(ValueError, "clip_grad_norm: the gradient norm is nan; the gradients "
+                         "contain NaN or infinity. Lower the learning rate or check the loss for "
+                         "overflow."):
+        clip_grad_norm(np.array([np.nan, 1.0]), 1.0, error_if_nonfinite=True)
+
+
+def test_get_optimizer_messages_in_full() -> None:
+    with _raises_exactly(ValueError, "Unknown optimizer 3; choose one of " + ", ".join(
+            repr(name) for name in sorted(OPTIMIZERS)) + "."):
+        get_optimizer(3)  # type: ignore[arg-type]
+    with _raises_exactly(TypeError, "SGD got unexpected argument(s) ['betas']; it accepts ['lr', "
+                         "'momentum', 'nesterov', 'weight_decay', 'dampening', "
+                         "'weight_decay_mask']."):
+        get_optimizer("SGD", betas=(0.9, 0.99))
