@@ -619,3 +619,170 @@ def test_get_optimizer_messages_in_full() -> None:
                          "'momentum', 'nesterov', 'weight_decay', 'dampening', "
                          "'weight_decay_mask']."):
         get_optimizer("SGD", betas=(0.9, 0.99))
+
+
+# --------------------------------------------------------------------------- layers
+# Pins for the mutants of layers.py that survived the selection (docs/testing.md): the dtype
+# of every derivative and parameter Jacobian, the input gradient a float64 gradient keeps,
+# Linear's JVP in θ alone and its sparse-input parameter Jacobian, exact GELU without SciPy,
+# softmax's per-row shift, the base class's binding of any number of parameter arrays,
+# and every message in full.
+def _activations() -> list[Any]:
+    from jacnet.layers import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+
+    return [Identity(), Sigmoid(), Tanh(), ReLU(), LeakyReLU(0.1), Softplus(), GELU(), GELU("tanh")]
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_activation_derivatives_keep_float32_and_a_wider_gradient(index: int) -> None:
+    layer = _activations()[index]
+    x = np.array([[-1.5, -0.25, 0.5, 2.0]], dtype=np.float32)
+    layer.forward(x)
+    derivative = layer.derivative()
+    assert derivative.dtype == np.float32 and layer.jacobian().dense().dtype == np.float32
+    grad = np.array([[0.5, -2.0, 3.0, 1.0]])  # float64 through a float32 layer stays float64
+    grad_input = layer.backward(grad)
+    assert grad_input.dtype == np.float64
+    np.testing.assert_array_equal(grad_input, derivative.astype(np.float64) * grad)
+
+
+def test_leaky_relu_default_slope_kink_and_messages() -> None:
+    from jacnet.layers import LeakyReLU
+
+    assert LeakyReLU().negative_slope == 0.01
+    layer = LeakyReLU(0.1)
+    np.testing.assert_array_equal(layer.forward(np.array([[0.0, -1.0, 2.0]])), [[0.0, -0.1, 2.0]])
+    # at the kink x = 0 the slope is the negative one, as torch.nn.LeakyReLU's gradient
+    np.testing.assert_array_equal(layer.derivative(), [[0.1, 0.1, 1.0]])
+    for bad in (math.inf, "0.1"):
+        with _raises_exactly(ValueError, f"negative_slope must be a finite number; got {bad!r}."):
+            LeakyReLU(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("hide_scipy", [False, True])
+def test_exact_gelu_with_and_without_scipy(hide_scipy: bool, monkeypatch: Any) -> None:
+    import sys
+
+    from jacnet import layers
+
+    x = np.linspace(-4.0, 4.0, 17).reshape(1, -1)
+    cdf = np.array([[0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x[0]]])
+    monkeypatch.setattr(layers, "_erf_ufunc", None)  # as in a fresh process
+    if hide_scipy:
+        monkeypatch.setitem(sys.modules, "scipy.special", None)  # import fails: no SciPy
+    for dtype, rtol in ((np.float64, 1e-15), (np.float32, 1e-6)):
+        out = layers.GELU().forward(x.astype(dtype))
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, x * cdf, rtol=rtol, atol=1e-7 if dtype == np.float32 else 0)
+
+
+def test_linear_parameter_jvp_backward_without_input_grad_and_sparse_input() -> None:
+    rng = np.random.default_rng(0)
+    layer = Linear(3, 2, seed=0, dtype=np.float64)
+    x = rng.normal(size=(4, 3))
+    layer.forward(x)
+    direction = rng.normal(size=layer.n_params)
+    d_weight, d_bias = direction[:6].reshape(2, 3), direction[6:]
+    # J_θ·p alone (tangent=None): the output's change when θ moves along p
+    np.testing.assert_allclose(layer.jvp(None, direction), x @ d_weight.T + d_bias, rtol=1e-14)
+    np.testing.assert_allclose(layer.jvp(np.ones((4, 3)), direction),
+                               np.ones((4, 3)) @ layer.weight.T + x @ d_weight.T + d_bias,
+                               rtol=1e-14)
+    with _raises_exactly(ValueError, "Linear(in_features=3, out_features=2, bias=True).jvp: pass a "
+                         "tangent, a param_tangent or both; got neither."):
+        layer.jvp(None, None)
+    grad_output = rng.normal(size=(4, 2))
+    assert layer.backward(grad_output, input_grad=False) is None
+    np.testing.assert_allclose(layer.grad_weight, grad_output.T @ x, rtol=1e-14)
+    np.testing.assert_allclose(layer.grad_bias, grad_output.sum(axis=0), rtol=1e-14)
+    dense = layer.param_jacobian().dense()
+    sparse = pytest.importorskip("scipy.sparse")
+    layer.forward(sparse.csr_matrix(x))
+    np.testing.assert_array_equal(layer.param_jacobian().dense(), dense)
+    small = Linear(3, 2, seed=0)  # float32: every block of ∂s/∂θ stays float32
+    small.forward(x.astype(np.float32))
+    assert small.param_jacobian().dense().dtype == np.float32
+
+
+def test_layer_base_class_binds_any_number_of_parameter_arrays() -> None:
+    from jacnet.layers import Layer, layer_from_config
+
+    class ThreeArrays(Layer):  # a user's layer: three parameter arrays, rebuilt from its config
+        def __init__(self, n: int = 2) -> None:
+            super().__init__()
+            self.n = n
+            self.param_shapes = {"a": (n,), "b": (n, n), "c": (1,)}
+            self.bind(np.zeros(self.n_params), np.zeros(self.n_params))
+
+        def get_config(self) -> dict[str, Any]:
+            return {"type": "ThreeArrays", "n": self.n}
+
+    layer = layer_from_config({"type": "ThreeArrays", "n": 2})
+    assert isinstance(layer, ThreeArrays) and layer.dtype == np.float64
+    params, grads = np.arange(7.0), np.arange(7.0) + 10
+    layer.bind(params, grads)
+    np.testing.assert_array_equal(layer.a, [0.0, 1.0])
+    np.testing.assert_array_equal(layer.b, [[2.0, 3.0], [4.0, 5.0]])
+    np.testing.assert_array_equal(layer.c, [6.0])
+    np.testing.assert_array_equal(layer.grad_c, [16.0])
+    np.testing.assert_array_equal(layer.flat_params(), params)
+    np.testing.assert_array_equal(layer.flat_grads(), grads)
+    assert repr(layer) == "ThreeArrays(n=2)"
+
+
+def test_parameter_free_layers_are_float32_until_bound() -> None:
+    from jacnet.layers import ReLU
+
+    for layer in (ReLU(), Dropout()):
+        assert layer.dtype == np.float32
+        for flat in (layer.flat_params(), layer.flat_grads()):
+            assert flat.shape == (0,) and flat.dtype == np.float32
+
+
+def test_layer_reprs_and_messages_in_full() -> None:
+    from jacnet.layers import GELU, ReLU, Softmax, get_activation, layer_from_config
+
+    assert repr(Linear(3, 2, bias=False)) == "Linear(in_features=3, out_features=2, bias=False)"
+    assert repr(GELU("tanh")) == "GELU(approximate='tanh')" and repr(ReLU()) == "ReLU()"
+    for layer in (Linear(3, 2), Softmax(), Dropout(0.5), ReLU()):
+        with _raises_exactly(RuntimeError, f"{layer!r}: backward, jvp or jacobian was called before "
+                             "forward. Run a forward pass on the batch first (model(X) or "
+                             "layer.forward(X))."):
+            layer.backward(np.zeros((1, 2)))
+    with _raises_exactly(ValueError, "out_features must be an integer >= 1; got 0."):
+        Linear(3, 0)
+    with _raises_exactly(ValueError, "approximate must be one of 'none', 'tanh'; got 'exact'."):
+        GELU("exact")
+    with _raises_exactly(ValueError, "activation must be one of 'identity', 'linear', 'sigmoid', "
+                         "'logistic', 'tanh', 'relu', 'leaky_relu', 'softplus', 'gelu', 'softmax'; "
+                         "got 'swish'."):
+        get_activation("swish")
+    assert type(get_activation("Leaky-ReLU")).__name__ == "LeakyReLU"
+    for config, shown in (({"in_features": 3}, "None"), ({"type": "Activation"}, "'Activation'")):
+        with pytest.raises(ValueError) as info:
+            layer_from_config(config)
+        prefix = f"unknown layer type {shown} in a model description; known: "
+        message = str(info.value)
+        assert message.startswith(prefix) and message.endswith(".")
+        known = message[len(prefix):-1].split(", ")
+        assert known == sorted(known) and "Activation" not in known
+        assert {"Dropout", "GELU", "Identity", "LeakyReLU", "Linear", "ReLU", "Sigmoid", "Softmax",
+                "Softplus", "Tanh"} <= set(known)
+
+
+def test_softmax_shifts_each_row_by_its_own_maximum() -> None:
+    from jacnet.layers import Softmax
+
+    z = np.array([[1000.0, 999.0], [-1000.0, -1001.0]])  # one global shift underflows row 2
+    p = 1.0 / (1.0 + math.exp(-1.0))
+    np.testing.assert_allclose(Softmax().forward(z), [[p, 1 - p], [p, 1 - p]], rtol=1e-15)
+
+
+def test_dropout_keeps_float32_and_draws_nothing_at_p_zero() -> None:
+    x = np.ones((20, 30), dtype=np.float32)
+    drop = Dropout(0.5, seed=0)
+    assert drop.forward(x).dtype == np.float32 and drop.backward(x).dtype == np.float32
+    rng = np.random.default_rng(5)
+    np.testing.assert_array_equal(Dropout(0.0, seed=rng).forward(x), x)
+    # a generator shared with other layers is not advanced by a dropout that drops nothing
+    assert rng.random() == np.random.default_rng(5).random()
