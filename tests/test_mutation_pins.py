@@ -786,3 +786,85 @@ def test_dropout_keeps_float32_and_draws_nothing_at_p_zero() -> None:
     np.testing.assert_array_equal(Dropout(0.0, seed=rng).forward(x), x)
     # a generator shared with other layers is not advanced by a dropout that drops nothing
     assert rng.random() == np.random.default_rng(5).random()
+
+
+# --------------------------------------------------------------------------- Jacobian operators
+# Pins for the mutants of jacobians.py that survived the selection (docs/testing.md): the
+# plain and notebook displays in full, the dtype of every materialised operator, the
+# Kronecker forms with one row or one input, and the names and factors kept by composition.
+def test_jacobian_repr_and_notebook_display_in_full() -> None:
+    from jacnet.jacobians import Diagonal, Kronecker, Matrix
+
+    assert repr(Kronecker(np.ones((3, 2)), n_rows=4)) == "Kronecker(batch_size=3, shape=(4, 8))"
+    one = Diagonal(np.array([[2.0, 0.5]]))
+    assert one._repr_html_() == (
+        "<div><b>Diagonal</b> — diagonal: only diag(f′) is stored, one vector per sample; "
+        "1 sample of 2 × 2</div><table><caption>the matrix</caption><tbody>"
+        "<tr><td>2</td><td>0</td></tr><tr><td>0</td><td>0.5</td></tr></tbody></table>")
+    two = Diagonal(np.array([[2.0, 0.5], [7.0, 9.0]]))
+    assert two._repr_html_() == (
+        "<div><b>Diagonal</b> — diagonal: only diag(f′) is stored, one vector per sample; "
+        "2 samples of 2 × 2</div><table><caption>sample 0</caption><tbody>"
+        "<tr><td>2</td><td>0</td></tr><tr><td>0</td><td>0.5</td></tr></tbody></table>")
+    structure = "one matrix shared by every sample (∂(W y)/∂y = W)"
+    shown = Matrix(np.eye(8), batch_size=2)._repr_html_()  # 64 entries: written out
+    assert shown.startswith(f"<div><b>Matrix</b> — {structure}; 2 samples of 8 × 8</div><table>")
+    assert shown.count("<tr>") == 8 and shown.count("<td>1</td>") == 8
+    assert Matrix(np.eye(9, 8), batch_size=2)._repr_html_() == (
+        f"<div><b>Matrix</b> — {structure}; 2 samples of 9 × 8</div><div>(matrix not shown: 72 "
+        "entries per sample; call <code>.dense()</code>)</div>")
+    assert Diagonal(np.zeros((0, 2)))._repr_html_() == (
+        "<div><b>Diagonal</b> — diagonal: only diag(f′) is stored, one vector per sample; "
+        "0 samples of 2 × 2</div><div>(matrix not shown: 4 entries per sample; call "
+        "<code>.dense()</code>)</div>")
+
+
+def _kron_reference(x: np.ndarray, n_rows: int, left: np.ndarray | None) -> np.ndarray:
+    """L_b ⊗ x_bᵀ sample by sample, with NumPy's Kronecker product (L = I by default)."""
+    lefts = [np.eye(n_rows)] * len(x) if left is None else list(left)
+    return np.stack([np.kron(L, row[None, :]) for L, row in zip(lefts, x)])
+
+
+@pytest.mark.parametrize(("n_in", "n_rows", "with_left"),
+                         [(3, 1, False), (1, 3, True), (3, 2, True), (1, 1, False)])
+def test_kronecker_dense_matches_numpys_kron(n_in: int, n_rows: int, with_left: bool) -> None:
+    from jacnet.jacobians import Kronecker
+
+    rng = np.random.default_rng(n_in + 10 * n_rows)
+    x = rng.normal(size=(4, n_in))
+    left = rng.normal(size=(4, 5, n_rows)) if with_left else None
+    np.testing.assert_allclose(Kronecker(x, n_rows, left=left).dense(),
+                               _kron_reference(x, n_rows, left), rtol=1e-15)
+
+
+@pytest.mark.parametrize("x_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("left_dtype", [None, np.float32, np.float64])
+def test_materialised_operators_keep_their_dtype(x_dtype: Any, left_dtype: Any) -> None:
+    from jacnet.jacobians import BlockRow, Identity, Kronecker
+
+    x = np.ones((2, 3), dtype=x_dtype)
+    left = None if left_dtype is None else np.ones((2, 4, 2), dtype=left_dtype)
+    expected = x_dtype if left_dtype is None else np.result_type(x_dtype, left_dtype)
+    block = Kronecker(x, 2, left=left)
+    assert block.dense().dtype == expected
+    assert BlockRow([block, block]).dense().dtype == expected
+    eye = Identity(3, batch_size=2, dtype=x_dtype).dense()
+    assert eye.dtype == x_dtype
+    np.testing.assert_array_equal(eye, np.broadcast_to(np.eye(3), (2, 3, 3)))
+
+
+def test_block_rows_names_and_composition_through_kronecker_factors() -> None:
+    from jacnet.jacobians import BlockRow, Kronecker, Matrix
+
+    with _raises_exactly(ValueError, "BlockRow needs at least one block."):
+        BlockRow([])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 3))
+    blocks = [Kronecker(x, 2), Kronecker(np.ones((3, 1)), 2)]
+    assert BlockRow(blocks).names == ["0", "1"]
+    inner = BlockRow(blocks, ["w", "b"])
+    middle, outer = Matrix(rng.normal(size=(4, 2)), 3), Matrix(rng.normal(size=(5, 4)), 3)
+    chain = outer @ (middle @ inner)  # A₂ (A₁ (I ⊗ xᵀ)): the factor of the inner Kronecker kept
+    assert chain.names == ["w", "b"]
+    np.testing.assert_allclose(chain.dense(), outer.dense() @ middle.dense() @ inner.dense(),
+                               rtol=1e-13)
