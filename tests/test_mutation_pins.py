@@ -22,6 +22,7 @@ from jacnet.optim import (
     Adam,
     AdamW,
     CosineAnnealingLR,
+    ExponentialLR,
     ReduceLROnPlateau,
     RMSprop,
     StepLR,
@@ -868,3 +869,116 @@ def test_block_rows_names_and_composition_through_kronecker_factors() -> None:
     assert chain.names == ["w", "b"]
     np.testing.assert_allclose(chain.dense(), outer.dense() @ middle.dense() @ inner.dense(),
                                rtol=1e-13)
+
+
+# --------------------------------------------------------------------------- schedules
+# Pins for the mutants of optim/schedules.py that survived the selection (docs/testing.md):
+# each plateau mode and threshold mode at its exact bound, the eps guard at equality, the
+# initial and stepped state, every argument check's message in full.
+@pytest.mark.parametrize(("mode", "threshold_mode", "metrics"), [
+    ("min", "rel", [8.0, 4.0, 3.9]),    # bound 8 · (1 − 0.5) = 4
+    ("min", "abs", [8.0, 7.5, 7.4]),    # bound 8 − 0.5
+    ("max", "rel", [8.0, 12.0, 12.5]),  # bound 8 · (1 + 0.5) = 12
+    ("max", "abs", [8.0, 8.5, 8.6]),    # bound 8 + 0.5
+])
+def test_plateau_improvement_is_strictly_beyond_the_bound(mode: str, threshold_mode: str,
+                                                          metrics: list[float]) -> None:
+    # patience 0: every epoch without improvement halves lr. The first metric improves on
+    # ±inf, the second sits exactly on the bound (no improvement), the third beats it.
+    kwargs = {"mode": mode, "threshold_mode": threshold_mode, "threshold": 0.5, "patience": 0,
+              "factor": 0.5}
+    schedule = ReduceLROnPlateau(SGD(lr=1.0), **kwargs)
+    assert [schedule.step(metric) for metric in metrics] == [1.0, 0.5, 0.5]
+    torch = pytest.importorskip("torch")
+    torch_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    torch_schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_optimizer, **kwargs)
+    lrs = []
+    for metric in metrics:
+        torch_schedule.step(metric)
+        lrs.append(torch_optimizer.param_groups[0]["lr"])
+    assert lrs == [1.0, 0.5, 0.5]
+
+
+def test_plateau_skips_reductions_not_larger_than_eps() -> None:
+    for factor, eps, expected in ((0.5, 0.5, 1.0), (0.95, 0.1, 1.0), (0.5, 0.4, 0.5)):
+        schedule = ReduceLROnPlateau(SGD(lr=1.0), factor=factor, patience=0, eps=eps)
+        assert [schedule.step(1.0), schedule.step(1.0)] == [1.0, expected]
+
+
+def test_plateau_state_starts_clean_and_counts_epochs() -> None:
+    schedule = ReduceLROnPlateau(SGD(lr=0.5), mode="max")
+    assert schedule.state_dict() == {"base_lr": 0.5, "last_epoch": 0, "best": -math.inf,
+                                     "num_bad_epochs": 0, "cooldown_counter": 0}
+    for metric in (1.0, 0.5, 0.25):
+        schedule.step(metric)
+    assert schedule.state_dict() == {"base_lr": 0.5, "last_epoch": 3, "best": 1.0,
+                                     "num_bad_epochs": 2, "cooldown_counter": 0}
+    assert schedule.get_last_lr() == 0.5
+
+
+def test_cosine_with_a_one_epoch_half_period() -> None:
+    schedule = CosineAnnealingLR(SGD(lr=1.0), T_max=1)
+    assert [schedule.step() for _ in range(4)] == [0.0, 1.0, 0.0, 1.0]
+    assert schedule.get_last_lr() == 1.0
+
+
+BAD_SCHEDULE_MESSAGES: list[tuple[Any, dict[str, Any], type, str]] = [
+    (ExponentialLR, {"gamma": 0.0}, ValueError,
+     "The 'gamma' parameter of ExponentialLR must be a float > 0; got 0.0 instead."),
+    (StepLR, {"step_size": 1, "gamma": 0.0}, ValueError,
+     "The 'gamma' parameter of StepLR must be a float > 0; got 0.0 instead."),
+    (CosineAnnealingLR, {"T_max": 2.5}, TypeError,
+     "The 'T_max' parameter of CosineAnnealingLR must be an int >= 1; got 2.5 instead."),
+    (CosineAnnealingLR, {"T_max": 0}, ValueError,
+     "The 'T_max' parameter of CosineAnnealingLR must be an int >= 1; got 0 instead."),
+    (CosineAnnealingLR, {"T_max": 3, "eta_min": -1.0}, ValueError,
+     "The 'eta_min' parameter of CosineAnnealingLR must be a float >= 0; got -1.0 instead."),
+    (ReduceLROnPlateau, {"mode": "avg"}, ValueError,
+     "The 'mode' parameter of ReduceLROnPlateau must be one of 'min', 'max'; got 'avg' instead."),
+    (ReduceLROnPlateau, {"factor": 0.0}, ValueError,
+     "The 'factor' parameter of ReduceLROnPlateau must be a float in (0, 1); got 0.0 instead."),
+    (ReduceLROnPlateau, {"patience": -1}, ValueError,
+     "The 'patience' parameter of ReduceLROnPlateau must be an int >= 0; got -1 instead."),
+    (ReduceLROnPlateau, {"threshold": -1.0}, ValueError,
+     "The 'threshold' parameter of ReduceLROnPlateau must be a float >= 0; got -1.0 instead."),
+    (ReduceLROnPlateau, {"min_lr": -1.0}, ValueError,
+     "The 'min_lr' parameter of ReduceLROnPlateau must be a float >= 0; got -1.0 instead."),
+    (ReduceLROnPlateau, {"cooldown": 1.5}, TypeError,
+     "The 'cooldown' parameter of ReduceLROnPlateau must be an int >= 0; got 1.5 instead."),
+    (ReduceLROnPlateau, {"cooldown": -1}, ValueError,
+     "The 'cooldown' parameter of ReduceLROnPlateau must be an int >= 0; got -1 instead."),
+    (ReduceLROnPlateau, {"eps": -1.0}, ValueError,
+     "The 'eps' parameter of ReduceLROnPlateau must be a float >= 0; got -1.0 instead."),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "error", "message"), BAD_SCHEDULE_MESSAGES)
+def test_schedule_argument_errors_in_full(cls: Any, kwargs: dict[str, Any], error: type,
+                                          message: str) -> None:
+    with _raises_exactly(error, message):
+        cls(SGD(), **kwargs)
+
+
+def test_schedule_reprs_names_and_messages_in_full() -> None:
+    import json
+
+    from jacnet.optim import get_schedule
+
+    assert repr(StepLR(SGD(), step_size=2)) == "StepLR(step_size=2, gamma=0.1)"
+    exponential = get_schedule("Exponential", SGD(), gamma=0.5)
+    assert exponential.get_config() == {"gamma": 0.5}
+    assert repr(exponential) == "ExponentialLR(gamma=0.5)"
+    assert ReduceLROnPlateau(SGD(), threshold=0.0, eps=0.0, min_lr=0.0, cooldown=0,
+                             patience=0).get_config()["threshold"] == 0.0
+    config = json.dumps(CosineAnnealingLR(SGD(), T_max=np.int64(3)).get_config())
+    assert config == '{"T_max": 3, "eta_min": 0.0}'  # an int, not 3.0
+    with _raises_exactly(ValueError, "Unknown schedule 3; choose one of 'cosine', 'exponential', "
+                         "'plateau', 'step'."):
+        get_schedule(3, SGD())  # type: ignore[arg-type]
+    with _raises_exactly(TypeError, "StepLR needs a jacnet optimizer (e.g. jacnet.optim.Adam); got "
+                         "str."):
+        StepLR("adam", step_size=2)  # type: ignore[arg-type]
+    with _raises_exactly(ValueError, "StepLR.load_state_dict: expected keys ['base_lr', "
+                         "'last_epoch']; got ['base_lr', 'best', 'cooldown_counter', 'last_epoch', "
+                         "'num_bad_epochs']."):
+        StepLR(SGD(), step_size=2).load_state_dict(ReduceLROnPlateau(SGD()).state_dict())
