@@ -793,6 +793,51 @@ def test_cg_with_a_tight_tolerance_takes_the_dense_step():
         b.params[...] = a.params  # the next epoch from the same θ
 
 
+def test_cg_reuses_the_epochs_search_directions_for_the_next_damping():
+    """A μ trial after the first starts from the Galerkin solution over the directions the
+    earlier solves of the epoch searched (same G, another damping): when they span the
+    space, the new damped system is solved exactly without a single new product with G."""
+    from jacnet.optim.second_order import _MatrixFree
+
+    X, Y = _data(40, 2, 1)
+    model = mlp([2, 3, 1], seed=0, dtype="float64")  # P = 13
+    J = jacobian(model, X, wrt="params").reshape(40, -1)
+    system = _MatrixFree(model, model.forward(X) - Y, None, None, 200)
+    system.tolerance = 1e-12
+    system.solve(1.0, 1e-3)
+    used = system.iterations
+    assert 0 < used <= 200
+    for mu in (1e-2, 1e-1, 1.0):
+        step = system.solve(1.0, mu)
+        exact = np.linalg.solve(J.T @ J + mu * np.eye(13), system.jte)
+        np.testing.assert_allclose(step, exact, rtol=1e-8, atol=1e-12)
+        assert system.iterations == used  # no new product
+    # a damping vector and another right-hand side (a weight-decay term) alike
+    decay = np.linspace(0.0, 0.5, 13)
+    step = system.solve(1.0, 0.3 + decay, decay, model.params.copy())
+    exact = np.linalg.solve(J.T @ J + np.diag(0.3 + decay), system.jte + decay * model.params)
+    np.testing.assert_allclose(step, exact, rtol=1e-8, atol=1e-12)
+    assert system.iterations == used
+
+
+def test_cg_recycled_start_is_a_descent_step_at_any_tolerance():
+    """Truncated after the recycled start, the step still lowers the quadratic model (so
+    −Δ is a descent direction for the μ loop): rᵀΔ > ½ Δᵀ(G + μI)Δ > 0."""
+    from jacnet.optim.second_order import _MatrixFree
+
+    X, Y = _data(60, 2, 2)
+    model = mlp([2, 8, 2], seed=0, dtype="float64")
+    J = jacobian(model, X, wrt="params").reshape(120, -1)
+    system = _MatrixFree(model, model.forward(X) - Y, None, None, 5)
+    system.tolerance = 1e-3
+    for mu in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0):
+        step = system.solve(1.0, mu)
+        curvature = step @ (J.T @ (J @ step)) + mu * step @ step
+        assert system.jte @ step > 0.5 * curvature > 0.0, mu
+        system.max_iter = 1  # the later trials: the recycled start and one step from it
+    assert system.iterations == 10 and system._n_kept == 5  # kept: at most cg_max_iter
+
+
 def test_cg_never_forms_a_p_by_p_array():
     """Memory O(N·m + P): a 4801-parameter network, whose JᵀJ would be 184 MB, trains an
     epoch with a peak far below it."""

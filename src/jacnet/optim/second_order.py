@@ -38,21 +38,27 @@ Inner solver (``solver=``, for all three optimizers):
   formed from the factored Jacobian and each μ trial is a Cholesky solve — the exact
   step, ``trainlm``'s semantics.
 - ``"cg"``: matrix-free. (c JᵀHJ + D) Δ = c Jᵀg + a w is solved by conjugate gradients
-  from Δ = 0 with products G·v of a :class:`jacnet.curvature.GaussNewtonOperator` built
+  with products G·v of a :class:`jacnet.curvature.GaussNewtonOperator` built
   once per epoch from the forward pass the epoch starts with (each product: the tangent
   J v through the kept pass, H_b per sample, one backward pass; no forward pass), never a
-  P × P array: memory O(N·m + P) beyond the activations. Preconditioner: Jacobi,
+  P × P array: memory O(N·m + k·P) beyond the activations, k ≤ 2·``cg_max_iter``
+  (the kept directions below). Preconditioner: Jacobi,
   c diag(JᵀHJ) + D, from the factored Jacobian once per epoch
   (:meth:`~jacnet.curvature.GaussNewtonOperator.diagonal`). Stopping rule: the
   relative residual ‖(cG + D)Δ − r‖/‖r‖ ≤ η with η = ``cg_tol`` if given, else the
   forcing sequence η = min(0.5, √‖∇loss‖) (Nocedal & Wright, Numerical Optimization,
   §7.1: loose far from a minimum, tightening as the gradient vanishes), or after
-  ``cg_max_iter`` iterations (default 100); truncated CG from zero lowers the quadratic
-  model at every iterate, so a truncated step is a shorter one, and the μ loop judges it
-  as it judges an exact step. Bayesian regularisation's γ = P − α tr((βG + αI)⁻¹) is
-  estimated by stochastic Lanczos quadrature with seed 0 (``trace_probes`` probes of
-  ``trace_steps`` Lanczos steps; the same probes every epoch), and tr(G) for its first α
-  is the exact sum of diag(G).
+  ``cg_max_iter`` iterations (default 100) of one solve. The μ trials of an epoch share
+  G and differ only in the damping, so a solve after the first starts from the Galerkin
+  solution over the search directions the epoch's earlier solves took, (Vᵀ(cG + D)V) y =
+  Vᵀr, Δ₀ = V y, formed from the kept products G V without a new one (a recycled Krylov
+  subspace; up to ``cg_max_iter`` directions and their products are kept, 16·P bytes
+  each), and often already meets the tolerance. From zero or from that start, CG lowers
+  the quadratic model at every iterate, so a truncated step is a shorter one and a
+  descent direction, and the μ loop judges it as it judges an exact step. Bayesian
+  regularisation's γ = P − α tr((βG + αI)⁻¹) is estimated by stochastic Lanczos
+  quadrature with seed 0 (``trace_probes`` probes of ``trace_steps`` Lanczos steps; the
+  same probes every epoch), and tr(G) for its first α is the exact sum of diag(G).
 - ``"auto"``: per epoch, ``"cg"`` when the dense matrix (8·s² bytes, s = P, or N·m in
   the dual form) would take more than half of this machine's physical memory, or when it
   would cost more multiply-adds — N·m·P² + P³/3 (dual: (N·m)²·P + (N·m)³/3) — than the
@@ -368,7 +374,8 @@ class _MatrixFree:
     unnormalised scale Σ wᵢ ℓᵢ), so each product G·v is a tangent through the kept pass,
     H_b per sample and one backward pass, with no forward pass; Jᵀg is one backward pass
     through the same pass; diag(G), the Jacobi preconditioner, comes from the factored
-    Jacobian once per epoch. Memory O(N·m + P) beyond the forward pass's activations. The
+    Jacobian once per epoch. Memory O(N·m + k·P) beyond the forward pass's activations
+    (k ≤ 2·``max_iter``: the kept search directions and their products). The
     products run in the model's dtype; the CG vectors are float64.
     """
 
@@ -389,6 +396,11 @@ class _MatrixFree:
         #: solve's relative residual.
         self.iterations = 0
         self.residual = math.nan
+        #: Search directions of this epoch's solves (row i of ``_kept[0]``) and their
+        #: products with G (``_kept[1]``), the first ``_n_kept`` rows (see :meth:`solve`);
+        #: the buffer grows by doubling, to at most ``max_iter`` rows.
+        self._kept = np.empty((2, 0, self.n_params), dtype=_F64)
+        self._n_kept = 0
 
     def _summed(self, array: np.ndarray) -> np.ndarray:
         if self.allreduce is not None:
@@ -414,30 +426,42 @@ class _MatrixFree:
     def solve(self, c: float, d: float | np.ndarray, a: float | np.ndarray = 0.0,
               w: np.ndarray | None = None) -> np.ndarray:
         """Δ with ‖(c JᵀHJ + D)Δ − (c Jᵀg + a w)‖ ≤ ``tolerance`` ‖c Jᵀg + a w‖, D = diag(d),
-        by conjugate gradients from Δ = 0 preconditioned with c diag(JᵀHJ) + D, stopped
-        there or after ``max_iter`` iterations (truncated: every iterate lowers the
-        quadratic model, so an early stop is a shorter step, not a wrong one)."""
+        by conjugate gradients preconditioned with c diag(JᵀHJ) + D, stopped there or after
+        ``max_iter`` iterations (truncated: every iterate lowers the quadratic model, so an
+        early stop is a shorter step, not a wrong one).
+
+        CG starts from the Galerkin solution in the span of the search directions of this
+        epoch's earlier solves (the same G; a μ trial differs only in D), Δ₀ = V y with
+        (Vᵀ(cG + D)V) y = Vᵀr: the minimum of the new quadratic model over that span, got
+        from the kept products G V without a new one. The first solve of an epoch starts
+        from Δ = 0. Either start has model value ≤ 0 and CG lowers it from there, so the
+        step is a descent direction whatever μ is.
+        """
         rhs = c * self.jte if w is None else c * self.jte + a * w
         damping = np.broadcast_to(np.asarray(d, dtype=_F64), rhs.shape)
         precond = c * self.diagonal() + damping
         # A zero diagonal entry (a parameter the loss does not see, undamped): leave it
         # unpreconditioned rather than divide by zero.
         precond = np.where(precond > 0, precond, 1.0)
-        x = np.zeros_like(rhs)
-        r = rhs.copy()
         rhs_norm = float(np.linalg.norm(rhs))
         self.residual = 0.0
         if rhs_norm == 0.0:
+            return np.zeros_like(rhs)
+        x, r = self._recycled_start(c, damping, rhs)
+        self.residual = float(np.linalg.norm(r)) / rhs_norm
+        if self.residual <= self.tolerance:
             return x
         z = r / precond
         p = z.copy()
         rz = float(r @ z)
         for _ in range(self.max_iter):
-            q = c * self.product(p) + damping * p
+            product = self.product(p)
+            q = c * product + damping * p
             self.iterations += 1
             curvature = float(p @ q)
             if not curvature > 0.0:
                 break  # no positive curvature along p (G is only semi-definite): stop here
+            self._keep(p, product, curvature)
             step = rz / curvature
             x += step * p
             r -= step * q
@@ -452,6 +476,42 @@ class _MatrixFree:
         if not x.any():  # stopped before the first step: the preconditioned gradient
             x = rhs / precond
         return x
+
+    def _keep(self, direction: np.ndarray, product: np.ndarray, curvature: float) -> None:
+        """Keep a search direction and its product with G (both scaled to unit A-norm, so
+        the projected matrix is near the identity) for the next solves' start, while the
+        kept pairs number fewer than ``max_iter``."""
+        k = self._n_kept
+        if k >= self.max_iter:
+            return
+        if k == self._kept.shape[1]:
+            grown = np.empty((2, min(self.max_iter, max(8, 2 * k)), self.n_params), dtype=_F64)
+            grown[:, :k] = self._kept[:, :k]
+            self._kept = grown
+        unit = 1.0 / math.sqrt(curvature)
+        np.multiply(direction, unit, out=self._kept[0, k])
+        np.multiply(product, unit, out=self._kept[1, k])
+        self._n_kept = k + 1
+
+    def _recycled_start(self, c: float, damping: np.ndarray, rhs: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """(Δ₀, r₀ = rhs − (cG + D)Δ₀): zero, or the Galerkin solution over the kept
+        directions V. Vᵀ(cG + D)V is formed from the kept G V (k² dot products, no product
+        with G); directions it cannot tell apart (its eigenvalues below 1e-10 of the
+        largest, as from two solves' nearly parallel directions) are left out."""
+        if not self._n_kept:
+            return np.zeros_like(rhs), rhs.copy()
+        V, GV = self._kept[0, :self._n_kept], self._kept[1, :self._n_kept]
+        projected = c * (V @ GV.T) + (V * damping) @ V.T
+        projected = 0.5 * (projected + projected.T)
+        values, vectors = np.linalg.eigh(projected)
+        kept = values > 1e-10 * values[-1]
+        if not values[-1] > 0.0 or not kept.any():
+            return np.zeros_like(rhs), rhs.copy()
+        values, vectors = values[kept], vectors[:, kept]
+        coefficients = vectors @ ((vectors.T @ (V @ rhs)) / values)
+        start = coefficients @ V
+        return start, rhs - c * (coefficients @ GV) - damping * start
 
     def effective_parameters(self, beta: float, alpha: float, seed: int, n_probes: int,
                              n_steps: int) -> float:
