@@ -160,7 +160,8 @@ def test_bayesian_regularization_gamma():
     assert gamma[-1] < 30 < model.n_params
     assert br.alpha > 0 and br.beta > 0
     state = br.state_dict()
-    assert set(state) == {"n_epochs", "mu", "alpha", "beta", "gamma"}
+    assert set(state) == {"n_epochs", "mu", "alpha", "beta", "gamma", "forcing_grad_norm",
+                          "forcing_tolerance"}
     clone = BayesianRegularization()
     clone.load_state_dict(state)
     assert clone.gamma == br.gamma and clone.n_epochs == br.n_epochs
@@ -754,13 +755,16 @@ def test_allreduce_must_be_callable():
 # --------------------------------------------------------------------------- matrix-free path
 @pytest.mark.parametrize("loss, sizes", [(MSELoss(), [2, 8, 2]), (CrossEntropyLoss(), [2, 6, 3])])
 def test_cg_step_solves_the_damped_system_to_its_documented_tolerance(loss, sizes):
-    """solver="cg": each step Δ satisfies ‖(JᵀHJ + μI)Δ − Jᵀg‖ ≤ η ‖Jᵀg‖ with the
-    forcing term η = min(0.5, √‖∇loss‖) (or stopped at cg_max_iter)."""
+    """solver="cg": each step Δ satisfies ‖(JᵀHJ + μI)Δ − Jᵀg‖ ≤ η ‖Jᵀg‖ with
+    Eisenstat and Walker's forcing term η (choice 2: 0.5 first, then 0.9 times the squared
+    ratio of successive gradient norms, safeguarded, at most 0.9; or stopped at
+    cg_max_iter)."""
     rng = np.random.default_rng(1)
     X = rng.uniform(-1, 1, (40, sizes[0]))
     target = (rng.integers(0, sizes[-1], 40) if isinstance(loss, CrossEntropyLoss)
               else _data(40, sizes[0], sizes[-1])[1])
     model, lm = mlp(sizes, seed=0, dtype="float64"), LevenbergMarquardt(solver="cg")
+    previous = None
     for _ in range(4):
         probe = model.copy()
         before = model.params.copy()
@@ -773,7 +777,15 @@ def test_cg_step_solves_the_damped_system_to_its_documented_tolerance(loss, size
         system = np.einsum("bmp,bmk,bkq->pq", J, H, J) + used * np.eye(model.n_params)
         step = before - model.params
         residual = np.linalg.norm(system @ step - g) / np.linalg.norm(g)
-        eta = min(0.5, np.sqrt(info["grad_norm"]))
+        if previous is None:
+            eta = 0.5
+        else:
+            eta = 0.9 * (info["grad_norm"] / previous[0]) ** 2
+            if 0.9 * previous[1] ** 2 > 0.1:
+                eta = max(eta, 0.9 * previous[1] ** 2)
+            eta = min(eta, 0.9)
+        previous = info["grad_norm"], eta
+        assert info["cg_tolerance"] == pytest.approx(eta, rel=1e-12)
         assert info["matrix_free"] == 1.0 and info["cg_iterations"] > 0
         assert residual <= eta * (1 + 1e-9) or info["cg_iterations"] >= lm.cg_max_iter, residual
 

@@ -46,19 +46,24 @@ Inner solver (``solver=``, for all three optimizers):
   c diag(JᵀHJ) + D, from the factored Jacobian once per epoch
   (:meth:`~jacnet.curvature.GaussNewtonOperator.diagonal`). Stopping rule: the
   relative residual ‖(cG + D)Δ − r‖/‖r‖ ≤ η with η = ``cg_tol`` if given, else the
-  forcing sequence η = min(0.5, √‖∇loss‖) (Nocedal & Wright, Numerical Optimization,
-  §7.1: loose far from a minimum, tightening as the gradient vanishes), or after
-  ``cg_max_iter`` iterations (default 100) of one solve. The μ trials of an epoch share
-  G and differ only in the damping, so a solve after the first starts from the Galerkin
-  solution over the search directions the epoch's earlier solves took, (Vᵀ(cG + D)V) y =
-  Vᵀr, Δ₀ = V y, formed from the kept products G V without a new one (a recycled Krylov
-  subspace; up to ``cg_max_iter`` directions and their products are kept, 16·P bytes
-  each), and often already meets the tolerance. From zero or from that start, CG lowers
-  the quadratic model at every iterate, so a truncated step is a shorter one and a
-  descent direction, and the μ loop judges it as it judges an exact step. Bayesian
-  regularisation's γ = P − α tr((βG + αI)⁻¹) is estimated by stochastic Lanczos
-  quadrature with seed 0 (``trace_probes`` probes of ``trace_steps`` Lanczos steps; the
-  same probes every epoch), and tr(G) for its first α is the exact sum of diag(G).
+  forcing term of Eisenstat and Walker (SIAM J. Sci. Comput. 17, 1996, choice 2, with
+  their γ = 0.9, α = 2): η₀ = 0.5, η_k = 0.9 (‖∇loss_k‖/‖∇loss_{k−1}‖)², kept at least
+  0.9 η²_{k−1} when that is above 0.1, and at most 0.9 — loose while the gradient falls
+  slowly (an accurate inner solve is then wasted on a model about to change), tight when
+  it falls fast (the quadratic model is good), and independent of the loss's scale; or
+  after ``cg_max_iter`` iterations (default 100) of one solve. The previous epoch's
+  gradient norm and η are the optimizer's state (``state_dict``, cleared by ``reset``).
+  The μ trials of an epoch share G and differ only in the damping, so a solve after the
+  first starts from the Galerkin solution over the search directions the epoch's earlier
+  solves took, (Vᵀ(cG + D)V) y = Vᵀr, Δ₀ = V y, formed from the kept products G V
+  without a new one (a recycled Krylov subspace; up to ``cg_max_iter`` directions and
+  their products are kept, 16·P bytes each), and often already meets the tolerance.
+  From zero or from that start, CG lowers the quadratic model at every iterate, so a
+  truncated step is a shorter one and a descent direction, and the μ loop judges it as it
+  judges an exact step. Bayesian regularisation's γ = P − α tr((βG + αI)⁻¹) is estimated
+  by stochastic Lanczos quadrature with seed 0 (``trace_probes`` probes of
+  ``trace_steps`` Lanczos steps; the same probes every epoch), and tr(G) for its first α
+  is the exact sum of diag(G).
 - ``"auto"``: per epoch, ``"cg"`` when the dense matrix (8·s² bytes, s = P, or N·m in
   the dual form) would take more than half of this machine's physical memory, or when it
   would cost more multiply-adds — N·m·P² + P³/3 (dual: (N·m)²·P + (N·m)³/3) — than the
@@ -67,8 +72,9 @@ Inner solver (``solver=``, for all three optimizers):
   counts, not timings: nothing in the rule is tuned to a machine.
 
 Every epoch's info (and so ``jacnet.training.fit``'s history) records the solver used,
-``matrix_free`` (1.0 for CG, 0.0 for dense), and ``cg_iterations``, the products with G
-that epoch (all μ trials and, for BR, the trace probes; 0 on the dense path).
+``matrix_free`` (1.0 for CG, 0.0 for dense), ``cg_iterations``, the products with G
+that epoch (all μ trials and, for BR, the trace probes; 0 on the dense path), and
+``cg_tolerance``, the η its solves were stopped at (0.0 on the dense path: exact).
 
 Data parallelism: with ``allreduce`` (a callable that sums a float64 array over all
 processes in place, e.g. ``lambda a: comm.Allreduce(MPI.IN_PLACE, a)`` with mpi4py) each
@@ -644,6 +650,9 @@ class SecondOrderOptimizer:
         self.n_epochs = 0
         self._buffer: np.ndarray | None = None
         self._totals = (0, 0.0)  # rows and total weight over all processes, this epoch
+        #: The forcing term's memory: the previous epoch's ‖∇loss‖ and η (nan: none yet).
+        self.forcing_grad_norm = math.nan
+        self.forcing_tolerance = math.nan
 
     #: Whether this optimizer trains with any loss that has a curvature (else only a
     #: least-squares loss, one whose curvature factor is the identity).
@@ -814,19 +823,34 @@ class SecondOrderOptimizer:
         return matrix_free < dense
 
     def _inner(self, system: _NormalEquations | _MatrixFree, grad_norm: float) -> None:
-        """Set the CG stopping rule for this epoch: ``cg_tol``, or the forcing sequence
-        η = min(0.5, √‖∇loss‖)."""
+        """Set the CG stopping rule for this epoch: ``cg_tol``, or Eisenstat and Walker's
+        forcing term (choice 2; see the module docstring), whose memory moves on here."""
+        eta = self.forcing(grad_norm)
+        self.forcing_grad_norm, self.forcing_tolerance = grad_norm, eta
         if isinstance(system, _MatrixFree):
-            system.tolerance = (self.cg_tol if self.cg_tol is not None
-                                else min(0.5, math.sqrt(grad_norm)))
+            system.tolerance = self.cg_tol if self.cg_tol is not None else eta
+
+    def forcing(self, grad_norm: float) -> float:
+        """Eisenstat and Walker's forcing term (choice 2, γ = 0.9, α = 2, η_max = 0.9) for
+        an epoch starting with gradient norm ``grad_norm``, from the previous epoch's
+        gradient norm and η (0.5 for the first epoch)."""
+        previous, last = self.forcing_grad_norm, self.forcing_tolerance
+        if not (previous > 0.0 and math.isfinite(previous) and math.isfinite(last)):
+            return 0.5
+        eta = 0.9 * (grad_norm / previous) ** 2
+        if 0.9 * last ** 2 > 0.1:  # their safeguard against a sudden drop of η
+            eta = max(eta, 0.9 * last ** 2)
+        return min(eta, 0.9)
 
     @staticmethod
     def _solver_info(info: dict[str, float], system: _NormalEquations | _MatrixFree
                      ) -> dict[str, float]:
         """The inner solver in the epoch's record: ``matrix_free`` (1 for CG, 0 for the
-        dense Cholesky path) and ``cg_iterations`` (products with G this epoch)."""
+        dense Cholesky path), ``cg_iterations`` (products with G this epoch) and
+        ``cg_tolerance`` (the η its solves stopped at; 0 for the exact dense solve)."""
         info["matrix_free"] = float(isinstance(system, _MatrixFree))
         info["cg_iterations"] = float(system.iterations)
+        info["cg_tolerance"] = float(system.tolerance)
         return info
 
     def reset(self) -> None:
@@ -838,6 +862,7 @@ class SecondOrderOptimizer:
         self.stop_reason = None
         self.n_epochs = 0
         self._buffer = None
+        self.forcing_grad_norm = self.forcing_tolerance = math.nan
 
     def _converged(self, value: float, grad_norm: float) -> bool:
         """trainlm's first two stopping rules: the loss reached ``goal``, or the gradient
@@ -1039,8 +1064,10 @@ class SecondOrderOptimizer:
         return lists
 
     def state_dict(self) -> dict[str, float | int]:
-        """The state needed to resume: plain numbers (``mu`` and the epoch count)."""
-        return {"n_epochs": int(self.n_epochs), **self._state()}
+        """The state needed to resume: plain numbers (``mu``, the epoch count and the
+        forcing term's memory)."""
+        return {"n_epochs": int(self.n_epochs), "forcing_grad_norm": self.forcing_grad_norm,
+                "forcing_tolerance": self.forcing_tolerance, **self._state()}
 
     def _state(self) -> dict[str, float]:
         return {}
@@ -1107,8 +1134,8 @@ class LevenbergMarquardt(SecondOrderOptimizer):
         The inner solver (see the module docstring): exact Cholesky of JᵀJ (or JJᵀ),
         matrix-free preconditioned conjugate gradients, or a choice by size and memory.
     cg_tol : float in (0, 1), optional
-        CG's tolerance on the relative residual; default the forcing sequence
-        min(0.5, √‖∇loss‖).
+        CG's tolerance on the relative residual; default Eisenstat and Walker's forcing
+        term (choice 2, see the module docstring), which adapts it to the epochs' progress.
     cg_max_iter : int, default 100
         CG iterations per solve at most.
     allreduce : callable, optional
@@ -1131,7 +1158,7 @@ class LevenbergMarquardt(SecondOrderOptimizer):
     >>> lm = LevenbergMarquardt()
     >>> info = lm.epoch(model, MSELoss(), X, X ** 2)
     >>> sorted(info), info["loss"] < 0.5 * float(np.mean(X ** 4))
-    (['cg_iterations', 'grad_norm', 'loss', 'matrix_free', 'mu'], True)
+    (['cg_iterations', 'cg_tolerance', 'grad_norm', 'loss', 'matrix_free', 'mu'], True)
     """
 
     name: ClassVar[str] = "lm"
