@@ -894,7 +894,8 @@ def test_class_weight_errors(unbalanced):
 @pytest.mark.parametrize("solver", ["lm", "br"])
 def test_lm_solver_reaches_the_optimizer(solver, monkeypatch):
     """lm_solver is stored as given, checked in fit, and chooses LM's/BR's inner solver:
-    "cg" solves every epoch by conjugate gradients, "dense" never does."""
+    "cg" solves every epoch by conjugate gradients, to the documented relative residual
+    0.1 (not the optimizer's adaptive forcing term), "dense" never does."""
     from sklearn.utils._param_validation import InvalidParameterError
 
     from jacnet.optim import second_order
@@ -903,7 +904,7 @@ def test_lm_solver_reaches_the_optimizer(solver, monkeypatch):
     original = second_order._MatrixFree.solve
 
     def counting(self, *args, **kwargs):
-        solves.append(1)
+        solves.append(self.tolerance)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(second_order._MatrixFree, "solve", counting)
@@ -916,6 +917,7 @@ def test_lm_solver_reaches_the_optimizer(solver, monkeypatch):
         assert not solves
         reg = MLPRegressor(**params, lm_solver="cg").fit(x, y)
     assert reg.get_params()["lm_solver"] == "cg" and len(solves) >= reg.n_iter_ > 0
+    assert set(solves) == {0.1}
     bad = MLPRegressor(**params, lm_solver="cholesky")
     assert bad.lm_solver == "cholesky"  # stored as given, refused in fit
     with pytest.raises(InvalidParameterError, match="lm_solver"):
