@@ -300,8 +300,9 @@ def main() -> None:
                     row.append(f"out of memory ({str(exc)[:40]}…)")
                     continue
                 per_epoch = float(np.median(result["times"])) if result["times"] else float("nan")
+                last = f", loss {result['losses'][-1]:.3g}" if result["losses"] else ""
                 reach = (f"{reached:.2f} s" if reached is not None
-                         else f"not in {result['elapsed']:.0f} s ({len(result['times'])} ep.)")
+                         else f"not in {result['elapsed']:.0f} s ({len(result['times'])} ep.{last})")
                 row.append(f"{per_epoch * 1e3:.1f} ms · {memory / 2**20:.0f} MiB · {reach}")
                 gc.collect()
             rows.append(row)
