@@ -91,6 +91,26 @@ def test_ntk_matches_dense(sizes, activation, output_activation, batch):
     assert ntk(model, X1, X2, flatten=False).shape == (batch, m, 3, m)
 
 
+@pytest.mark.parametrize("sizes, output_activation", [([3, 5, 4, 1], None), ([2, 6, 1], "tanh"),
+                                                     ([3, 4, 2], None)])
+def test_ntk_with_block_weights_tile_by_tile_matches_dense(sizes, output_activation, monkeypatch):
+    # One row per tile, a weight and its bias weighted differently (grouped under one L),
+    # a zero weight: J₁ diag(w) J₂ᵀ.
+    from jacnet import curvature
+
+    monkeypatch.setattr(curvature, "_NTK_TILE", 1)
+    model, X1, J1, rng = _setup(sizes, "tanh", output_activation, 6)
+    X2 = rng.normal(size=(4, sizes[0]))
+    J2 = jacobian(model, X2, wrt="params").reshape(4 * sizes[-1], -1)
+    factors = [0.5, 2.0, 0.0, 1.0, 3.0, 1.5][:len(model.layer_block_slices())]
+    w = np.concatenate([np.full(cols.stop - cols.start, f)
+                        for f, cols in zip(factors, model.layer_block_slices())])
+    np.testing.assert_allclose(ntk(model, X1, X2, block_weights=factors), (J1 * w) @ J2.T,
+                               atol=1e-12)
+    np.testing.assert_allclose(ntk(model, X1, block_weights=factors), (J1 * w) @ J1.T,
+                               atol=1e-12)
+
+
 def test_against_torch_func():
     torch = pytest.importorskip("torch")
     from torch.func import functional_call, jacrev, vmap
