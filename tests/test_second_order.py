@@ -933,3 +933,24 @@ def test_solver_arguments_are_checked():
         BayesianRegularization(cg_max_iter=0)
     lm = LevenbergMarquardt(solver="cg", cg_tol=1e-3, cg_max_iter=7)
     assert get_optimizer("lm", **lm.get_config()).get_config() == lm.get_config()
+
+
+@pytest.mark.parametrize("n_samples", [60, 5])  # primal, dual
+def test_every_trial_factors_in_one_buffer_kept_from_epoch_to_epoch(n_samples, monkeypatch):
+    # A fresh (P, P) copy per μ trial cost more than the copy itself; the trials write
+    # c·JᵀJ + D (or K + μI) into the optimizer's buffer and factor it there.
+    from jacnet.optim import second_order
+
+    factored = []
+    solve = second_order._cholesky_solve
+    monkeypatch.setattr(second_order, "_cholesky_solve",
+                        lambda matrix, rhs: (factored.append(matrix), solve(matrix, rhs))[1])
+    X, Y = _data(n_samples, 2, 1)
+    model, lm = mlp([2, 6, 1], seed=0, dtype="float64"), LevenbergMarquardt(mu=1e-6)
+    lm.mu_inc = 1e3  # a rejected first trial too
+    state = None
+    for _ in range(3):
+        state, _ = lm.iterate(model, MSELoss(), X, Y, state)
+    size = min(n_samples, model.n_params)
+    assert len(factored) > 3 and all(matrix is lm._factor for matrix in factored)
+    assert lm._factor.shape == (size, size)
