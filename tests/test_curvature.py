@@ -240,6 +240,55 @@ def test_add_gram_split_into_row_blocks_equals_one_product(n, p, first):
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-10)
 
 
+@pytest.mark.parametrize("with_scipy", [True, False])
+@pytest.mark.parametrize("first", [True, False])
+def test_add_gram_large_product_writes_the_lower_triangle_in_place(with_scipy, first,
+                                                                   monkeypatch):
+    # 300 · 300² multiply-adds: above _SPLIT_GEMM, BLAS syrk into `out` itself (SciPy),
+    # else NumPy's product through the scratch array.
+    if with_scipy:
+        pytest.importorskip("scipy")
+    else:
+        monkeypatch.setattr(curvature, "_SYRK", [None])
+    rows = np.random.default_rng(0).normal(size=(300, 300))
+    start = np.random.default_rng(1).normal(size=(300, 300))
+    out, scratch = start.copy(), np.empty_like(start)
+    lower_only = curvature._add_gram(rows, out, first, scratch)
+    expected = rows.T @ rows + (0.0 if first else start)
+    assert lower_only == with_scipy
+    np.testing.assert_allclose(np.tril(out), np.tril(expected), rtol=1e-12, atol=1e-10)
+    if lower_only:  # the upper triangle is left as it was
+        np.testing.assert_array_equal(np.triu(out, 1), np.triu(start, 1))
+    else:
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("with_scipy", [True, False])
+def test_gauss_newton_in_chunks_of_large_products_is_whole_and_symmetric(with_scipy,
+                                                                         monkeypatch):
+    # 289 parameters, chunks of 256 rows (above _SPLIT_GEMM) and a last one of 88 (below):
+    # syrk fills the lower triangle chunk by chunk and the upper one is mirrored once.
+    if not with_scipy:
+        monkeypatch.setattr(curvature, "_SYRK", [None])
+    model = mlp([8, 16, 8, 1], seed=0, dtype="float64")
+    X = np.random.default_rng(0).normal(size=(600, 8))
+    J = jacobian(model, X, wrt="params").reshape(600, -1)
+    buffer = np.full((model.n_params,) * 2, np.nan)
+    jtj, jte = gauss_newton(model, X, np.ones((600, 1)), chunk_size=256, out=buffer)
+    assert jtj is buffer
+    np.testing.assert_allclose(jtj, J.T @ J, rtol=1e-12, atol=1e-10)
+    np.testing.assert_array_equal(jtj, jtj.T)
+    np.testing.assert_allclose(jte, J.sum(axis=0), rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("size", [1, 63, 64, 130])
+def test_mirror_lower_fills_the_upper_triangle(size):
+    matrix = np.random.default_rng(size).normal(size=(size, size))
+    expected = np.tril(matrix) + np.tril(matrix, -1).T
+    curvature._mirror_lower(matrix)
+    np.testing.assert_array_equal(matrix, expected)
+
+
 def test_gauss_newton_frees_each_product_after_its_last_pair():
     """Three hidden layers give six LᵀL′ products of (1024, 48, 48) floats, 18 MiB each;
     keeping all of them for the whole chunk doubled the peak memory (168 MiB here)."""

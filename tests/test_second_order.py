@@ -954,3 +954,23 @@ def test_every_trial_factors_in_one_buffer_kept_from_epoch_to_epoch(n_samples, m
     size = min(n_samples, model.n_params)
     assert len(factored) > 3 and all(matrix is lm._factor for matrix in factored)
     assert lm._factor.shape == (size, size)
+
+
+def test_lm_reads_only_the_lower_triangle_that_syrk_writes():
+    # 289 parameters, chunks of 256 rows: BLAS syrk accumulates JᵀJ's lower triangle and
+    # the upper one is never written; NaN there would spread into any solve that read it.
+    pytest.importorskip("scipy")
+    X, Y = _data(600, 8, 1)
+    model = mlp([8, 16, 8, 1], seed=0, dtype="float64")
+    lm = LevenbergMarquardt(chunk_size=256)
+    lm._buffer = np.full((model.n_params,) * 2, np.nan)
+    for _ in range(2):
+        before = model.params.copy()
+        J = jacobian(model, X, wrt="params").reshape(Y.size, -1)
+        e = (model.forward(X) - Y).ravel()
+        info = lm.epoch(model, MSELoss(), X, Y)
+        used = info["mu"] / lm.mu_dec
+        reference = np.linalg.solve(J.T @ J + used * np.eye(J.shape[1]), J.T @ e)
+        step = before - model.params
+        assert np.linalg.norm(step - reference) / np.linalg.norm(reference) <= 1e-9
+    assert np.isnan(lm._buffer[0, -1])  # the upper triangle: never written

@@ -368,12 +368,13 @@ def gauss_newton(
 
 
 def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.ndarray | None,
-          step: int, acc: np.dtype[Any], out: np.ndarray | None, *, forward: bool = True
-          ) -> tuple[np.ndarray, np.ndarray | None]:
+          step: int, acc: np.dtype[Any], out: np.ndarray | None, *, forward: bool = True,
+          lower_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`gauss_newton` on checked arguments.
 
     ``forward=False`` reads the layers' caches of a forward pass on ``X`` that the caller
-    has just run (one chunk only).
+    has just run (one chunk only). ``lower_only``: the caller reads only the lower
+    triangle (with the diagonal) of JᵀJ, as Cholesky does; the upper one may be stale.
     """
     n_samples, n_outputs = X.shape[0], model.out_features
     if not forward and n_samples > step:
@@ -387,6 +388,11 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
     plan: list[tuple[int, int, bool]] = []
     blocks: list[_Block] = []
     plain = _is_plain(model)
+    # The chunks' rows and (without SciPy's syrk) their products: one array each for all
+    # chunks, as fresh ones cost a page fault per 4 KiB every time.
+    rows_buffer: np.ndarray | None = None
+    gram_scratch = np.empty_like(jtj) if n_samples > step and _syrk() is None else None
+    stale_upper = False  # whether syrk left JᵀJ's upper triangle unwritten
     for rows in _chunks(n_samples, step):
         first = rows.start == 0
         if forward:
@@ -402,13 +408,16 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             # Every pair is cheaper materialised: one symmetric product of the chunk's rows,
             # and Jᵀe from the same rows (a matrix-vector product: for the small networks
             # that take this path, a tenth of a backward pass's time).
-            dense = np.empty((rows.stop - rows.start, n_outputs, model.n_params), dtype=acc)
+            if rows_buffer is None:
+                rows_buffer = np.empty((min(step, n_samples), n_outputs, model.n_params),
+                                       dtype=acc)
+            dense = rows_buffer[:rows.stop - rows.start]
             if op is None:
                 _write_param_jacobian(model, dense)
             else:
                 op.dense(dense)
             rows_2d = dense.reshape(-1, model.n_params)
-            _add_gram(rows_2d, jtj, first)
+            stale_upper |= _add_gram(rows_2d, jtj, first, gram_scratch)
             if jte is not None and e is not None:
                 if first:
                     np.matmul(rows_2d.T, e[rows].reshape(-1), out=jte)
@@ -423,7 +432,7 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
         if all_direct:
             dense = BlockRow([Kronecker(b.x, b.n_rows, b.left) for b in blocks]).dense()
             dense = dense.reshape(-1, dense.shape[-1])
-            _add_gram(dense, jtj, first)
+            stale_upper |= _add_gram(dense, jtj, first, gram_scratch)
             continue
         dense_rows: dict[int, np.ndarray] = {}
         # This chunk's L_bᵀL′_b, kept while a pair still needs it (ids are safe as keys:
@@ -458,6 +467,8 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             if ia != ib and not use_kron:
                 a, b = blocks[ia], blocks[ib]
                 jtj[b.cols, a.cols] = jtj[a.cols, b.cols].T
+    if stale_upper and not lower_only:
+        _mirror_lower(jtj)
     return jtj, jte
 
 
@@ -469,8 +480,32 @@ _ONE_THREAD_GEMM = 1 << 18
 _SPLIT_GEMM = 1 << 24
 
 
-def _add_gram(rows: np.ndarray, out: np.ndarray, first: bool) -> None:
-    """``out = rowsᵀ rows`` (``first``) or ``out += rowsᵀ rows``.
+_SYRK: list[Any] = []
+
+
+def _syrk() -> Any:
+    """SciPy's BLAS ``syrk`` for ``out``'s dtype family (float32/float64), looked up once;
+    None without SciPy (an optional dependency)."""
+    if not _SYRK:
+        try:
+            from scipy.linalg.blas import dsyrk, ssyrk
+        except ImportError:  # pragma: no cover - SciPy is optional
+            _SYRK.append(None)
+        else:
+            _SYRK.append({np.dtype(np.float64): dsyrk, np.dtype(np.float32): ssyrk})
+    return _SYRK[0]
+
+
+def _add_gram(rows: np.ndarray, out: np.ndarray, first: bool,
+              scratch: np.ndarray | None = None) -> bool:
+    """``out = rowsᵀ rows`` (``first``) or ``out += rowsᵀ rows``; True when only the lower
+    triangle (with the diagonal) was written, the upper one left as it was.
+
+    A large product with SciPy is BLAS's ``syrk`` adding into the lower triangle of
+    ``out`` itself: NumPy's ``rowsᵀ @ rows`` is a ``syrk`` too, but into a new array
+    whose upper triangle it then fills by strided copies, and adding that temporary to
+    ``out`` is a third pass over P² entries, per chunk. Without SciPy the product goes
+    to ``scratch`` (an array like ``out``, reused from chunk to chunk) and is added.
 
     A small product runs best on one thread. For (1000 × 61)ᵀ(1000 × 61), OpenBLAS's two
     threads take as long as one, and the Python code that follows runs slower: a
@@ -482,12 +517,27 @@ def _add_gram(rows: np.ndarray, out: np.ndarray, first: bool) -> None:
     n, p = rows.shape
     block = _ONE_THREAD_GEMM // max(1, p * p)
     if block < 16 or n * p * p > _SPLIT_GEMM or n < 2 * block:
+        syrk = _syrk()
+        if (syrk is not None and n * p * p > _SPLIT_GEMM and out.dtype in syrk
+                and rows.dtype == out.dtype and rows.flags.c_contiguous):
+            # out.T is the Fortran-ordered array BLAS wants (its upper triangle is out's
+            # lower one), rows.T the Fortran-ordered (P, n) factor: C = rowsᵀ rows.
+            result = syrk[out.dtype](1.0, rows.T, beta=0.0 if first else 1.0, c=out.T,
+                                     trans=0, lower=0, overwrite_c=1)
+            if np.shares_memory(result, out):
+                return True
+            out[...] = result.T  # pragma: no cover - SciPy wrote a copy
+            return False
         if first:
             np.matmul(rows.T, rows, out=out)
         else:
-            out += rows.T @ rows
-        return
-    scratch = np.empty_like(out)
+            if scratch is None:
+                scratch = np.empty_like(out)
+            np.matmul(rows.T, rows, out=scratch)
+            out += scratch
+        return False
+    if scratch is None:
+        scratch = np.empty_like(out)
     for start in range(0, n, block):
         part = rows[start:start + block]
         if first and start == 0:
@@ -495,6 +545,23 @@ def _add_gram(rows: np.ndarray, out: np.ndarray, first: bool) -> None:
         else:
             np.matmul(part.T, part, out=scratch)
             out += scratch
+    return False
+
+
+#: Columns per strip when :func:`_mirror_lower` copies a triangle (a strip of that many
+#: columns stays in cache while its transpose is written).
+_MIRROR_STRIP = 64
+
+
+def _mirror_lower(matrix: np.ndarray) -> None:
+    """Fill the strict upper triangle of a square matrix from its lower one, in place."""
+    size = matrix.shape[0]
+    for i0 in range(0, size, _MIRROR_STRIP):
+        i1 = min(i0 + _MIRROR_STRIP, size)
+        matrix[i0:i1, i1:] = matrix[i1:, i0:i1].T
+        square = matrix[i0:i1, i0:i1]
+        upper = np.triu_indices(i1 - i0, 1)
+        square[upper] = square.T[upper]
 
 
 def _check_curvature_sqrt(values: Any, n_samples: int, n_outputs: int, owner: str,

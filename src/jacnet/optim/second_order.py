@@ -288,8 +288,11 @@ class _NormalEquations:
                 sqrt_h = _check_curvature_sqrt(sqrt_h, X.shape[0], model.out_features,
                                                "LevenbergMarquardt", _F64)
             step = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
+            # Cholesky, the diagonal and eigvalsh read the lower triangle only (the sum
+            # over processes gets a whole matrix: no stale entries in it).
             jtj, jte = _gram(model, X, grad_rows, sqrt_h, step, _F64, buffer,
-                             forward=not (cached_forward and X.shape[0] <= step))
+                             forward=not (cached_forward and X.shape[0] <= step),
+                             lower_only=allreduce is None)
             assert jte is not None
             if allreduce is not None:  # this process's rows only: sum over all of them
                 allreduce(jtj)
