@@ -372,13 +372,13 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
           lower_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`gauss_newton` on checked arguments.
 
-    ``forward=False`` reads the layers' caches of a forward pass on ``X`` that the caller
-    has just run (one chunk only). ``lower_only``: the caller reads only the lower
+    ``forward=False`` reads the layers' caches of a forward pass on all of ``X`` that the
+    caller has just run, chunk by chunk through views of them (and puts the whole pass
+    back at the end), instead of running the pass again. ``lower_only``: the caller reads only the lower
     triangle (with the diagonal) of JᵀJ, as Cholesky does; the upper one may be stale.
     """
     n_samples, n_outputs = X.shape[0], model.out_features
-    if not forward and n_samples > step:
-        raise ValueError("_gram: the cached forward pass covers one chunk only.")
+    whole = None if forward or n_samples <= step else _forward_caches(model)
     if sqrt_h is not None and sqrt_h.ndim == 3:
         n_outputs = sqrt_h.shape[1]  # the rows of C_b L_b
     # Not zeroed: the first chunk writes every entry (later chunks add to them).
@@ -397,6 +397,8 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
         first = rows.start == 0
         if forward:
             model.forward(X[rows])
+        elif whole is not None:
+            _restore_caches(model, _slice_caches(whole, rows, n_samples))
         op = None if plain else _factor_op(model, X[rows], forward=False)
         if not plan:  # block shapes do not change from chunk to chunk
             # A scalar C_b keeps identity factors; a diagonal or matrix C_b replaces them.
@@ -467,6 +469,8 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             if ia != ib and not use_kron:
                 a, b = blocks[ia], blocks[ib]
                 jtj[b.cols, a.cols] = jtj[a.cols, b.cols].T
+    if whole is not None:
+        _restore_caches(model, whole)
     if stale_upper and not lower_only:
         _mirror_lower(jtj)
     return jtj, jte

@@ -291,7 +291,7 @@ class _NormalEquations:
             # Cholesky, the diagonal and eigvalsh read the lower triangle only (the sum
             # over processes gets a whole matrix: no stale entries in it).
             jtj, jte = _gram(model, X, grad_rows, sqrt_h, step, _F64, buffer,
-                             forward=not (cached_forward and X.shape[0] <= step),
+                             forward=not cached_forward,
                              lower_only=allreduce is None)
             assert jte is not None
             if allreduce is not None:  # this process's rows only: sum over all of them
