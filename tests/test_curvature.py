@@ -111,6 +111,23 @@ def test_ntk_with_block_weights_tile_by_tile_matches_dense(sizes, output_activat
                                atol=1e-12)
 
 
+def test_ntk_of_one_output_holds_one_kernel_sized_array_at_a_time():
+    # Six (B, B) temporaries per parameter block, 128 MB each at 4000 rows, had cost more
+    # than the products; the kernel is now written once, tile by tile.
+    import tracemalloc
+
+    model = mlp([3, 16, 16, 1], seed=0, dtype="float64")
+    X = np.random.default_rng(0).normal(size=(1000, 3))
+    ntk(model, X)  # warm: the forward pass's caches exist before the count
+    tracemalloc.start()
+    try:
+        kernel = ntk(model, X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * kernel.nbytes, peak / kernel.nbytes
+
+
 def test_against_torch_func():
     torch = pytest.importorskip("torch")
     from torch.func import functional_call, jacrev, vmap
