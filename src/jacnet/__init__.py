@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from jacnet.checks import CheckReport, GradientCheckError, gradcheck, jacobian_check
 from jacnet.explain import Explanation, explain
+from jacnet.fpu import denormals_flushed, flush_denormals
 from jacnet.jacobians import (
     BlockRow,
     Diagonal,
@@ -66,7 +67,9 @@ __all__ = [
     "Softplus",
     "Tanh",
     "compose",
+    "denormals_flushed",
     "explain",
+    "flush_denormals",
     "get_loss",
     "gradcheck",
     "jacobian",

@@ -80,6 +80,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from jacnet._validation import is_sparse
+from jacnet.fpu import flush_denormals
 from jacnet.jacobians import Diagonal
 from jacnet.layers import Linear
 from jacnet.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
@@ -408,7 +409,11 @@ class _BaseMLP(BaseEstimator):
 
         with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
             if self.solver in _STOCHASTIC_SOLVERS:
-                self._fit_stochastic(X, y, sample_weight, incremental)
+                # As jacnet.training.fit: subnormal results are flushed to zero while
+                # training (Adam's moments of dead units decay through them, at ~100× the
+                # cost of normal arithmetic); no value above 1.2e-38 changes.
+                with flush_denormals():
+                    self._fit_stochastic(X, y, sample_weight, incremental)
             elif self.solver == "lbfgs":
                 self._fit_lbfgs(X, y, sample_weight)
             else:
