@@ -7,7 +7,9 @@ One run, contenders interleaved round-robin, medians and ratios of medians:
    vs a minimal hand-written NumPy loop (the floor), plus the bare matrix products of the
    step (NumPy matmul on the same shapes) for the achieved-FLOP/s ratio.
 2. ``epoch`` — one epoch over 60,000 × 784 float32 samples, 784-256-10, Adam, batch 128:
-   jacnet vs PyTorch vs scikit-learn ``MLPClassifier(solver="adam").partial_fit``.
+   jacnet (``fit`` and the bare loop) and the NumPy floor, each with subnormal results
+   flushed to zero (``jacnet.flush_denormals``, fit's default, as XLA always runs) and
+   without, vs JAX-jit vs PyTorch vs scikit-learn ``MLPClassifier(solver="adam").partial_fit``.
 3. ``jacobian`` and 4. ``import`` live in ``bench_jacobian.py`` and ``bench_import.py``;
    ``--all`` runs them here too.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -248,44 +251,52 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
 
 # --------------------------------------------------------------------------- epoch
 def jacnet_epoch(X: np.ndarray, y: np.ndarray, batch: int) -> dict[str, Any]:
-    """One epoch of Adam on 784-256-10 two ways: ``jacnet.training.fit`` and the bare loop."""
+    """One epoch of Adam on 784-256-10 with ``jacnet.training.fit``, the bare loop and the
+    NumPy floor, each with subnormal results flushed to zero (``jacnet.flush_denormals``,
+    what ``fit`` does by default and XLA always does) and without. Each contender trains
+    its own model from the same initial weights, epoch after epoch, so the later epochs
+    are those in which subnormals appear (Adam's moments of dead units decay into them)."""
     runs: dict[str, Any] = {}
     try:
         from jacnet.training import fit
     except ImportError:  # the fit loop is optional here: the bare loop is the reference
         fit = None
+    flush_names = {True: "flushed", False: "subnormals kept"}
     if fit is not None:
-        fit_model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
-        opt = get_optimizer("adam", lr=1e-3)
+        for flush in (True, False):
+            fit_model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
+            opt = get_optimizer("adam", lr=1e-3)
 
-        def run_fit() -> None:
-            fit(fit_model, X, y, loss="cross_entropy", optimizer=opt, epochs=1,
-                batch_size=batch, shuffle=True, progress=False)
+            def run_fit(fit_model: Any = fit_model, opt: Any = opt, flush: bool = flush) -> None:
+                fit(fit_model, X, y, loss="cross_entropy", optimizer=opt, epochs=1,
+                    batch_size=batch, shuffle=True, progress=False, flush_denormals=flush)
 
-        runs["jacnet fit"] = run_fit
+            runs[f"jacnet fit ({flush_names[flush]})"] = run_fit
     model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
-    step = jacnet_trainer(model, "adam")
-    rng = np.random.default_rng(0)
-
-    def run_loop() -> None:
-        order = rng.permutation(len(X))
-        for start in range(0, len(X), batch):
-            idx = order[start:start + batch]
-            step(X[idx], y[idx])
-
-    runs["jacnet loop"] = run_loop
-    floor = NumpyMLP(model, "adam", 1e-3)
-    floor_rng = np.random.default_rng(0)
-
-    def run_floor() -> None:
-        order = floor_rng.permutation(len(X))
-        for start in range(0, len(X), batch):
-            idx = order[start:start + batch]
-            floor.step(X[idx], y[idx])
-
-    runs["NumPy floor loop"] = run_floor
+    for flush in (True, False):
+        loop_model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
+        runs[f"jacnet loop ({flush_names[flush]})"] = _epoch_of(
+            jacnet_trainer(loop_model, "adam"), X, y, batch, flush)
+    for flush in (True, False):
+        floor = NumpyMLP(model, "adam", 1e-3)
+        runs[f"NumPy floor loop ({flush_names[flush]})"] = _epoch_of(floor.step, X, y, batch,
+                                                                     flush)
     runs["model"] = model
     return runs
+
+
+def _epoch_of(step: Any, X: np.ndarray, y: np.ndarray, batch: int, flush: bool) -> Any:
+    """One shuffled pass of ``step(X_batch, y_batch)``, inside ``flush_denormals`` or not."""
+    rng = np.random.default_rng(0)
+
+    def run() -> None:
+        with jacnet.flush_denormals() if flush else nullcontext():
+            order = rng.permutation(len(X))
+            for start in range(0, len(X), batch):
+                idx = order[start:start + batch]
+                step(X[idx], y[idx])
+
+    return run
 
 
 def jax_epoch(model: Any, X: np.ndarray, y: np.ndarray, batch: int) -> Any:
@@ -381,6 +392,11 @@ def bench_epoch(repeats: int) -> tuple[str, list[str]]:
          "JAX-jit", f"scikit-learn ({sk.coefs_[0].dtype})", "/scikit-learn", "/PyTorch", "/JAX",
          "/JAX per round"],
         rows)
+    table += ("\n\nflushed: inside `jacnet.flush_denormals()` (subnormal results and operands "
+              "are zero on the calling thread; `fit`'s default; XLA, hence JAX, always runs "
+              "so); subnormals kept: without it, as PyTorch and scikit-learn run by default. "
+              "Each row trains its own model epoch after epoch (warm-up epoch first), so "
+              "later samples are later epochs.")
     print(table, flush=True)
     return table, checks
 
