@@ -71,7 +71,15 @@ def jacnet_trainer(model: Any, optimizer: str) -> Any:
         opt.step(model.params, model.grads)
         return value
 
+    step.optimizer = opt  # type: ignore[attr-defined]
     return step
+
+
+def subnormal_count(model: Any, optimizer: Any) -> int:
+    """Entries of θ, its gradient and the optimizer's buffers that are subnormal now."""
+    tiny = np.finfo(model.params.dtype).tiny
+    arrays = [model.params, model.grads, *getattr(optimizer, "_state", {}).values()]
+    return sum(int(np.count_nonzero((np.abs(a) < tiny) & (a != 0))) for a in arrays)
 
 
 def torch_trainer(model: Any, optimizer: str) -> Any:
@@ -213,6 +221,10 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
             # per-round ratios is how far a loaded machine moved the ratio of medians.
             per_round = [a / b for a, b in zip(samples["jacnet"], samples.get("jax", []))]
             spread = f"{min(per_round):.2f}–{max(per_round):.2f}" if per_round else "—"
+            # JAX runs with subnormals flushed; the jacnet and floor steps here do not.
+            # After thousands of steps on one batch Adam's moments of dead units could
+            # decay into subnormals: count them, so a slow row would say why.
+            subnormals = subnormal_count(model, jac_step.optimizer)
             flops = step_flops(sizes, batch)
             flop_share = t["matmul"] / t["jacnet"]
             rows.append([
@@ -220,6 +232,8 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
                 fmt_time(t["jax"]) if "jax" in t else "—",
                 fmt_time(jax_step.compile_time) if jax_step is not None else "—",
                 fmt_time(t["numpy"]), f"{r_np:.2f}", f"{r_torch:.2f}", f"{r_jax:.2f}", spread,
+                f"{t['numpy'] / t['jax']:.2f}" if "jax" in t else "—",
+                f"{t['matmul'] / t['jax']:.2f}" if "jax" in t else "—", str(subnormals),
                 f"{flops / t['jacnet'] / 1e9:.1f} / {flops / t['matmul'] / 1e9:.1f}",
                 f"{flop_share:.0%}",
             ])
@@ -239,8 +253,14 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
     table = markdown_table(
         ["configuration", "optimizer", "jacnet", "PyTorch", "JAX-jit", "JAX compile",
          "NumPy floor", "jacnet/NumPy", "jacnet/PyTorch", "jacnet/JAX",
-         "jacnet/JAX per round", "GFLOP/s jacnet / matmul",
+         "jacnet/JAX per round", "NumPy floor/JAX", "bare products/JAX",
+         "subnormals in jacnet's θ, ∇θ, state", "GFLOP/s jacnet / matmul",
          "FLOP/s share"], rows)
+    table += ("\n\nbare products/JAX: the step's matrix products alone (NumPy matmul into "
+              "preallocated arrays, nothing else) ÷ JAX's whole compiled step; what a NumPy "
+              "step adds to them (bias adds, ReLU and its mask, the loss, the optimizer's "
+              "whole-vector passes) must fit in the rest for any NumPy implementation to "
+              "reach JAX.")
     if used_threads:
         # CPU time ÷ wall time of each contender's SGD step on the largest configuration:
         # the thread setting took effect where this is at most the thread count.
