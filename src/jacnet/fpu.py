@@ -20,13 +20,17 @@ Where it works: Linux (glibc or musl) on x86-64, through the MXCSR register's FT
 (bit 15) and DAZ (bit 6) bits, and Linux on aarch64, through the FPCR's FZ bit (24),
 both set with the C library's ``fegetenv``/``fesetenv``. The setting is verified by
 arithmetic after it is made and undone if it did not take, so an unexpected C library
-leaves the floating-point environment as it was. Elsewhere (Windows, macOS) it does
+leaves the floating-point environment as it was (the aarch64 path has that check as its
+test: the test suite has run on x86-64 only). Elsewhere (Windows, macOS) it does
 nothing, and :func:`denormals_flushed` says so.
 
-The setting belongs to one thread. NumPy's element-wise operations run on the calling
-thread and follow it; the worker threads of a multi-threaded BLAS (OpenBLAS's with 2 or
-more threads) keep their own, so the matrix products' share of the work done there does
-not (see ``docs/benchmarks.md``).
+The setting belongs to one thread (a thread started inside the block inherits it).
+NumPy's element-wise operations run on the calling thread and follow it; the worker
+threads of a multi-threaded BLAS (OpenBLAS's with 2 or more threads, started when NumPy
+loads it) keep their own, so the share of a matrix product computed there does not.
+Training is covered all the same: its subnormals are born in element-wise operations
+(softmax, the moment updates) and flushed there before a product sees them (see
+``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
