@@ -161,6 +161,7 @@ def test_fit_checks_flush_denormals():
 
 
 @needs_control
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # two iterations on purpose
 def test_the_estimators_stochastic_solvers_flush(monkeypatch):
     from jacnet import sklearn as jsk
 
