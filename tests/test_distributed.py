@@ -417,6 +417,34 @@ def test_a_bad_cell_in_one_ranks_rows_stops_every_rank_with_one_line_each(tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def _train_under_mpiexec(n: int, path: Path, out: Path, *extra: str,
+                         timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run([str(_mpiexec()), "-n", str(n), sys.executable, "-m", "jacnet",
+                               "train", "--data", str(path), "--hidden", "3", "--no-progress",
+                               "--out", str(out), *extra], capture_output=True, text=True,
+                              env=_mpi_env(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"mpiexec -n {n} jacnet train --data {path.name} hung")
+
+
+@needs_mpi
+def test_more_ranks_than_training_rows_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    # 3 rows on 3 ranks: 2 training rows, so one rank would hold none. That rank used to
+    # fail alone (NumPy's "cannot reshape array of size 0") while the others waited in
+    # their next Allreduce forever; every rank must refuse it, saying how to fix it.
+    X = np.array([[0.0, 1.0], [2.0, 5.0], [4.0, 4.0]])
+    np.savez(tmp_path / "three.npz", X=X, y=X @ [2.0, -1.0] + 1.0)
+    done = _train_under_mpiexec(3, tmp_path / "three.npz", tmp_path / "run", "--epochs", "1")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines and all("three.npz has 2 training rows (after the test split) for 3 ranks; "
+                         "every rank needs at least one: run with mpiexec -n 2 or fewer"
+                         in line for line in lines), done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 _HOLDS = """
 import json, sys, tracemalloc
 import numpy as np

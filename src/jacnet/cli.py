@@ -391,10 +391,21 @@ def _load_rank_rows(options: dict[str, Any], comm: Any) -> tuple[Any, Any, _Shar
         return (*_load_data(options), None)
     train_rows, _, test_rows = jdata.split_rows(rows.y, rows.task, test_size=options["test_size"],
                                                 seed=options["seed"])
+    if len(train_rows) < comm.size:  # fit needs rows on every rank; say so before it does
+        raise ValueError(
+            f"{options['data']} has {len(train_rows)} training rows (after the test split) for "
+            f"{comm.size} ranks; every rank needs at least one: run with mpiexec -n "
+            f"{len(train_rows)} or fewer, or pass a smaller --test-size.")
     mine = train_rows[shard_rows(len(train_rows), comm.rank, comm.size)]
     train = rows.dataset(mine)
     test = rows.dataset(test_rows[shard_rows(len(test_rows), comm.rank, comm.size)])
     return train, test, _Shard(len(train_rows), rows.y[train_rows], len(test_rows))
+
+
+def _as_columns(y: np.ndarray) -> np.ndarray:
+    """Targets as an (n, m) matrix; unlike ``reshape(len(y), -1)`` also for a rank that
+    holds no rows (NumPy cannot infer -1 from a size of 0)."""
+    return y if y.ndim == 2 else y.reshape(-1, 1)
 
 
 def _target_arg(target: Any) -> Any:
@@ -448,9 +459,9 @@ def _train(args: argparse.Namespace) -> int:
     else:  # the statistics of every rank's rows, merged in rank order on every rank
         x_scaler = StandardScaler.from_moments(comm.allgather(StandardScaler.moments(train.X)))
     y_all = train.y if shard is None else shard.y_train
-    y_scaler = None if classification else StandardScaler().fit(y_all.reshape(len(y_all), -1))
+    y_scaler = None if classification else StandardScaler().fit(_as_columns(y_all))
     X_train = x_scaler.transform(train.X)
-    y_train = train.y if y_scaler is None else y_scaler.transform(train.y.reshape(len(train.y), -1))
+    y_train = train.y if y_scaler is None else y_scaler.transform(_as_columns(train.y))
     model = jacnet.mlp([train.n_features, *options["hidden"], n_out],
                        activation=options["activation"], seed=options["seed"], dtype=options["dtype"])
 
@@ -690,7 +701,7 @@ def _score_shards(model: Any, loss: str, x_scaler: Any, y_scaler: Any, X: np.nda
         if y_scaler is None:
             part = evaluate(model, X_scaled, part_y, loss=loss)
         else:
-            target = part_y.reshape(len(part_y), -1)
+            target = _as_columns(part_y)
             part = evaluate(model, X_scaled, y_scaler.transform(target), loss=loss, metrics=[])
             prediction = _predict_values(model, X_scaled, y_scaler)
             for metric in metrics:
