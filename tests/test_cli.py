@@ -439,7 +439,36 @@ HOSTILE = [
     ("values near the float maximum", ["train", "--data", "{d}/huge.npz", "--hidden", "2",
                                        "--epochs", "1", "--no-progress", "--out", "{d}/huge"], 0,
      ""),
+    # A zero in a header's shape makes the other dimensions cost no stored bytes: the
+    # columns x1 ... x1099511627776 were being named (a hang), or NumPy said "iterator is
+    # too large".
+    ("0 rows of 2**40 columns to predict", ["predict", "{d}/run/model.npz", "{d}/wide0.npy"], 1,
+     "wide0.npy: X has 1099511627776 columns but the model takes 2 features; save X with "
+     "the model's 2 feature columns"),
+    ("0 rows of 2**40 columns to train", ["train", "--data", "{d}/wide0.npz"], 1,
+     "wide0.npz: X has no rows (shape (0, 1099511627776)); a data set needs at least one"),
+    ("a shape beyond any array", ["predict", "{d}/run/model.npz", "{d}/overflow.npy"], 1,
+     "its header claims shape (4611686018427387904, 4611686018427387904, 0), more than any "
+     "array can hold"),
+    ("a .npy with a column too many", ["predict", "{d}/run/model.npz", "{d}/three.npy"], 1,
+     "three.npy: X has 3 columns but the model takes 2 features; save X with the model's 2 "
+     "feature columns, in the order it was trained on."),
 ]
+
+
+def _write_header_only(path, shape, member=None):
+    """A .npy file (or an .npz member) that is just a header claiming ``shape``."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": shape})
+    if member is None:
+        path.write_bytes(header.getvalue())
+        return
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(member, header.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -475,6 +504,11 @@ def hostile(tmp_path_factory):
     (d / "typo.csv").write_text("x,y\n" + "\n".join(rows) + "\n")
     (d / "bare.csv").write_text("1,2,3\n4,5,6\n")
     (d / "extra.csv").write_text("id,x1,x2\n1,0.5,0.5\n")
+    _write_header_only(d / "wide0.npy", (0, 2**40))
+    _write_header_only(d / "overflow.npy", (2**62, 2**62, 0))
+    _write_header_only(d / "wide0.npz", (0, 2**40), "X.npy")
+    _write_header_only(d / "wide0.npz", (0,), "y.npy")
+    np.save(d / "three.npy", np.zeros((4, 3)))
     return d
 
 

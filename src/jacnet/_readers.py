@@ -117,6 +117,11 @@ def _read_npy_header(handle: IO[bytes], path: Path, key: str, fix: str
     if any(not isinstance(n, int) or n < 0 for n in shape):
         raise ValueError(f"{path}: array {key!r} is damaged (its header claims shape {shape}); "
                          f"{fix}.")
+    # A zero in the shape makes any other dimension cost no stored bytes, so the size check
+    # cannot catch it; no array NumPy can hold has more elements than this.
+    if math.prod(n for n in shape if n) * max(dtype.itemsize, 1) > np.iinfo(np.intp).max:
+        raise ValueError(f"{path}: array {key!r} is damaged (its header claims shape {shape}, "
+                         f"more than any array can hold); {fix}.")
     return tuple(shape), bool(fortran), dtype
 
 

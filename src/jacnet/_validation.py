@@ -48,6 +48,36 @@ def as_float_dtype(dtype: DTypeLike, name: str = "dtype") -> np.dtype[Any]:
     return resolved
 
 
+def check_ndim(shape: tuple[int, ...], name: str, *, ndim: int | tuple[int, ...] = 2,
+               owner: str | None = None) -> None:
+    """Raise :func:`check_array`'s error for an array of ``shape`` with the wrong number of
+    dimensions, from the shape alone (for an array not yet read from its file).
+
+    >>> check_ndim((4, 3, 1), "X")
+    Traceback (most recent call last):
+    ValueError: X must be a 2-D array of shape (n_samples, n_features); got shape (4, 3, 1).
+    """
+    prefix = f"{owner}: " if owner else ""
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if len(shape) in allowed:
+        return
+    if allowed == (2,):
+        hint = (
+            " Reshape a single sample with x.reshape(1, -1) "
+            "or a single feature with x.reshape(-1, 1)."
+            if len(shape) == 1
+            else ""
+        )
+        raise ValueError(
+            f"{prefix}{name} must be a 2-D array of shape (n_samples, n_features); "
+            f"got shape {tuple(shape)}.{hint}"
+        )
+    raise ValueError(
+        f"{prefix}{name} must have {' or '.join(map(str, allowed))} dimensions; "
+        f"got shape {tuple(shape)}."
+    )
+
+
 def check_array(
     array: Any,
     name: str,
@@ -107,23 +137,7 @@ def check_array(
             f"{prefix}{name} must hold numbers; got an array of dtype {arr.dtype}. "
             "Convert text or object columns to numbers (or drop them) first."
         )
-    allowed = (ndim,) if isinstance(ndim, int) else ndim
-    if arr.ndim not in allowed:
-        if allowed == (2,):
-            hint = (
-                " Reshape a single sample with x.reshape(1, -1) "
-                "or a single feature with x.reshape(-1, 1)."
-                if arr.ndim == 1
-                else ""
-            )
-            raise ValueError(
-                f"{prefix}{name} must be a 2-D array of shape (n_samples, n_features); "
-                f"got shape {arr.shape}.{hint}"
-            )
-        raise ValueError(
-            f"{prefix}{name} must have {' or '.join(map(str, allowed))} dimensions; "
-            f"got shape {arr.shape}."
-        )
+    check_ndim(arr.shape, name, ndim=ndim, owner=owner)
     if n_columns is not None and (arr.ndim == 0 or arr.shape[-1] != n_columns):
         raise ValueError(
             f"{prefix}{name} must have {n_columns} columns (features); got shape {arr.shape}."

@@ -941,7 +941,7 @@ def _array_feature_blocks(saved: Any, spec: str) -> Iterator[np.ndarray]:
     decompressed as it goes), so memory does not grow with the rows. An NPZ's
     ``feature_names`` match the columns by name; a .npy file's columns go by position."""
     from jacnet._readers import npy_array, npz_members
-    from jacnet._validation import check_array
+    from jacnet._validation import check_array, check_ndim
 
     is_npy = str(spec).lower().endswith(".npy")
     if is_npy:
@@ -952,15 +952,21 @@ def _array_feature_blocks(saved: Any, spec: str) -> Iterator[np.ndarray]:
             raise ValueError(f"{spec} has no array named 'X'; found {list(members)}.")
         X_rows = members["X"]
         raw = members["feature_names"].read() if "feature_names" in members else None
-    if len(X_rows.shape) != 2:  # check_array's message, without reading the array
-        check_array(np.broadcast_to(np.float64(0), X_rows.shape), "X", ndim=2, owner=str(spec))
+    check_ndim(X_rows.shape, "X", ndim=2, owner=str(spec))  # without reading the array
     n_columns = X_rows.shape[1]
     named = (raw is not None and raw.dtype.kind in "US" and raw.ndim == 1
              and len(raw) == n_columns)
+    by_name = named and not is_npy and _model_names(saved) is not None
+    n_in = saved.model.in_features
+    if not by_name and n_columns != n_in:
+        # Checked before naming the columns x1, x2, ...: a header of 0 rows may claim 2**40.
+        raise ValueError(f"{spec}: X has {n_columns} columns but the model takes {n_in} "
+                         f"features; save X with the model's {n_in} feature columns, in the "
+                         "order it was trained on.")
     names = ([str(n) for n in raw.tolist()] if named and raw is not None
              else [f"x{j + 1}" for j in range(n_columns)])
-    order = _feature_order(names, saved, spec,
-                           by_name=not is_npy and _named_columns(spec, names, False), extra=None)
+    order = _feature_order(names, saved, spec, by_name=by_name and _named_columns(spec, names, False),
+                           extra=None)
     start = 0
     for block in X_rows.blocks():
         try:

@@ -41,7 +41,7 @@ from jacnet._readers import (
     parse_number,
     read_npz_arrays,
 )
-from jacnet._validation import check_array, check_choice, check_positive_int
+from jacnet._validation import check_array, check_choice, check_ndim, check_positive_int
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -899,6 +899,7 @@ def load_npz(path: str | Path, *, task: str | None = None) -> Dataset:
             )
         arrays = read_npz_arrays(archive, path)
     X = arrays["X"]
+    _check_npz_shape(path, X.shape)
     y, task, target_names = _npz_targets(arrays["y"], task, arrays.get("target_names"))
     return Dataset(
         X,
@@ -909,6 +910,15 @@ def load_npz(path: str | Path, *, task: str | None = None) -> Dataset:
         target_names=target_names,
         description=f"NPZ file {path}",
     )
+
+
+def _check_npz_shape(path: Path, shape: tuple[int, ...]) -> None:
+    """X's shape, before a Dataset is made of it: 2-D with at least one row (a header may
+    claim 0 rows of 2**40 columns, which stores no bytes but would name every column)."""
+    check_ndim(shape, "X", ndim=2, owner=f"Dataset {path.name.split('.')[0]!r}")
+    if shape[0] == 0:
+        raise ValueError(f"{path}: X has no rows (shape {shape}); a data set needs at least "
+                         "one sample. Save with np.savez(path, X=X, y=y).")
 
 
 def _npz_targets(y: np.ndarray, task: str | None, names: np.ndarray | None
@@ -1344,8 +1354,7 @@ def _npz_rows(path: Path, task: str | None) -> FileRows:
     X_rows = members["X"]
     y, task, target_names = _npz_targets(small["y"], task, small.get("target_names"))
     owner = f"Dataset {path.name.split('.')[0]!r}"
-    if len(X_rows.shape) != 2:  # the error Dataset gives, without reading X
-        check_array(np.broadcast_to(np.float64(0), X_rows.shape), "X", ndim=2, owner=owner)
+    _check_npz_shape(path, X_rows.shape)  # the errors Dataset gives, without reading X
     if y.ndim == 0 or X_rows.shape[0] != y.shape[0]:
         raise ValueError(f"{owner}: X has {X_rows.shape[0]} rows but y has "
                          f"{y.shape[0] if y.ndim else 0}; they must describe the same samples.")
