@@ -450,6 +450,15 @@ HOSTILE = [
     ("a shape beyond any array", ["predict", "{d}/run/model.npz", "{d}/overflow.npy"], 1,
      "its header claims shape (4611686018427387904, 4611686018427387904, 0), more than any "
      "array can hold"),
+    # Predict streams a member block by block; its CRC is checked at the end, so damage
+    # that reads as NaN used to be reported as NaN in the data.
+    ("a stored member damaged mid-stream", ["predict", "{d}/run/model.npz", "{d}/crc.npz"], 1,
+     "crc.npz is a damaged .npz archive (its zip structure is broken: Bad CRC-32 for file "
+     "'X.npy')"),
+    ("a compressed member damaged mid-stream", ["predict", "{d}/run/model.npz",
+                                                "{d}/crcz.npz"], 1,
+     "crcz.npz is a damaged .npz archive (its zip structure is broken: Bad CRC-32 for file "
+     "'X.npy')"),
     ("a .npy with a column too many", ["predict", "{d}/run/model.npz", "{d}/three.npy"], 1,
      "three.npy: X has 3 columns but the model takes 2 features; save X with the model's 2 "
      "feature columns, in the order it was trained on."),
@@ -509,6 +518,13 @@ def hostile(tmp_path_factory):
     _write_header_only(d / "wide0.npz", (0, 2**40), "X.npy")
     _write_header_only(d / "wide0.npz", (0,), "y.npy")
     np.save(d / "three.npy", np.zeros((4, 3)))
+    rng = np.random.default_rng(0)
+    for name, save in (("crc.npz", np.savez), ("crcz.npz", np.savez_compressed)):
+        save(d / name, X=rng.normal(size=(100_000, 2)))  # about 2 blocks of 1 MB
+        raw = bytearray((d / name).read_bytes())
+        middle = len(raw) // 2 - len(raw) // 2 % 8
+        raw[middle:middle + 64] = b"\xff" * 64 if save is np.savez else b"\x00" * 64
+        (d / name).write_bytes(bytes(raw))
     return d
 
 

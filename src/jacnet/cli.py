@@ -968,11 +968,16 @@ def _array_feature_blocks(saved: Any, spec: str) -> Iterator[np.ndarray]:
     order = _feature_order(names, saved, spec, by_name=by_name and _named_columns(spec, names, False),
                            extra=None)
     start = 0
-    for block in X_rows.blocks():
+    blocks = X_rows.blocks()
+    for block in blocks:
         try:
             X = check_array(block, "X", ndim=2, dtype=np.float64, owner=str(spec))
         except ValueError:  # name the position in the file, not in the block
             row, column = (int(i) for i in np.argwhere(~np.isfinite(block.astype(np.float64)))[0])
+            # A damaged member can read as NaN before its CRC, checked at its end, fails:
+            # read on, so that damage is reported as damage, not as the data's NaN.
+            for _ in blocks if X_rows.member is not None else ():
+                pass
             raise ValueError(f"{spec}: X contains NaN or infinity (first at index "
                              f"[{start + row}, {column}]: {block[row, column]}). Remove or "
                              "impute those values before predicting.") from None
