@@ -969,3 +969,43 @@ def test_a_damaged_member_read_by_rows_is_one_error(tmp_path, kind):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=r"bad\.npz is a damaged \.npz archive"):
         npz_members(path)["X"].take([0, 999])
+
+
+@pytest.mark.parametrize("kind", ["csv-shorter", "csv-same-size", "npz", "npy"])
+def test_a_file_that_changes_between_its_passes_is_refused(tmp_path, kind):
+    """open_rows reads the targets, dataset() the features later: a file rewritten in
+    between must be refused, not read as rows that no longer match the targets (a CSV cut
+    short left rows of np.empty garbage, exit 0)."""
+    import os
+
+    from jacnet._readers import npy_array
+
+    X = np.arange(40.0).reshape(20, 2)
+    if kind.startswith("csv"):
+        path = tmp_path / "d.csv"
+        path.write_text("a,b,y\n" + "".join(f"{a},{b},{i % 2}\n" for i, (a, b) in enumerate(X)))
+        rows = data.open_rows(path)
+        assert rows is not None
+        text = path.read_text()
+        # Same size, other values: only the modification time tells.
+        path.write_text(text[:-30] if kind == "csv-shorter" else text.replace("1", "7"))
+        os.utime(path, ns=(1, 1))  # whatever the clock's grain
+        read = lambda: rows.dataset(np.arange(20))  # noqa: E731
+    elif kind == "npz":
+        path = tmp_path / "d.npz"
+        np.savez(path, X=X, y=np.arange(20) % 2)
+        rows = data.open_rows(path)
+        assert rows is not None
+        np.savez(path, X=X[:10], y=np.arange(10) % 2)
+        read = lambda: rows.dataset([0, 19])  # noqa: E731
+    else:
+        path = tmp_path / "d.npy"
+        np.save(path, X)
+        array = npy_array(path)
+        np.save(path, X + 1)
+        os.utime(path, ns=(1, 1))  # a rewrite of the same size, whatever the clock's grain
+        read = lambda: array.take([0, 19])  # noqa: E731
+    with pytest.raises(ValueError, match=r"d\.np[yz]|d\.csv") as info:
+        read()
+    assert "changed while it was being read" in str(info.value)
+    assert "keep the file unchanged" in str(info.value)

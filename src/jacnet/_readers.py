@@ -25,8 +25,8 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["CHUNK_ROWS", "ArrayRows", "CsvReader", "check_file", "count_lines", "npy_array",
-           "npz_members", "open_npz", "parse_number"]
+__all__ = ["CHUNK_ROWS", "ArrayRows", "CsvReader", "check_file", "check_unchanged",
+           "count_lines", "file_stamp", "npy_array", "npz_members", "open_npz", "parse_number"]
 
 #: Rows per block: small enough that a block's Python strings stay a few MB.
 CHUNK_ROWS = 8192
@@ -79,6 +79,26 @@ def parse_number(cell: str) -> float | None:
 
 
 _NPZ_FIX = "save the arrays with np.savez(path, X=X, y=y)"
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time in ns) of ``path``, (-1, -1) if it is gone: what tells that a
+    file read in two passes was rewritten in between."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return -1, -1
+    return info.st_size, info.st_mtime_ns
+
+
+def check_unchanged(path: Path, stamp: tuple[int, int] | None) -> None:
+    """Raise one clear error if ``path`` no longer has the :func:`file_stamp` ``stamp``
+    (None: it is known to have changed, say its header or its row count differs)."""
+    if stamp is None or file_stamp(path) != stamp:
+        raise ValueError(
+            f"{path} changed while it was being read (its size, modification time or "
+            "contents are not what they were on the first pass); keep the file unchanged "
+            "while jacnet reads it, or copy it and read the copy.")
 
 
 def _npz_damage(path: Path, exc: BaseException, fix: str = _NPZ_FIX) -> ValueError:
@@ -167,6 +187,7 @@ class ArrayRows:
                  fortran: bool, fix: str, member: str | None = None) -> None:
         self.path, self.key, self.shape, self.dtype = path, key, shape, dtype
         self.fortran, self.fix, self.member = fortran, fix, member
+        self.stamp = file_stamp(path)  # the file as its header was checked
 
     @property
     def n_rows(self) -> int:
@@ -182,8 +203,12 @@ class ArrayRows:
                 else:
                     archive = stack.enter_context(zipfile.ZipFile(self.path))
                     handle = stack.enter_context(archive.open(self.member))
-                _read_npy_header(handle, self.path, self.key, self.fix)
+                check_unchanged(self.path, self.stamp)
+                header = _read_npy_header(handle, self.path, self.key, self.fix)
+                if header != (self.shape, self.fortran, self.dtype):
+                    check_unchanged(self.path, None)  # rewritten within the clock's grain
                 yield handle
+                check_unchanged(self.path, self.stamp)
         except ValueError:
             raise
         except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error, OSError,

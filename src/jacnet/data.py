@@ -34,8 +34,10 @@ from jacnet._readers import (
     CHUNK_ROWS,
     CsvReader,
     check_file,
+    check_unchanged,
     column_floats,
     count_lines,
+    file_stamp,
     npz_members,
     open_npz,
     parse_number,
@@ -1373,6 +1375,7 @@ def _csv_rows(path: Path, target: str | int | None, task: str | None,
               header: bool) -> FileRows:
     if task is not None:
         task = check_choice(task, "task", TASKS)
+    stamp = file_stamp(path)  # the second pass, over the features, must read the same file
     with CsvReader(path, header=header) as reader:
         columns = reader.columns
         if len(columns) < 2:
@@ -1399,7 +1402,10 @@ def _csv_rows(path: Path, target: str | int | None, task: str | None,
         order = np.argsort(index, kind="stable")
         wanted = index[order]
         start = 0
+        check_unchanged(path, stamp)
         with CsvReader(path, header=header, chunk_rows=chunk_rows) as again:
+            if again.columns != columns:
+                check_unchanged(path, None)  # rewritten within the clock's grain
             for cells, lines in again.blocks():
                 stop = start + len(lines)
                 low, high = np.searchsorted(wanted, [start, stop])
@@ -1408,6 +1414,7 @@ def _csv_rows(path: Path, target: str | int | None, task: str | None,
                     out[order[low:high]] = column_floats(
                         cells[keep][:, feature_index], lines[keep], feature_names, path)
                 start = stop
+        check_unchanged(path, stamp if start == n else None)
         return out
 
     return FileRows(path, task=task, y=y, feature_names=feature_names,
