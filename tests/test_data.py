@@ -1009,3 +1009,22 @@ def test_a_file_that_changes_between_its_passes_is_refused(tmp_path, kind):
         read()
     assert "changed while it was being read" in str(info.value)
     assert "keep the file unchanged" in str(info.value)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_nan_in_rows_read_by_open_rows_is_named_by_its_row_in_the_file(tmp_path, compressed):
+    """Under mpiexec a rank reads some rows of the file in split order; a NaN among them
+    must be named by its row in the file, as load names it, not by its place among the
+    rank's rows (which said [0, 2] for file row 57)."""
+    X = np.arange(120.0).reshape(60, 2)
+    X[57, 0] = np.inf
+    X[55, 1] = np.nan
+    path = tmp_path / "d.npz"
+    (np.savez_compressed if compressed else np.savez)(path, X=X, y=np.arange(60.0))
+    with pytest.raises(ValueError, match=r"first at index \[55, 1\]: nan\)") as whole:
+        data.load(path)
+    rows = data.open_rows(path)
+    assert rows is not None
+    with pytest.raises(ValueError) as part:
+        rows.dataset([57, 3, 55, 10])
+    assert str(part.value) == str(whole.value)

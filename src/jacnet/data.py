@@ -1361,8 +1361,22 @@ def _npz_rows(path: Path, task: str | None) -> FileRows:
         raise ValueError(f"{owner}: X has {X_rows.shape[0]} rows but y has "
                          f"{y.shape[0] if y.ndim else 0}; they must describe the same samples.")
     names = _string_list(small.get("feature_names")) or []
+
+    def read_rows(index: np.ndarray) -> np.ndarray:
+        X = X_rows.take(index)
+        try:
+            check_array(X, "X", ndim=2, dtype=np.float64, owner=owner)
+        except ValueError:  # name the first bad value by its row in the file, as load does
+            bad = np.argwhere(~np.isfinite(X.astype(np.float64)))
+            first = bad[np.lexsort((bad[:, 1], index[bad[:, 0]]))[0]]
+            raise ValueError(
+                f"{owner}: X contains NaN or infinity (first at index [{index[first[0]]}, "
+                f"{first[1]}]: {X[tuple(first)]}). Remove or impute those values before "
+                "training.") from None
+        return X
+
     return FileRows(path, task=task, y=y, feature_names=names, target_names=target_names,
-                    description=f"NPZ file {path}", target_column=None, read_rows=X_rows.take)
+                    description=f"NPZ file {path}", target_column=None, read_rows=read_rows)
 
 
 def _block_rows(n_columns: int) -> int:
