@@ -675,3 +675,28 @@ def test_npz_and_npy_predict_give_the_predictions_of_the_whole_array(wide_model,
     err = capsys.readouterr().err
     assert "X contains NaN or infinity (first at index [45000, 3]: nan)" in err
     assert err.count("\n") == 1
+
+
+def test_an_error_line_is_written_in_one_piece(tmp_path, monkeypatch):
+    """Under mpiexec every rank's stderr goes down one stream: print's two writes (the text,
+    then the newline) let two ranks' lines run together as one ("...training.jacnet train:
+    error: rank(s) 1 of 2 failed ..."). Each error line must be one write, newline included."""
+    import io
+
+    class Writes(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.pieces = []
+
+        def write(self, text):
+            self.pieces.append(text)
+            return super().write(text)
+
+    np.savez(tmp_path / "noy.npz", X=np.zeros((4, 2)))
+    for argv, code in ((["train", "--data", str(tmp_path / "noy.npz")], 1),
+                       (["train", "--data", "xor", "--lr", "-1"], 2)):
+        stream = Writes()
+        monkeypatch.setattr("sys.stderr", stream)
+        assert main(argv) == code
+        errors = [piece for piece in stream.pieces if "error:" in piece]
+        assert len(errors) == 1 and errors[0].endswith("\n"), stream.pieces

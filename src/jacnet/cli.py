@@ -42,10 +42,17 @@ class UsageError(Exception):
     """Bad command-line arguments: exit code 2."""
 
 
+def _error_line(text: str) -> None:
+    """Write one line to stderr in a single write: under mpiexec the ranks share the
+    stream, and print's separate newline lets two ranks' lines run together."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own errors: usage + exit 2
         self.print_usage(sys.stderr)
-        print(f"jacnet: error: {message}", file=sys.stderr)
+        _error_line(f"jacnet: error: {message}")
         raise SystemExit(2)
 
 
@@ -210,10 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         if args.debug:
             raise
-        print(f"jacnet {args.command}: error: {exc}", file=sys.stderr)
+        _error_line(f"jacnet {args.command}: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print("jacnet: interrupted", file=sys.stderr)
+        _error_line("jacnet: interrupted")
         return 130
     except BrokenPipeError:
         # The reader went away (`jacnet predict ... | head`): not an error of ours. Point
@@ -224,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"jacnet {args.command}: error: {message}", file=sys.stderr)
+        _error_line(f"jacnet {args.command}: error: {message}")
         return 1
 
 
@@ -614,7 +621,7 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
         print("note: matplotlib is not installed, so curves.png was skipped "
               "(pip install 'jacnet[plot]').", file=sys.stderr)
     if diverged:
-        print(f"jacnet train: error: {history.stop_reason}", file=sys.stderr)
+        _error_line(f"jacnet train: error: {history.stop_reason}")
         return 1
     if history.stop_reason:
         print(f"stopped: {history.stop_reason}")
@@ -1265,7 +1272,7 @@ def explain_command(args: argparse.Namespace) -> int:
                 target = target.astype(np.int64)
         result = explain(model, x, target, loss=loss, lr=args.lr, seed=args.seed, batch=batch)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        print(f"jacnet explain: error: {exc}", file=sys.stderr)
+        _error_line(f"jacnet explain: error: {exc}")
         return 2
     if note:
         result = replace(result, caveats=(note, *result.caveats))
@@ -1323,7 +1330,7 @@ def inspect_command(args: argparse.Namespace) -> int:
             X = np.random.default_rng(args.seed).normal(size=(args.n_samples, model.in_features))
         info = inspect_model(model, X, y, loss=loss, max_samples=args.n_samples)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        print(f"jacnet inspect: error: {exc}", file=sys.stderr)
+        _error_line(f"jacnet inspect: error: {exc}")
         return 2
     _emit(info, args)
     if args.figures:
