@@ -1738,23 +1738,27 @@ class StandardScaler:
 
         Returns
         -------
-        numpy.ndarray, shape (4, n_features)
+        numpy.ndarray, shape (5, n_features)
             The row count; an exponent e per column with every ``|x| < 2**e``; the mean and
-            the sum of squared deviations (M2) of ``x / 2**e``. Dividing by a power of two
-            is exact and keeps every sum far from overflow.
+            the sum of squared deviations (M2) of ``x / 2**e``; and what the rounded mean
+            misses of the exact one (the mean of the deviations from it), so that two
+            parts' means differ by their exact difference, not by eps·|mean|. Dividing
+            by a power of two is exact and keeps every sum far from overflow.
 
         >>> StandardScaler.moments([[1.0], [3.0]])[:, 0].tolist()
-        [2.0, 2.0, 0.5, 0.125]
+        [2.0, 2.0, 0.5, 0.125, 0.0]
         """
         arr = check_array(X, "X", ndim=2, dtype=np.float64, owner="StandardScaler.moments")
-        out = np.zeros((4, arr.shape[1]))
+        out = np.zeros((5, arr.shape[1]))
         out[0] = arr.shape[0]
         if arr.shape[0]:
             exponent = np.frexp(np.abs(arr).max(axis=0))[1]
             scaled = np.ldexp(arr, -exponent)
             mean = scaled.mean(axis=0)
-            out[1], out[2] = exponent, mean
-            out[3] = ((scaled - mean) ** 2).sum(axis=0)
+            deviation = scaled - mean
+            residual = deviation.mean(axis=0)
+            out[1], out[2], out[4] = exponent, mean, residual
+            out[3] = (deviation ** 2).sum(axis=0) - arr.shape[0] * residual ** 2
         return out
 
     @classmethod
@@ -1764,11 +1768,12 @@ class StandardScaler:
         The parts are merged in the order given with the pairwise update of Chan, Golub and
         LeVeque (1979): for parts a and b, n = nₐ + n_b, δ = mean_b − meanₐ,
         mean = meanₐ + δ·n_b/n, M2 = M2ₐ + M2_b + δ²·nₐ·n_b/n, each part first brought to the
-        larger of the two exponents (exactly: powers of two). The result differs from
+        larger of the two exponents (exactly: powers of two). Each mean is carried as its
+        rounded value and the residual that it misses, so that δ is the difference of the
+        exact means: a column whose spread is small beside its mean (offset 10⁴, spread
+        10⁻²) keeps the accuracy of :meth:`fit`'s two passes. The result differs from
         :meth:`fit` on the stacked rows only by the order of the sums (a few units in the
-        last place of the mean; the standard deviation loses what cancellation costs any
-        method, relative error about eps·|mean|/std). Every process that merges the same
-        list gets the same bits.
+        last place). Every process that merges the same list gets the same bits.
 
         >>> X = np.array([[1.0, 10.0], [2.0, 10.0], [4.0, 10.0], [8.0, 10.0]])
         >>> merged = StandardScaler.from_moments([StandardScaler.moments(X[:1]),
@@ -1780,27 +1785,33 @@ class StandardScaler:
         if not kept:
             raise ValueError("StandardScaler.from_moments: no part has rows; fit on the "
                              "training data.")
-        n, exponent, mean, m2 = (row.copy() for row in kept[0])
+        n, exponent, mean, m2, residual = (row.copy() for row in kept[0])
         for part in kept[1:]:
-            n_b, e_b, mean_b, m2_b = part
+            n_b, e_b, mean_b, m2_b, residual_b = part
             top = np.maximum(exponent, e_b)
             shift, shift_b = (exponent - top).astype(np.int64), (e_b - top).astype(np.int64)
-            mean, m2 = np.ldexp(mean, shift), np.ldexp(m2, 2 * shift)
-            mean_b, m2_b = np.ldexp(mean_b, shift_b), np.ldexp(m2_b, 2 * shift_b)
+            mean, residual, m2 = (np.ldexp(mean, shift), np.ldexp(residual, shift),
+                                  np.ldexp(m2, 2 * shift))
+            mean_b, residual_b, m2_b = (np.ldexp(mean_b, shift_b), np.ldexp(residual_b, shift_b),
+                                        np.ldexp(m2_b, 2 * shift_b))
             total = n + n_b
-            delta = mean_b - mean
-            mean = mean + delta * (n_b / total)
+            # Close means subtract exactly; their residuals carry the rest of δ.
+            delta = (mean_b - mean) + (residual_b - residual)
+            step = delta * (n_b / total)
+            moved = mean + step
+            residual = residual + (step - (moved - mean))  # what rounding `moved` lost
+            mean = moved
             m2 = m2 + m2_b + delta * delta * (n * n_b / total)
             n, exponent = total, top
         e = exponent.astype(np.int64)
         with np.errstate(over="ignore"):
-            std = np.ldexp(np.sqrt(m2 / n), e)
+            std = np.ldexp(np.sqrt(np.maximum(m2, 0.0) / n), e)
         if not np.isfinite(std).all():
             column = int(np.flatnonzero(~np.isfinite(std))[0])
             raise ValueError(
                 f"StandardScaler.from_moments: column {column} spans more than the float64 "
                 "range (its standard deviation overflows); rescale that column first.")
-        return cls()._set(np.ldexp(mean, e), std)
+        return cls()._set(np.ldexp(mean + residual, e), std)
 
     def _checked(self, X: Any, method: str) -> np.ndarray:
         if not hasattr(self, "mean_"):
