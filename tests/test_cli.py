@@ -459,6 +459,13 @@ HOSTILE = [
                                                 "{d}/crcz.npz"], 1,
      "crcz.npz is a damaged .npz archive (its zip structure is broken: Bad CRC-32 for file "
      "'X.npy')"),
+    # A float64 value beyond float32's range: NumPy's "overflow encountered in cast"
+    # warning, then "NaN or infinity ... before training" at the row's place in its block.
+    ("a value beyond the float32 model's range", ["predict", "{d}/run/model.npz",
+                                                  "{d}/beyond32.npy"], 1,
+     "beyond32.npy: the value 1e+39 at index [66000, 1] is 9.87e+38 after the model's "
+     "scaling, beyond the float32 range of this model (about ±3.4e+38); check the value, "
+     "or train with --dtype float64 to take such values."),
     ("a .npy with a column too many", ["predict", "{d}/run/model.npz", "{d}/three.npy"], 1,
      "three.npy: X has 3 columns but the model takes 2 features; save X with the model's 2 "
      "feature columns, in the order it was trained on."),
@@ -518,6 +525,9 @@ def hostile(tmp_path_factory):
     _write_header_only(d / "wide0.npz", (0, 2**40), "X.npy")
     _write_header_only(d / "wide0.npz", (0,), "y.npy")
     np.save(d / "three.npy", np.zeros((4, 3)))
+    beyond = np.zeros((70_000, 2))  # 65,536 rows to a block of 1 MB: the row is in block 2
+    beyond[66_000, 1] = 1e39
+    np.save(d / "beyond32.npy", beyond)
     rng = np.random.default_rng(0)
     for name, save in (("crc.npz", np.savez), ("crcz.npz", np.savez_compressed)):
         save(d / name, X=rng.normal(size=(100_000, 2)))  # about 2 blocks of 1 MB

@@ -994,12 +994,22 @@ def _array_feature_blocks(saved: Any, spec: str) -> Iterator[np.ndarray]:
         yield np.empty((0, len(order)))
 
 
-def _prediction_columns(saved: Any, X: np.ndarray, laplace: Any = None) -> dict[str, np.ndarray]:
+def _prediction_columns(saved: Any, X: np.ndarray, laplace: Any = None, *,
+                        source: str = "X", first_row: int = 0) -> dict[str, np.ndarray]:
     """What `jacnet predict` writes for feature rows X: labels and class probabilities, or
     predictions in target units (and, given the saved Laplace approximation, their
-    standard deviations)."""
+    standard deviations). ``source`` and ``first_row`` (X's first row in it) name a value
+    that the model's dtype cannot hold."""
     meta, prep = saved.metadata, saved.preprocessing
     X_scaled = prep["X"].transform(X)
+    limit = np.finfo(saved.model.dtype).max
+    if limit < np.finfo(X_scaled.dtype).max and not np.all(np.abs(X_scaled) <= limit):
+        row, column = (int(i) for i in np.argwhere(~(np.abs(X_scaled) <= limit))[0])
+        raise ValueError(
+            f"{source}: the value {X[row, column]:.6g} at index [{first_row + row}, {column}] "
+            f"is {X_scaled[row, column]:.3g} after the model's scaling, beyond the "
+            f"{saved.model.dtype} range of this model (about ±{limit:.2g}); check the value, "
+            "or train with --dtype float64 to take such values.")
     out = _predict_values(saved.model, X_scaled, prep.get("y"))
     columns: dict[str, np.ndarray] = {}
     if meta["task"] == "classification":
@@ -1044,16 +1054,21 @@ def _predict(args: argparse.Namespace) -> int:
             blocks = _array_feature_blocks(saved, spec)
         else:
             blocks = iter([np.asarray(_dataset_for(saved, spec, args.target).X)])
+    def predictions() -> Iterator[dict[str, np.ndarray]]:
+        start = 0
+        for X in blocks:
+            yield _prediction_columns(saved, X, laplace, source=str(spec), first_row=start)
+            start += len(X)
+
     if out is not None and out.lower().endswith(".npz"):
-        parts = [_prediction_columns(saved, X, laplace) for X in blocks]
+        parts = list(predictions())
         columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         with atomic_write(out) as f:
             cast(Any, np.savez)(f, **columns)
         return 0
     with (atomic_write(out, "w") if out is not None else contextlib.nullcontext(sys.stdout)) as f:
         writer = csv.writer(f, lineterminator="\n")
-        for i, X in enumerate(blocks):
-            columns = _prediction_columns(saved, X, laplace)
+        for i, columns in enumerate(predictions()):
             if i == 0:
                 writer.writerow(columns)
             writer.writerows(zip(*(col.tolist() for col in columns.values())))
