@@ -445,6 +445,31 @@ def test_more_ranks_than_training_rows_is_one_line_not_a_hang(tmp_path: Path) ->
     assert not (tmp_path / "run").exists()
 
 
+@needs_mpi
+def test_a_test_row_that_fails_on_one_rank_stops_every_rank_without_a_hang(tmp_path: Path
+                                                                          ) -> None:
+    # Each rank scores its block of the test rows. A value that the float32 model cannot
+    # take (1e300), in a test row of rank 1's block, failed there alone while rank 0
+    # waited in the scores' Allreduce for ever, its run folder left behind.
+    from jacnet import data as jdata
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2))
+    y = X @ [1.0, 2.0]
+    _, _, test_rows = jdata.split_rows(y, "regression", test_size=0.2, seed=0)
+    X[test_rows[-1], 0] = 1e300  # the last test row: rank 1's block
+    np.savez(tmp_path / "extreme.npz", X=X, y=y)
+    done = _train_under_mpiexec(2, tmp_path / "extreme.npz", tmp_path / "run", "--epochs", "1")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, done.stderr
+    assert sum("X contains NaN or infinity" in line for line in lines) == 1, done.stderr
+    assert sum("rank(s) 1 of 2 failed (see their error); every rank stops." in line
+               for line in lines) == 1, done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 _HOLDS = """
 import json, sys, tracemalloc
 import numpy as np

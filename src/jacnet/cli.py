@@ -702,18 +702,24 @@ def _score_shards(model: Any, loss: str, x_scaler: Any, y_scaler: Any, X: np.nda
     sums = np.zeros(1 + len(keys))
     for metric in metrics:
         metric.reset()
-    for start in range(0, len(X), block):
-        X_scaled = x_scaler.transform(X[start:start + block])
-        part_y = y[start:start + block]
-        if y_scaler is None:
-            part = evaluate(model, X_scaled, part_y, loss=loss)
-        else:
-            target = _as_columns(part_y)
-            part = evaluate(model, X_scaled, y_scaler.transform(target), loss=loss, metrics=[])
-            prediction = _predict_values(model, X_scaled, y_scaler)
-            for metric in metrics:
-                metric.update(prediction, metric._shape_target(target, prediction))
-        sums += [len(X_scaled), *(part[key] * len(X_scaled) for key in keys)]
+    error = None
+    try:  # a failure here is this rank's alone: the others must hear of it, not wait
+        for start in range(0, len(X), block):
+            X_scaled = x_scaler.transform(X[start:start + block])
+            part_y = y[start:start + block]
+            if y_scaler is None:
+                part = evaluate(model, X_scaled, part_y, loss=loss)
+            else:
+                target = _as_columns(part_y)
+                part = evaluate(model, X_scaled, y_scaler.transform(target), loss=loss,
+                                metrics=[])
+                prediction = _predict_values(model, X_scaled, y_scaler)
+                for metric in metrics:
+                    metric.update(prediction, metric._shape_target(target, prediction))
+            sums += [len(X_scaled), *(part[key] * len(X_scaled) for key in keys)]
+    except Exception as exc:
+        error = exc
+    comm.agree(error)
     comm.allreduce(sums)
     scores = {key: float(total / sums[0]) for key, total in zip(keys, sums[1:])}
     if y_scaler is not None:
