@@ -684,3 +684,29 @@ def test_metric_totals_add_up_to_the_whole() -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+
+
+def test_the_dense_system_is_summed_as_one_packed_lower_triangle() -> None:
+    """Two simulated ranks: one Allreduce of P(P+1)/2 + P floats gives both ranks' sum in
+    the lower triangle the solver reads, and in Jᵀg."""
+    from jacnet.optim.second_order import _allreduce_lower
+
+    rng = np.random.default_rng(0)
+    n = 7
+    parts = []
+    for _ in range(2):
+        j = rng.normal(size=(30, n))
+        parts.append((j.T @ j, j.T @ rng.normal(size=30)))
+    other = np.concatenate([*(parts[1][0][i, : i + 1] for i in range(n)), parts[1][1]])
+    sizes: list[int] = []
+
+    def allreduce(array: np.ndarray) -> None:
+        sizes.append(array.size)
+        array += other
+
+    jtj, jte = parts[0][0].copy(), parts[0][1].copy()
+    _allreduce_lower(allreduce, jtj, jte)
+    assert sizes == [n * (n + 1) // 2 + n]
+    lower = np.tril_indices(n)
+    np.testing.assert_allclose(jtj[lower], (parts[0][0] + parts[1][0])[lower], rtol=1e-15)
+    np.testing.assert_allclose(jte, parts[0][1] + parts[1][1], rtol=1e-15)

@@ -79,8 +79,9 @@ that epoch (all μ trials and, for BR, the trace probes; 0 on the dense path), a
 Data parallelism: with ``allreduce`` (a callable that sums a float64 array over all
 processes in place, e.g. ``lambda a: comm.Allreduce(MPI.IN_PLACE, a)`` with mpi4py) each
 process passes its own rows, and every quantity a decision depends on is summed before it
-is used: the row count and total sample weight, JᵀHJ and Jᵀg (dense path), the G·v
-products, the diagonal and the trace probes (matrix-free path), and the loss at the start
+is used: the row count and total sample weight, JᵀHJ's lower triangle with Jᵀg (dense
+path, one packed Allreduce), the G·v products, the diagonal and the trace probes
+(matrix-free path), and the loss at the start
 and at every μ trial. Every process then takes the same decisions and the same step, and
 the parameters stay equal without being sent. The dual form (an N·m × N·m kernel that
 couples all rows) is not used with ``allreduce``. Without it (the default) nothing is
@@ -208,6 +209,23 @@ def _damped_copy(matrix: np.ndarray, scale: float, value: float | np.ndarray,
     return out
 
 
+def _allreduce_lower(allreduce: Allreduce, jtj: np.ndarray, jte: np.ndarray) -> None:
+    """Sum JᵀHJ's lower triangle and Jᵀg over all processes in one call: P(P+1)/2 + P
+    floats instead of P² + P. The triangle is packed row by row (each row's part is
+    contiguous, so packing and unpacking are P slice copies, not a gather); the upper
+    triangle is left as it was, unread by the solver."""
+    n = jtj.shape[0]
+    ends = np.cumsum(np.arange(1, n + 1)).tolist()
+    packed = np.empty(ends[-1] + n, dtype=_F64)
+    for i, (start, end) in enumerate(zip([0, *ends[:-1]], ends)):
+        packed[start:end] = jtj[i, : i + 1]
+    packed[ends[-1]:] = jte
+    allreduce(packed)
+    for i, (start, end) in enumerate(zip([0, *ends[:-1]], ends)):
+        jtj[i, : i + 1] = packed[start:end]
+    jte[...] = packed[ends[-1]:]
+
+
 def _whole_blocks(model: Sequential, mask: np.ndarray) -> bool:
     """Whether a weight-decay mask covers whole parameter blocks (weights, biases) only."""
     return all(bool(mask[cols].all()) or not mask[cols].any()
@@ -288,15 +306,12 @@ class _NormalEquations:
                 sqrt_h = _check_curvature_sqrt(sqrt_h, X.shape[0], model.out_features,
                                                "LevenbergMarquardt", _F64)
             step = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
-            # Cholesky, the diagonal and eigvalsh read the lower triangle only (the sum
-            # over processes gets a whole matrix: no stale entries in it).
+            # Cholesky, the diagonal and eigvalsh read the lower triangle only.
             jtj, jte = _gram(model, X, grad_rows, sqrt_h, step, _F64, buffer,
-                             forward=not cached_forward,
-                             lower_only=allreduce is None)
+                             forward=not cached_forward, lower_only=True)
             assert jte is not None
             if allreduce is not None:  # this process's rows only: sum over all of them
-                allreduce(jtj)
-                allreduce(jte)
+                _allreduce_lower(allreduce, jtj, jte)
             self.jtj, self.jte = jtj, jte
         self._jw: np.ndarray | None = None
 
