@@ -998,3 +998,24 @@ def test_jtj_in_chunks_reads_the_epochs_forward_pass_instead_of_running_it_again
     assert calls == [40, 40] and info["mu"] == pytest.approx(1.0)
     whole.epoch(reference, loss, X, target)
     np.testing.assert_allclose(model.params, reference.params, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_solve_ignores_what_the_stale_upper_triangle_holds():
+    """JᵀJ's upper triangle is left as the reused buffer held it (syrk writes the lower
+    one): whatever it holds, even values that overflow when scaled, the damped solve
+    neither warns nor changes (only the lower triangle is read)."""
+    pytest.importorskip("scipy")
+    from jacnet.optim import second_order
+
+    model = mlp([1, 20, 1], seed=0, dtype="float64")  # 61 parameters
+    X, Y = _data(5000, 1, 1)  # one chunk of 5000 × 61 rows: syrk's lower triangle
+    rows = model.forward(X) - Y
+    solves = []
+    for fill in (0.0, 1e308):
+        buffer = np.full((model.n_params, model.n_params), fill)
+        system = second_order._NormalEquations(model, X, rows, 5000, False, buffer=buffer)
+        assert buffer[0, -1] == fill  # the upper triangle was indeed not written
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            solves.append(system.solve(10.0, 1e-3))
+    np.testing.assert_array_equal(solves[0], solves[1])

@@ -198,13 +198,16 @@ def _damped_copy(matrix: np.ndarray, scale: float, value: float | np.ndarray,
                  out: np.ndarray | None = None) -> np.ndarray:
     """``scale · matrix + diag(value)``, written into ``out`` when it has the shape (a
     buffer the μ trials reuse: a fresh (P, P) copy per trial cost 10 ms at P = 1377, its
-    in-place copy 1 ms)."""
+    in-place copy 1 ms). Only the lower triangle need be valid: the upper one may hold
+    whatever the reused buffer did (see ``_gram``'s ``lower_only``), and scaling it must
+    neither warn nor raise."""
     if out is None or out.shape != matrix.shape or out.dtype != matrix.dtype:
         out = np.empty_like(matrix)
     if scale == 1.0:
         np.copyto(out, matrix)
     else:
-        np.multiply(matrix, scale, out=out)
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.multiply(matrix, scale, out=out)
     out.flat[:: out.shape[0] + 1] += value
     return out
 
