@@ -1046,3 +1046,13 @@ def test_merged_moments_keep_the_accuracy_of_fit_on_offset_columns():
         np.testing.assert_allclose(merged.mean_, whole.mean_, rtol=1e-14)
         worst = max(worst, float(np.max(np.abs(merged.scale_ / whole.scale_ - 1))))
     assert worst <= 1e-13, worst
+
+
+@pytest.mark.parametrize("index, bad", [([-1, 3], -1), ([2, 10], 10), ([-2, 12], -2)])
+def test_array_rows_take_names_a_row_that_is_out_of_range(tmp_path, index, bad):
+    from jacnet._readers import npy_array
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(20.0).reshape(10, 2))
+    with pytest.raises(IndexError, match=rf"has 10 rows; asked for row {bad}\."):
+        npy_array(path).take(index)

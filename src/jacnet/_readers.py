@@ -252,9 +252,10 @@ class ArrayRows:
     def take(self, index: Any) -> np.ndarray:
         """Rows ``index`` (integers in [0, n_rows), any order), read in one pass."""
         index = np.asarray(index, dtype=np.int64).reshape(-1)
-        if index.size and (index.min() < 0 or index.max() >= self.n_rows):
+        outside = (index < 0) | (index >= self.n_rows)
+        if outside.any():
             raise IndexError(f"{self.path}: array {self.key!r} has {self.n_rows} rows; "
-                             f"asked for row {int(index.max() if index.max() >= 0 else index.min())}.")
+                             f"asked for row {int(index[outside][0])}.")
         out = np.empty((index.size, *self.shape[1:]), dtype=self.dtype)
         order = np.argsort(index, kind="stable")
         wanted = index[order]
