@@ -36,6 +36,7 @@ Training is covered all the same: its subnormals are born in element-wise operat
 from __future__ import annotations
 
 import platform
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["denormals_flushed", "flush_denormals"]
 
 _SMALLEST_NORMAL = sys.float_info.min  # 2.2e-308
-_SUBNORMAL = _SMALLEST_NORMAL / 4  # a float64 subnormal, made while nothing is flushed
+# A float64 subnormal (2⁻¹⁰²⁴) from its bit pattern, not by arithmetic, so it is one
+# even when jacnet is imported inside a flushing block.
+_SUBNORMAL: float = struct.unpack("<d", (1 << 50).to_bytes(8, "little"))[0]
 
 
 def denormals_flushed() -> bool:
