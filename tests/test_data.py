@@ -1056,3 +1056,14 @@ def test_array_rows_take_names_a_row_that_is_out_of_range(tmp_path, index, bad):
     np.save(path, np.arange(20.0).reshape(10, 2))
     with pytest.raises(IndexError, match=rf"has 10 rows; asked for row {bad}\."):
         npy_array(path).take(index)
+
+
+def test_scaler_moments_of_other_columns_are_refused() -> None:
+    from jacnet.data import StandardScaler
+
+    a = StandardScaler.moments(np.ones((3, 2)))
+    b = StandardScaler.moments(np.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"every part must be a \(5, n_columns\) array.*\(5, 2\), \(5, 4\)"):
+        StandardScaler.from_moments([a, b])
+    merged = StandardScaler.from_moments([a.tolist(), a])  # lists of lists are arrays too
+    np.testing.assert_array_equal(merged.mean_, [1.0, 1.0])

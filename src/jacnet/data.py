@@ -1781,7 +1781,13 @@ class StandardScaler:
         >>> np.allclose(merged.mean_, X.mean(axis=0)), np.allclose(merged.scale_, [X[:, 0].std(), 1])
         (True, True)
         """
-        kept = [np.asarray(part, dtype=np.float64) for part in parts if part[0, 0] > 0]
+        arrays = [np.asarray(part, dtype=np.float64) for part in parts]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1 or any(len(shape) != 2 or shape[0] != 5 for shape in shapes):
+            raise ValueError("StandardScaler.from_moments: every part must be a (5, n_columns) "
+                             "array from StandardScaler.moments of the same columns; got shapes "
+                             f"{sorted(shapes)}.")
+        kept = [a for a in arrays if a[0, 0] > 0]
         if not kept:
             raise ValueError("StandardScaler.from_moments: no part has rows; fit on the "
                              "training data.")
