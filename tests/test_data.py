@@ -1063,7 +1063,8 @@ def test_scaler_moments_of_other_columns_are_refused() -> None:
 
     a = StandardScaler.moments(np.ones((3, 2)))
     b = StandardScaler.moments(np.ones((3, 4)))
-    with pytest.raises(ValueError, match=r"every part must be a \(5, n_columns\) array.*\(5, 2\), \(5, 4\)"):
+    expected = r"every part must be a \(5, n_columns\) array.*\(5, 2\), \(5, 4\)"
+    with pytest.raises(ValueError, match=expected):
         StandardScaler.from_moments([a, b])
     merged = StandardScaler.from_moments([a.tolist(), a])  # lists of lists are arrays too
     np.testing.assert_array_equal(merged.mean_, [1.0, 1.0])
