@@ -20,6 +20,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from jacnet._validation import FLOAT_DTYPES
+from jacnet.optim import _fused
 
 __all__ = [
     "OPTIMIZERS",
@@ -444,6 +445,10 @@ class Adam(Optimizer):
         Normalise by the running maximum of the second moment.
     weight_decay_mask : numpy.ndarray of bool, shape (n_params,), optional
         Where weight decay applies (e.g. False on biases). Default: everywhere.
+    fused : bool or None, default None
+        Update in one compiled pass (numba, ``pip install 'jacnet[fast]'``) instead of
+        13 NumPy passes; the results are bit-identical. None: when numba is installed;
+        True: require it; False: never. Contiguous 1-D params only (else NumPy).
 
     Examples
     --------
@@ -468,12 +473,22 @@ class Adam(Optimizer):
         amsgrad: bool = False,
         *,
         weight_decay_mask: np.ndarray | None = None,
+        fused: bool | None = None,
     ) -> None:
         owner = type(self).__name__
         super().__init__(lr, weight_decay, weight_decay_mask)
         self.betas = _check_betas(betas, owner)
         self.eps = _check_number(eps, "eps", owner, low=0.0)
         self.amsgrad = _check_bool(amsgrad, "amsgrad", owner)
+        if fused is not None:
+            fused = _check_bool(fused, "fused", owner)
+        if fused and not _fused.numba_available():
+            raise ImportError(
+                f"{owner}(fused=True) needs numba, which is not installed: "
+                f"{_fused.INSTALL_HINT} (or pass fused=None to fall back to NumPy)."
+            )
+        self.fused = fused
+        self._kernel: Any = None  # the compiled update, resolved when params are bound
         self._config = {
             "lr": self.lr,
             "betas": list(self.betas),
@@ -486,7 +501,66 @@ class Adam(Optimizer):
         names = ("exp_avg", "exp_avg_sq")
         return (*names, "max_exp_avg_sq") if self.amsgrad else names
 
+    def _bind(self, params: Any, grads: Any) -> None:
+        super()._bind(params, grads)
+        usable = params.ndim == 1 and params.flags.c_contiguous and grads.flags.c_contiguous
+        wanted = self.fused or (self.fused is None and usable and _fused.numba_available())
+        if not wanted:
+            self._kernel = None
+        elif not usable:
+            raise ValueError(
+                f"{type(self).__name__}(fused=True) updates contiguous 1-D params and grads; "
+                f"got params of shape {params.shape} (contiguous: {params.flags.c_contiguous}). "
+                "Pass the model's flat vectors, or fused=None to fall back to NumPy."
+            )
+        else:
+            self._kernel = _fused.load_adam_kernel()
+
+    def _with_l2_decay(self, params: np.ndarray, grads: np.ndarray) -> np.ndarray:
+        if self._kernel is not None:  # the kernel adds the decay itself
+            return grads
+        return super()._with_l2_decay(params, grads)
+
+    def _fused_update(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
+        beta1, beta2 = self.betas
+        t = self._step + 1
+        decay, mask = self._tmp[:0], np.empty(0, dtype=np.bool_)
+        decay_scalar = 0.0
+        if self.weight_decay == 0.0:
+            mode = _fused.NO_DECAY
+        elif self._l2_decay:
+            if isinstance(self._decay, np.ndarray):
+                mode, decay = _fused.L2_ARRAY, self._decay
+            else:
+                mode, decay_scalar = _fused.L2_SCALAR, self.weight_decay
+        else:
+            decay_scalar = 1.0 - lr * self.weight_decay
+            mode = _fused.DECOUPLED
+            if self._weight_decay_mask is not None:
+                mode, mask = _fused.DECOUPLED_MASKED, self._weight_decay_mask
+        state = self._state
+        constants = _fused.fused_constants(
+            params.dtype,
+            {
+                "decay_scalar": decay_scalar,
+                "one_minus_beta1": 1.0 - beta1,
+                "one_minus_beta2": 1.0 - beta2,
+                "beta2": beta2,
+                "bias_correction2_sqrt": (1.0 - beta2**t) ** 0.5,
+                "eps": self.eps,
+                "negative_step_size": -(lr / (1.0 - beta1**t)),
+            },
+        )
+        self._kernel(
+            params, grads, state["exp_avg"], state["exp_avg_sq"],
+            state["max_exp_avg_sq"] if self.amsgrad else self._tmp[:0],
+            decay, mask, mode, self.amsgrad, *constants.values(),
+        )  # fmt: skip
+
     def _update(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
+        if self._kernel is not None:
+            self._fused_update(params, grads, lr)
+            return
         beta1, beta2 = self.betas
         t = self._step + 1
         if not self._l2_decay and self.weight_decay != 0.0:  # AdamW: decay before the step
@@ -536,6 +610,10 @@ class AdamW(Adam):
         Normalise by the running maximum of the second moment.
     weight_decay_mask : numpy.ndarray of bool, shape (n_params,), optional
         Where weight decay applies (e.g. False on biases). Default: everywhere.
+    fused : bool or None, default None
+        Update in one compiled pass (numba, ``pip install 'jacnet[fast]'``) instead of
+        13 NumPy passes; the results are bit-identical. None: when numba is installed;
+        True: require it; False: never. Contiguous 1-D params only (else NumPy).
 
     Examples
     --------
@@ -558,8 +636,11 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         weight_decay_mask: np.ndarray | None = None,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(lr, betas, eps, weight_decay, amsgrad, weight_decay_mask=weight_decay_mask)
+        super().__init__(
+            lr, betas, eps, weight_decay, amsgrad, weight_decay_mask=weight_decay_mask, fused=fused
+        )
 
 
 class RMSprop(Optimizer):
