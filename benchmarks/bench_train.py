@@ -59,10 +59,21 @@ STEP_CONFIGS = [
 LR = {"sgd": 0.01, "adam": 1e-3}
 
 
-def jacnet_trainer(model: Any, optimizer: str) -> Any:
-    """The per-batch work of the fit loop, exactly as ``jacnet.training.fit`` does it."""
+def adam_kernel_available() -> bool:
+    """Whether jacnet's default Adam uses the compiled one-pass update (numba installed)."""
+    from jacnet.optim import _fused
+
+    return _fused.numba_available()
+
+
+def jacnet_trainer(model: Any, optimizer: str, fused: bool | None = None) -> Any:
+    """The per-batch work of the fit loop, exactly as ``jacnet.training.fit`` does it.
+
+    ``fused`` is Adam's (None: the compiled update where numba is installed; False: the
+    13 NumPy passes); SGD has no compiled update."""
     loss = CrossEntropyLoss()
-    opt = get_optimizer(optimizer, lr=LR[optimizer])
+    extra = {"fused": fused} if optimizer == "adam" else {}
+    opt = get_optimizer(optimizer, lr=LR[optimizer], **extra)
 
     def step(X: np.ndarray, y: np.ndarray) -> float:
         out = model.forward(X)
@@ -179,6 +190,7 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
     torch = import_torch()
     rows, checks = [], []
     used_threads: dict[str, float] = {}
+    kernel = adam_kernel_available()
     for sizes, batch in configs:
         rng = np.random.default_rng(0)
         X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
@@ -196,6 +208,9 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
             bare = matmul_only(model, X)
             contenders = {
                 "jacnet": partial(jac_step, X, y),
+                **({"jacnet_numpy": partial(jacnet_trainer(
+                    jacnet.mlp(sizes, activation="relu", seed=0, dtype="float32"), optimizer,
+                    fused=False), X, y)} if optimizer == "adam" and kernel else {}),
                 "torch": partial(torch_step, Xt, yt),
                 "numpy": partial(floor.step, X, y),
                 "matmul": bare,
@@ -227,11 +242,14 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
             subnormals = subnormal_count(model, jac_step.optimizer)
             flops = step_flops(sizes, batch)
             flop_share = t["matmul"] / t["jacnet"]
+            unfused = "jacnet_numpy" in t and "jax" in t
             rows.append([
                 f"{name}, batch {batch}", optimizer, fmt_time(t["jacnet"]), fmt_time(t["torch"]),
                 fmt_time(t["jax"]) if "jax" in t else "—",
                 fmt_time(jax_step.compile_time) if jax_step is not None else "—",
                 fmt_time(t["numpy"]), f"{r_np:.2f}", f"{r_torch:.2f}", f"{r_jax:.2f}", spread,
+                fmt_time(t["jacnet_numpy"]) if unfused else "—",
+                f"{t['jacnet_numpy'] / t['jax']:.2f}" if unfused else "—",
                 f"{t['numpy'] / t['jax']:.2f}" if "jax" in t else "—",
                 f"{t['matmul'] / t['jax']:.2f}" if "jax" in t else "—", str(subnormals),
                 f"{flops / t['jacnet'] / 1e9:.1f} / {flops / t['matmul'] / 1e9:.1f}",
@@ -253,10 +271,15 @@ def bench_steps(repeats: int, configs: list[tuple[tuple[int, ...], int]]) -> tup
     table = markdown_table(
         ["configuration", "optimizer", "jacnet", "PyTorch", "JAX-jit", "JAX compile",
          "NumPy floor", "jacnet/NumPy", "jacnet/PyTorch", "jacnet/JAX",
-         "jacnet/JAX per round", "NumPy floor/JAX", "bare products/JAX",
+         "jacnet/JAX per round", "jacnet, NumPy Adam update", "… /JAX", "NumPy floor/JAX",
+         "bare products/JAX",
          "subnormals in jacnet's θ, ∇θ, state", "GFLOP/s jacnet / matmul",
          "FLOP/s share"], rows)
-    table += ("\n\nbare products/JAX: the step's matrix products alone (NumPy matmul into "
+    table += ("\n\njacnet: " + ("Adam's compiled one-pass update (numba; bit-identical to "
+              "the NumPy passes); 'jacnet, NumPy Adam update': the same step with "
+              "`fused=False`, its 13 NumPy passes." if kernel else
+              "numba is not installed: Adam's 13 NumPy passes.") +
+              "\n\nbare products/JAX: the step's matrix products alone (NumPy matmul into "
               "preallocated arrays, nothing else) ÷ JAX's whole compiled step; what a NumPy "
               "step adds to them (bias adds, ReLU and its mask, the loss, the optimizer's "
               "whole-vector passes) must fit in the rest for any NumPy implementation to "
@@ -282,21 +305,29 @@ def jacnet_epoch(X: np.ndarray, y: np.ndarray, batch: int) -> dict[str, Any]:
     except ImportError:  # the fit loop is optional here: the bare loop is the reference
         fit = None
     flush_names = {True: "flushed", False: "subnormals kept"}
+    kernel = adam_kernel_available()
+    # (fused, label): the default (the compiled update where numba is installed) and,
+    # where it is, the NumPy update beside it
+    updates = [(None, ", compiled Adam" if kernel else "")]
+    if kernel:
+        updates.append((False, ", NumPy Adam"))
     if fit is not None:
         for flush in (True, False):
-            fit_model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
-            opt = get_optimizer("adam", lr=1e-3)
+            for fused, label in updates if flush else updates[:1]:
+                fit_model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
+                opt = get_optimizer("adam", lr=1e-3, fused=fused)
 
-            def run_fit(fit_model: Any = fit_model, opt: Any = opt, flush: bool = flush) -> None:
-                fit(fit_model, X, y, loss="cross_entropy", optimizer=opt, epochs=1,
-                    batch_size=batch, shuffle=True, progress=False, flush_denormals=flush)
+                def run_fit(fit_model: Any = fit_model, opt: Any = opt, flush: bool = flush) -> None:
+                    fit(fit_model, X, y, loss="cross_entropy", optimizer=opt, epochs=1,
+                        batch_size=batch, shuffle=True, progress=False, flush_denormals=flush)
 
-            runs[f"jacnet fit ({flush_names[flush]})"] = run_fit
+                runs[f"jacnet fit ({flush_names[flush]}{label})"] = run_fit
     model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
     for flush in (True, False):
-        loop_model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
-        runs[f"jacnet loop ({flush_names[flush]})"] = _epoch_of(
-            jacnet_trainer(loop_model, "adam"), X, y, batch, flush)
+        for fused, label in updates if flush else updates[:1]:
+            loop_model = jacnet.mlp([784, 256, 10], activation="relu", seed=0, dtype="float32")
+            runs[f"jacnet loop ({flush_names[flush]}{label})"] = _epoch_of(
+                jacnet_trainer(loop_model, "adam", fused=fused), X, y, batch, flush)
     for flush in (True, False):
         floor = NumpyMLP(model, "adam", 1e-3)
         runs[f"NumPy floor loop ({flush_names[flush]})"] = _epoch_of(floor.step, X, y, batch,
