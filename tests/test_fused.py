@@ -138,3 +138,20 @@ def test_numba_is_imported_only_by_a_fused_step(fused: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == str(fused == "None")
+
+
+def test_kernel_compiles_uncached_where_no_cache_is_writable(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_njit, calls = numba.njit, []
+
+    def njit(**options: Any) -> Any:
+        calls.append(options["cache"])
+        if options["cache"]:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_njit(**options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    monkeypatch.setattr(_fused, "_kernel", None)
+    numpy_params, _ = train(Adam, np.float64, False, {}, steps=3)
+    fused_params, optimizer = train(Adam, np.float64, True, {}, steps=3)
+    assert calls == [True, False] and optimizer._kernel is not None
+    assert np.array_equal(bits(fused_params), bits(numpy_params))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,7 +80,14 @@ def load_adam_kernel() -> Callable[..., None]:
                 "(or pass fused=False to use the NumPy update)."
             ) from exc
         # fastmath=False (numba's default) is what keeps every rounding NumPy's.
-        _kernel = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")(_adam_update)
+        def compiled(cache: bool) -> Callable[..., None]:
+            jit = numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")
+            return cast(Callable[..., None], jit(_adam_update))
+
+        try:  # the compiled code is cached beside the module, or in the user's cache
+            _kernel = compiled(cache=True)
+        except RuntimeError:  # no writable cache location: compile in every process
+            _kernel = compiled(cache=False)
     return _kernel
 
 
