@@ -447,6 +447,12 @@ HOSTILE = [
      "the model's 2 feature columns"),
     ("0 rows of 2**40 columns to train", ["train", "--data", "{d}/wide0.npz"], 1,
      "wide0.npz: X has no rows (shape (0, 1099511627776)); a data set needs at least one"),
+    # A CSV with a header and no rows is an error; an array with no rows was predicted as an
+    # empty file with exit 0.
+    ("no rows to predict (.npy)", ["predict", "{d}/run/model.npz", "{d}/empty.npy"], 1,
+     "empty.npy: X has no rows (shape (0, 2)); predict needs at least one row of features."),
+    ("no rows to predict (.npz)", ["predict", "{d}/run/model.npz", "{d}/empty.npz"], 1,
+     "empty.npz: X has no rows (shape (0, 2)); predict needs at least one row of features."),
     ("a shape beyond any array", ["predict", "{d}/run/model.npz", "{d}/overflow.npy"], 1,
      "its header claims shape (4611686018427387904, 4611686018427387904, 0), more than any "
      "array can hold"),
@@ -525,6 +531,8 @@ def hostile(tmp_path_factory):
     _write_header_only(d / "wide0.npz", (0, 2**40), "X.npy")
     _write_header_only(d / "wide0.npz", (0,), "y.npy")
     np.save(d / "three.npy", np.zeros((4, 3)))
+    np.save(d / "empty.npy", np.zeros((0, 2)))
+    np.savez(d / "empty.npz", X=np.zeros((0, 2)))
     beyond = np.zeros((70_000, 2))  # 65,536 rows to a block of 1 MB: the row is in block 2
     beyond[66_000, 1] = 1e39
     np.save(d / "beyond32.npy", beyond)

@@ -996,8 +996,9 @@ def _array_feature_blocks(saved: Any, spec: str) -> Iterator[np.ndarray]:
                              "impute those values before predicting.") from None
         start += len(block)
         yield X[:, order]
-    if start == 0:
-        yield np.empty((0, len(order)))
+    if start == 0:  # as a CSV file with a header and no rows: nothing to predict is an error
+        raise ValueError(f"{spec}: X has no rows (shape {tuple(X_rows.shape)}); predict needs "
+                         "at least one row of features.")
 
 
 def _prediction_columns(saved: Any, X: np.ndarray, laplace: Any = None, *,
