@@ -222,8 +222,8 @@ def test_write_param_jacobian_casts_a_float32_network_into_float64():
     model = mlp([2, 4, 3], seed=0, dtype="float32")
     X = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
     model.forward(X)
-    out = _write_param_jacobian(model, np.empty((5, 3, model.n_params)))
-    assert out.dtype == np.float64
+    out = np.empty((5, 3, model.n_params))
+    _write_param_jacobian(model, out)
     # The float32 factors, multiplied in float64 (as gauss_newton's Kronecker path does).
     op = _chain_jacobians(model, 5)
     wide = BlockRow([Kronecker(b.x.astype(np.float64), b.n_rows,
@@ -281,13 +281,22 @@ def test_add_gram_large_product_writes_the_lower_triangle_in_place(with_scipy, f
 
 
 @pytest.mark.parametrize("with_scipy", [True, False])
-def test_gauss_newton_in_chunks_of_large_products_is_whole_and_symmetric(with_scipy,
+@pytest.mark.parametrize("plain", [True, False])
+def test_gauss_newton_in_chunks_of_large_products_is_whole_and_symmetric(with_scipy, plain,
                                                                          monkeypatch):
     # 289 parameters, chunks of 256 rows (above _SPLIT_GEMM) and a last one of 88 (below):
-    # syrk fills the lower triangle chunk by chunk and the upper one is mirrored once.
+    # layer by layer (a plain network) or by syrk (one with a Softmax layer) the lower
+    # triangle is filled chunk by chunk, and the upper one is mirrored once.
+    from jacnet.layers import Linear, Softmax, Tanh
+
     if not with_scipy:
         monkeypatch.setattr(curvature, "_SYRK", [None])
-    model = mlp([8, 16, 8, 1], seed=0, dtype="float64")
+    layered = []
+    real = curvature._add_layer_grams
+    monkeypatch.setattr(curvature, "_add_layer_grams", lambda *a: layered.append(1) or real(*a))
+    model = mlp([8, 16, 8, 1], seed=0, dtype="float64") if plain else Sequential(
+        [Linear(8, 16, seed=0), Tanh(), Linear(16, 8, seed=1), Softmax(), Linear(8, 1, seed=2)],
+        dtype="float64")
     X = np.random.default_rng(0).normal(size=(600, 8))
     J = jacobian(model, X, wrt="params").reshape(600, -1)
     buffer = np.full((model.n_params,) * 2, np.nan)
@@ -296,6 +305,7 @@ def test_gauss_newton_in_chunks_of_large_products_is_whole_and_symmetric(with_sc
     np.testing.assert_allclose(jtj, J.T @ J, rtol=1e-12, atol=1e-10)
     np.testing.assert_array_equal(jtj, jtj.T)
     np.testing.assert_allclose(jte, J.sum(axis=0), rtol=1e-12, atol=1e-10)
+    assert layered == ([1, 1, 1] if plain else [])
 
 
 @pytest.mark.parametrize("size", [1, 63, 64, 130])
@@ -695,3 +705,80 @@ def test_stochastic_lanczos_trace_error_paths():
         stochastic_lanczos_trace(lambda v: np.full_like(v, np.nan), 5)
     with pytest.raises(ValueError, match="n_probes"):
         stochastic_lanczos_trace(lambda v: v, 5, n_probes=0)
+
+
+def _layered_models():
+    """One-output networks: every block pair's product is cheaper from J's rows (the
+    plan of :func:`curvature._plan`), the case the layer-by-layer path serves."""
+    from jacnet.layers import Linear, Tanh
+    return {
+        "biases": mlp([3, 5, 4, 1], activation="tanh", seed=0, dtype="float64"),
+        "no biases": Sequential([Linear(4, 6, bias=False, seed=1, dtype="float64"), Tanh(),
+                                 Linear(6, 1, bias=False, seed=2, dtype="float64")]),
+        "mixed": Sequential([Linear(4, 6, bias=False, seed=1, dtype="float64"), Tanh(),
+                             Linear(6, 5, seed=2, dtype="float64"), Tanh(),
+                             Linear(5, 1, bias=False, seed=3, dtype="float64")]),
+        "output activation": mlp([4, 6, 1], activation="sigmoid", output_activation="sigmoid",
+                                 seed=0, dtype="float64"),
+        "one layer": mlp([3, 1], seed=0, dtype="float64"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_layered_models()))
+@pytest.mark.parametrize("chunk_size", [None, 4])
+@pytest.mark.parametrize("lower_only", [False, True])
+def test_gauss_newton_layer_by_layer_matches_dense(name, chunk_size, lower_only, monkeypatch):
+    """A plain network's JᵀJ from each layer's packed symmetric diagonal block and the
+    strips left of it (the path large products take) equals the dense product, in every
+    entry of a reused buffer (the upper triangle too unless only the lower is asked)."""
+    model = _layered_models()[name]
+    calls, unpacked = [], []
+    real, real_unpack = curvature._add_layer_grams, curvature._unpack_layer_gram
+    monkeypatch.setattr(curvature, "_add_layer_grams", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(curvature, "_unpack_layer_gram",
+                        lambda *a: unpacked.append(a[1].cols) or real_unpack(*a))
+    monkeypatch.setattr(curvature, "_SPLIT_GEMM", 0)  # every product counts as large
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(13, model.in_features))
+    e = rng.normal(size=(13, model.out_features))
+    J = jacobian(model, X, wrt="params").reshape(-1, model.n_params)
+    buffer = np.full((model.n_params,) * 2, np.nan)
+    step = 1024 if chunk_size is None else chunk_size
+    jtj, jte = curvature._gram(model, X, e, None, step, np.dtype(np.float64), buffer,
+                               lower_only=lower_only)
+    assert jtj is buffer and calls == [1] * -(-13 // step)
+    # Packed: the hidden layers; a one-output layer's block comes from its rows of J.
+    assert len(unpacked) == {"biases": 2, "no biases": 1, "mixed": 2, "output activation": 1,
+                             "one layer": 0}[name]
+    expected = J.T @ J
+    if lower_only:
+        jtj, expected = np.tril(jtj), np.tril(expected)
+    np.testing.assert_allclose(jtj, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jte, J.T @ e.ravel(), rtol=1e-12, atol=1e-12)
+
+
+def test_gauss_newton_layer_by_layer_of_a_float32_network_accumulates_in_float64(monkeypatch):
+    monkeypatch.setattr(curvature, "_SPLIT_GEMM", 0)
+    model = mlp([3, 6, 5, 1], activation="tanh", seed=0, dtype="float32")
+    X = np.random.default_rng(0).normal(size=(11, 3)).astype(np.float32)
+    model.forward(X)
+    rows = np.empty((11, 1, model.n_params))
+    _write_param_jacobian(model, rows)  # float64 products of the float32 factors
+    rows = rows.reshape(-1, model.n_params)
+    jtj, _ = gauss_newton(model, X, dtype="float64", chunk_size=4)
+    assert jtj.dtype == np.float64
+    np.testing.assert_allclose(jtj, rows.T @ rows, rtol=1e-12, atol=1e-12)
+
+
+def test_write_param_jacobian_returns_each_layers_factors():
+    model = mlp([3, 5, 2], activation="tanh", seed=0, dtype="float64")
+    X = np.random.default_rng(0).normal(size=(4, 3))
+    model.forward(X)
+    rows = np.empty((4, 2, model.n_params))
+    top, bottom = _write_param_jacobian(model, rows)
+    assert (top.cols, bottom.cols) == (slice(20, 32), slice(0, 20))
+    assert top.left is None and top.bias and bottom.bias
+    np.testing.assert_array_equal(top.x, model.layers[2]._x)
+    np.testing.assert_array_equal(bottom.x, X)
+    # L = ∂z/∂(first layer's output): the bias columns of J
+    np.testing.assert_array_equal(bottom.left, rows[:, :, 15:20])

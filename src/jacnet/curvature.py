@@ -57,6 +57,7 @@ from jacnet.jacobians import BlockRow, Kronecker
 from jacnet.layers import Linear
 from jacnet.losses import Loss, get_loss
 from jacnet.network import (
+    LinearFactors,
     Sequential,
     _chain_jacobians,
     _forward_caches,
@@ -391,8 +392,17 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
     # The chunks' rows and (without SciPy's syrk) their products: one array each for all
     # chunks, as fresh ones cost a page fault per 4 KiB every time.
     rows_buffer: np.ndarray | None = None
-    gram_scratch = np.empty_like(jtj) if n_samples > step and _syrk() is None else None
-    stale_upper = False  # whether syrk left JᵀJ's upper triangle unwritten
+    # A plain network's large products go layer by layer (see _add_layer_grams): where one
+    # product of the rows would leave OpenBLAS's single-thread range anyway (see
+    # _add_gram). Decided once, for all chunks, by the first chunk's size.
+    layered = plain and sqrt_h is None and (
+        min(step, n_samples) * n_outputs * model.n_params ** 2 > _SPLIT_GEMM)
+    gram_scratch = (np.empty_like(jtj) if n_samples > step and _syrk() is None and not layered
+                    else None)
+    stale_upper = False  # whether JᵀJ's upper triangle was left unwritten
+    # Each layer's diagonal block of JᵀJ, packed (see _add_layer_grams), summed over chunks.
+    packed: list[np.ndarray | None] = []
+    factors: list[LinearFactors] = []
     for rows in _chunks(n_samples, step):
         first = rows.start == 0
         if forward:
@@ -414,12 +424,17 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
                 rows_buffer = np.empty((min(step, n_samples), n_outputs, model.n_params),
                                        dtype=acc)
             dense = rows_buffer[:rows.stop - rows.start]
+            rows_2d = dense.reshape(-1, model.n_params)
             if op is None:
-                _write_param_jacobian(model, dense)
+                factors = _write_param_jacobian(model, dense)
+                if layered:
+                    _add_layer_grams(rows_2d, factors, jtj, packed, first)
+                    stale_upper = True
+                else:
+                    stale_upper |= _add_gram(rows_2d, jtj, first, gram_scratch)
             else:
                 op.dense(dense)
-            rows_2d = dense.reshape(-1, model.n_params)
-            stale_upper |= _add_gram(rows_2d, jtj, first, gram_scratch)
+                stale_upper |= _add_gram(rows_2d, jtj, first, gram_scratch)
             if jte is not None and e is not None:
                 if first:
                     np.matmul(rows_2d.T, e[rows].reshape(-1), out=jte)
@@ -469,11 +484,126 @@ def _gram(model: Sequential, X: np.ndarray, e: np.ndarray | None, sqrt_h: np.nda
             if ia != ib and not use_kron:
                 a, b = blocks[ia], blocks[ib]
                 jtj[b.cols, a.cols] = jtj[a.cols, b.cols].T
+    for factor, gram in zip(factors, packed):
+        if gram is not None:
+            _unpack_layer_gram(gram, factor, jtj[factor.cols, factor.cols])
     if whole is not None:
         _restore_caches(model, whole)
     if stale_upper and not lower_only:
         _mirror_lower(jtj)
     return jtj, jte
+
+
+def _add_layer_grams(rows: np.ndarray, factors: list[LinearFactors], jtj: np.ndarray,
+                     packed: list[np.ndarray | None], first: bool) -> None:
+    """Add one chunk's JᵀJ of a plain network to the lower triangle of ``jtj``, layer by
+    layer, using that a layer's diagonal block is symmetric twice over.
+
+    The strip of a layer's rows left of its diagonal block is one product of the chunk's
+    rows (J itself). The diagonal block, Σ_b (L_bᵀL_b) ⊗ (x̃_b x̃_bᵀ) for a layer of k
+    outputs and m = len(x̃) inputs, has both factors symmetric: its distinct entries are
+    the products of the pairs i ≤ j of L's columns (summed over the outputs) with the
+    pairs p ≤ q of x̃'s, one product of a (k(k+1)/2, B) and a (B, m(m+1)/2) array, about a
+    quarter of the multiply-adds of the block from J's rows. ``packed`` holds these
+    (k(k+1)/2, m(m+1)/2) sums per layer, in the order of ``factors``, until
+    :func:`_unpack_layer_gram` writes them out after the last chunk. A layer whose pair
+    arrays would hold more than twice its rows of J (k or m small against the other: a
+    one-output layer, or a wide input to a narrow layer) takes its diagonal block from
+    those rows instead (None in ``packed``): the pairs would save little and cost memory
+    beyond the chunk's.
+    """
+    acc = jtj.dtype
+    for i, factor in enumerate(factors):
+        start, stop = factor.cols.start, factor.cols.stop
+        own = rows[:, start:stop]
+        if start:
+            if first:
+                np.matmul(own.T, rows[:, :start], out=jtj[start:stop, :start])
+            else:
+                jtj[start:stop, :start] += own.T @ rows[:, :start]
+        n_samples, n_in = factor.x.shape
+        size = n_in + factor.bias
+        k = (stop - start) // size
+        if k * (k + 1) // 2 + size * (size + 1) // 2 > 2 * k * size:
+            if first:
+                np.matmul(own.T, own, out=jtj[start:stop, start:stop])
+                packed.append(None)
+            else:
+                jtj[start:stop, start:stop] += own.T @ own
+            continue
+        inputs = np.empty((n_samples, size), dtype=acc)
+        inputs[:, :n_in] = factor.x
+        if factor.bias:
+            inputs[:, n_in] = 1.0
+        block = _left_pairs(factor, k, acc) @ _column_pairs(inputs).T
+        if first:
+            packed.append(block)
+        else:
+            total = packed[i]
+            assert total is not None
+            total += block
+
+
+def _column_pairs(columns: np.ndarray) -> np.ndarray:
+    """(s(s+1)/2, B): the products c_i c_j of the pairs i ≤ j of the columns of
+    ``columns`` (B, s), in the order of ``numpy.triu_indices(s)``, one pair per row (so
+    that every product writes contiguous memory)."""
+    n_samples, size = columns.shape
+    rows = np.ascontiguousarray(columns.T)
+    out = np.empty((size * (size + 1) // 2, n_samples), dtype=columns.dtype)
+    start = 0
+    for i in range(size):
+        np.multiply(rows[i:], rows[i], out=out[start:start + size - i])
+        start += size - i
+    return out
+
+
+def _left_pairs(factor: LinearFactors, k: int, acc: np.dtype[Any]) -> np.ndarray:
+    """(k(k+1)/2, B): Σ_o L_oi L_oj over the outputs o for the pairs i ≤ j of a layer's
+    k outputs (L = I for the output layer), in the order of ``numpy.triu_indices(k)``."""
+    left, n_samples = factor.left, factor.x.shape[0]
+    if left is None:  # Lᵀ L = I
+        out = np.zeros((k * (k + 1) // 2, n_samples), dtype=acc)
+        out[_pair_index(k).diagonal()] = 1.0
+        return out
+    if left.shape[1] == 1:
+        return _column_pairs(left[:, 0, :].astype(acc, copy=False))
+    left = left.astype(acc, copy=False)
+    upper = np.triu_indices(left.shape[2])
+    return np.matmul(left.transpose(0, 2, 1), left)[:, upper[0], upper[1]].T
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_index(size: int) -> np.ndarray:
+    """(size, size): the position of the pair (min(i, j), max(i, j)) in the order of
+    ``numpy.triu_indices(size)`` (read-only; remembered per size)."""
+    upper = np.triu_indices(size)
+    index = np.empty((size, size), dtype=np.intp)
+    index[upper] = np.arange(upper[0].size)
+    index[upper[1], upper[0]] = index[upper]
+    index.flags.writeable = False
+    return index
+
+
+def _unpack_layer_gram(packed: np.ndarray, factor: LinearFactors, block: np.ndarray) -> None:
+    """Write a layer's diagonal block of JᵀJ (both triangles) from its packed form (see
+    :func:`_add_layer_grams`), one row of k × k sub-blocks at a time: the block's entry
+    for (i, p), (j, q) is ``packed[pair(i, j), pair(p, q)]``, where a weight's column is
+    (i, p) = (output, input) and a bias's is (i, n)."""
+    n_in = factor.x.shape[1]
+    size = n_in + factor.bias
+    k = block.shape[0] // size
+    pairs_k, pairs_m = _pair_index(k), _pair_index(size)
+    kn = k * n_in
+    for i in range(k):
+        # sub[j, p, q]: the entry for (i, p), (j, q)
+        sub = packed[pairs_k[i][:, None, None], pairs_m[None, :, :]]
+        block[i * n_in:(i + 1) * n_in, :kn] = sub[:, :n_in, :n_in].transpose(1, 0, 2).reshape(
+            n_in, kn)
+        if factor.bias:
+            block[i * n_in:(i + 1) * n_in, kn:] = sub[:, :n_in, n_in].T
+            block[kn + i, :kn] = sub[:, n_in, :n_in].reshape(-1)
+            block[kn + i, kn:] = sub[:, n_in, n_in]
 
 
 #: Multiply-adds below which OpenBLAS runs a matrix product on one thread (its

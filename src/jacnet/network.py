@@ -9,7 +9,7 @@ Levenberg–Marquardt, gradient checks and saved files work on.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -539,8 +539,21 @@ def _is_plain(model: Sequential) -> bool:
     return all(isinstance(layer, (Linear, Activation, Dropout)) for layer in model.layers)
 
 
-def _write_param_jacobian(model: Sequential, out: np.ndarray) -> np.ndarray:
-    """The parameter Jacobian (B, m, P) of the last forward pass, written into ``out``.
+class LinearFactors(NamedTuple):
+    """One ``Linear`` layer's share of the parameter Jacobian, J_b = L_b ⊗ x̃_bᵀ on the
+    layer's columns (its weight, then its bias): ``left`` L (B, m, k) is ∂z/∂(layer
+    output), None for the identity (the output layer); ``x`` the layer's input (B, n), to
+    which x̃ appends a 1 when ``bias``."""
+
+    cols: slice
+    left: np.ndarray | None
+    x: np.ndarray
+    bias: bool
+
+
+def _write_param_jacobian(model: Sequential, out: np.ndarray) -> list[LinearFactors]:
+    """The parameter Jacobian (B, m, P) of the last forward pass, written into ``out``;
+    returns each ``Linear``'s factors (the arrays it was written from, top layer first).
 
     The chain rule of :func:`_chain_jacobians` for a network that :func:`_is_plain`, with
     the running product A = ∂z/∂(layer output) kept as a (B, m, k) array instead of
@@ -553,11 +566,17 @@ def _write_param_jacobian(model: Sequential, out: np.ndarray) -> np.ndarray:
     n_samples, n_outputs = out.shape[0], model.out_features
     idx = np.arange(n_outputs)
     above: np.ndarray | None = None  # None: the identity (nothing above yet)
+    factors = []
     for i in range(len(layers) - 1, model._lowest_with_params - 1, -1):
         layer = layers[i]
         if isinstance(layer, Linear):
             x = layer._require_cache("_x")
             k, n = layer.weight.shape
+            cols = model._slices[f"{i}.weight"]
+            if layer.bias is not None:
+                assert model._slices[f"{i}.bias"].start == cols.stop
+                cols = slice(cols.start, cols.stop + k)
+            factors.append(LinearFactors(cols, above, x, layer.bias is not None))
             block = out[:, :, model._slices[f"{i}.weight"]].reshape(n_samples, n_outputs, k, n)
             if above is None:  # I ⊗ xᵀ
                 block[...] = 0
@@ -583,7 +602,7 @@ def _write_param_jacobian(model: Sequential, out: np.ndarray) -> np.ndarray:
                 above[:, idx, idx] = diagonal.diagonal
             else:
                 above = above * diagonal.diagonal[:, None, :]
-    return out
+    return factors
 
 
 def _chain_jacobians(model: Sequential, n_samples: int, wrt: str = "params") -> JacobianOperator:
