@@ -438,10 +438,12 @@ def test_classifier_lm_fits_digits_with_weights_and_unpenalised_intercepts(digit
                           dtype="float64").fit(X, yb)
     assert max(np.abs(c).max() for c in heavy.coefs_) < 1e-3
     np.testing.assert_allclose(heavy.predict_proba(X)[:, 1], yb.mean(), atol=1e-3)
-    # Integer weights are repeated rows (multi-class: the cross-entropy's GGN).
+    # Integer weights are repeated rows (multi-class: the cross-entropy's GGN), with the
+    # exact solves: CG (what "auto" takes here) stops at its tolerance, and the two
+    # systems' products round differently (see the estimator checks' skip for CG).
     counts = np.arange(len(y)) % 3
     kwargs = dict(hidden_layer_sizes=(5,), solver="lm", max_iter=3, random_state=0,
-                  dtype="float64")
+                  dtype="float64", lm_solver="dense")
     weighted = MLPClassifier(**kwargs).fit(X, y, sample_weight=counts)
     repeated = MLPClassifier(**kwargs).fit(np.repeat(X, counts, axis=0), np.repeat(y, counts))
     _same_coefs(weighted, repeated, atol=1e-8)
@@ -895,7 +897,7 @@ def test_class_weight_errors(unbalanced):
 def test_lm_solver_reaches_the_optimizer(solver, monkeypatch):
     """lm_solver is stored as given, checked in fit, and chooses LM's/BR's inner solver:
     "cg" solves every epoch by conjugate gradients, to the documented relative residual
-    0.1 (not the optimizer's adaptive forcing term), "dense" never does."""
+    0.03 (not the optimizer's adaptive forcing term), "dense" never does."""
     from sklearn.utils._param_validation import InvalidParameterError
 
     from jacnet.optim import second_order
@@ -917,7 +919,7 @@ def test_lm_solver_reaches_the_optimizer(solver, monkeypatch):
         assert not solves
         reg = MLPRegressor(**params, lm_solver="cg").fit(x, y)
     assert reg.get_params()["lm_solver"] == "cg" and len(solves) >= reg.n_iter_ > 0
-    assert set(solves) == {0.1}
+    assert set(solves) == {0.03}
     bad = MLPRegressor(**params, lm_solver="cholesky")
     assert bad.lm_solver == "cholesky"  # stored as given, refused in fit
     with pytest.raises(InvalidParameterError, match="lm_solver"):
