@@ -15,13 +15,14 @@ squared error. For every (N, P) and method:
 
 Methods: dense LM (``LevenbergMarquardt()``: JᵀJ or the dual JJᵀ, Cholesky);
 matrix-free LM (``LevenbergMarquardt(solver="cg")``, when the installed jacnet has it;
-the column says so otherwise); L-BFGS (``scipy.optimize.minimize(method="L-BFGS-B")``
-on jacnet's loss and gradient, as scikit-learn's ``solver="lbfgs"``); jacnet Adam
-(``training.fit``).
+the column says so otherwise) and the same with ``preconditioner="kfac"``; L-BFGS
+(``scipy.optimize.minimize(method="L-BFGS-B")`` on jacnet's loss and gradient, as
+scikit-learn's ``solver="lbfgs"``); jacnet Adam (``training.fit``).
 
 Run:  .venv/bin/python benchmarks/bench_lm_scaling.py --threads 1 [--quick]
       [--n-samples 4000 60000] [--hidden 16 32 64 96 128 192 256 320] [--budget 120]
-      [--methods "dense LM" "matrix-free LM" L-BFGS Adam] [--dense-max-madds 2e11]
+      [--methods "dense LM" "matrix-free LM" "matrix-free LM (K-FAC)" L-BFGS Adam]
+      [--dense-max-madds 2e11]
       [--clock cpu] [--reference dense.json]
 
 ``--clock cpu`` times with the process's CPU time instead of the wall clock: with one
@@ -56,7 +57,7 @@ from jacnet.optim import LevenbergMarquardt
 LOSS = MSELoss()
 #: The clock the driver reads (``--clock``): wall time, or this process's CPU time.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-METHODS = ("dense LM", "matrix-free LM", "L-BFGS", "Adam")
+METHODS = ("dense LM", "matrix-free LM", "matrix-free LM (K-FAC)", "L-BFGS", "Adam")
 
 
 def dense_madds(n_samples: int, n_params: int) -> float:
@@ -77,12 +78,17 @@ def has_cg() -> bool:
     return "solver" in inspect.signature(LevenbergMarquardt).parameters
 
 
+def has_kfac() -> bool:
+    return "preconditioner" in inspect.signature(LevenbergMarquardt).parameters
+
+
 # --------------------------------------------------------------------------- the methods
 # Each is a generator factory: run(model, X, y) yields the training loss after every
 # epoch (or iteration); the driver times the steps between yields.
-def lm_steps(solver: str | None) -> Callable[[Any, np.ndarray, np.ndarray], Any]:
+def lm_steps(solver: str | None, **options: Any) -> Callable[[Any, np.ndarray, np.ndarray], Any]:
     def run(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
-        lm = LevenbergMarquardt() if solver is None else LevenbergMarquardt(solver=solver)
+        lm = (LevenbergMarquardt() if solver is None
+              else LevenbergMarquardt(solver=solver, **options))
         # The explicit solver state (as jacnet.training.fit carries it), where installed:
         # an epoch then starts from the accepted trial's forward pass.
         state = None
@@ -235,6 +241,7 @@ def main() -> None:
     every: dict[str, Callable[..., Any] | None] = {
         "dense LM": lm_steps(None),
         "matrix-free LM": lm_steps("cg") if cg else None,
+        "matrix-free LM (K-FAC)": lm_steps("cg", preconditioner="kfac") if has_kfac() else None,
         "L-BFGS": lbfgs_steps,
         "Adam": adam_steps,
     }

@@ -753,17 +753,20 @@ def test_allreduce_must_be_callable():
 
 
 # --------------------------------------------------------------------------- matrix-free path
+@pytest.mark.parametrize("preconditioner", ["jacobi", "kfac"])
 @pytest.mark.parametrize("loss, sizes", [(MSELoss(), [2, 8, 2]), (CrossEntropyLoss(), [2, 6, 3])])
-def test_cg_step_solves_the_damped_system_to_its_documented_tolerance(loss, sizes):
+def test_cg_step_solves_the_damped_system_to_its_documented_tolerance(loss, sizes,
+                                                                       preconditioner):
     """solver="cg": each step Δ satisfies ‖(JᵀHJ + μI)Δ − Jᵀg‖ ≤ η ‖Jᵀg‖ with
     Eisenstat and Walker's forcing term η (choice 2: 0.5 first, then 0.9 times the squared
     ratio of successive gradient norms, safeguarded, at most 0.9; or stopped at
-    cg_max_iter)."""
+    cg_max_iter), whichever preconditioner CG uses."""
     rng = np.random.default_rng(1)
     X = rng.uniform(-1, 1, (40, sizes[0]))
     target = (rng.integers(0, sizes[-1], 40) if isinstance(loss, CrossEntropyLoss)
               else _data(40, sizes[0], sizes[-1])[1])
-    model, lm = mlp(sizes, seed=0, dtype="float64"), LevenbergMarquardt(solver="cg")
+    model = mlp(sizes, seed=0, dtype="float64")
+    lm = LevenbergMarquardt(solver="cg", preconditioner=preconditioner)
     previous = None
     for _ in range(4):
         probe = model.copy()
@@ -788,6 +791,63 @@ def test_cg_step_solves_the_damped_system_to_its_documented_tolerance(loss, size
         assert info["cg_tolerance"] == pytest.approx(eta, rel=1e-12)
         assert info["matrix_free"] == 1.0 and info["cg_iterations"] > 0
         assert residual <= eta * (1 + 1e-9) or info["cg_iterations"] >= lm.cg_max_iter, residual
+
+
+@pytest.mark.parametrize("loss, sizes", [(MSELoss(), [3, 4, 5, 2]),
+                                         (CrossEntropyLoss(), [2, 5, 3]),
+                                         (BCEWithLogitsLoss(), [3, 4, 2])])
+def test_kfac_preconditioner_is_the_exact_inverse_of_its_kronecker_blocks(loss, sizes):
+    """preconditioner="kfac": M⁻¹r with M, per Linear layer (weight and bias together,
+    θ's order (k, n) row-major then the k biases), c A⊗B/N + μI, A = Σ_b L_bᵀH_bL_b
+    (L_b = ∂z_b/∂(the layer's output), from the materialised Jacobian) and
+    B = Σ_b [x_b, 1][x_b, 1]ᵀ (x_b the layer's input), against a dense solve."""
+    from jacnet.layers import Linear
+    from jacnet.optim.second_order import _MatrixFree
+
+    rng = np.random.default_rng(3)
+    n = 30
+    X = rng.uniform(-1, 1, (n, sizes[0]))
+    target = (rng.integers(0, sizes[-1], n) if isinstance(loss, CrossEntropyLoss)
+              else rng.integers(0, 2, (n, sizes[-1])).astype(float)
+              if isinstance(loss, BCEWithLogitsLoss) else rng.normal(size=(n, sizes[-1])))
+    model, lm = mlp(sizes, seed=0, dtype="float64"), LevenbergMarquardt(solver="cg")
+    target = loss.prepare_target(target, sizes[-1], dtype=model.dtype)
+    z = model.forward(X)
+    J = jacobian(model, X, wrt="params")  # (N, m, P)
+    H = loss.curvature(z, target).dense() * n  # on the optimizer's scale Σ ℓ_b
+    lm._totals = (n, float(n))
+    rows, sqrt_h, _ = lm._curvature(loss, model.forward(X), target)
+    system = _MatrixFree(model, rows, sqrt_h, None, 10, preconditioner="kfac")
+    r = rng.normal(size=model.n_params)
+    c, mu = 0.7, 0.3
+    got = system._preconditioner(c, np.full(model.n_params, mu))(r)
+    start, inputs = 0, X
+    for layer in model.layers:
+        if not isinstance(layer, Linear):
+            inputs = layer.forward(inputs)
+            continue
+        k, width = layer.out_features, layer.in_features
+        weight = np.arange(start, start + k * width).reshape(k, width)
+        bias = np.arange(start + k * width, start + k * width + k)
+        order = np.concatenate([weight, bias[:, None]], axis=1).ravel()
+        left = J[:, :, bias]  # ∂z/∂b = L_b
+        A = np.einsum("bmi,bmr,brj->ij", left, H, left)
+        tilde = np.concatenate([inputs, np.ones((n, 1))], axis=1)
+        B = tilde.T @ tilde / n
+        M = c * np.kron(A, B) + mu * np.eye(order.size)
+        np.testing.assert_allclose(got[order], np.linalg.solve(M, r[order]),
+                                   rtol=1e-9, atol=1e-12)
+        start += order.size
+        inputs = layer.forward(inputs)
+    assert start == model.n_params
+
+
+def test_kfac_preconditioner_must_be_known():
+    with pytest.raises(ValueError, match="The 'preconditioner' parameter of GaussNewton "
+                                         "must be one of 'jacobi', 'kfac'; got 'ilu'"):
+        GaussNewton(preconditioner="ilu")
+    lm = LevenbergMarquardt(solver="cg", preconditioner="kfac")
+    assert get_optimizer("lm", **lm.get_config()).preconditioner == "kfac"
 
 
 def test_cg_with_a_tight_tolerance_takes_the_dense_step():

@@ -1043,6 +1043,77 @@ class GaussNewtonOperator:
             diagonal[block.cols] += part.ravel()
 
 
+    def _kronecker_sums(self) -> tuple[list[_KroneckerSums], int]:
+        """Each layer's Kronecker factors of G, unnormalised, and the number of rows.
+
+        A layer's blocks that share a left factor (a Linear's weight and bias) form one
+        group: its rows of J are L_b ⊗ ã_bᵀ with ã_b the blocks' inputs side by side
+        (for a Linear, [x_b, 1]), and G's diagonal block for the group is
+        Σ_b (L_bᵀL_b) ⊗ (ã_b ã_bᵀ), which K-FAC approximates by A ⊗ B / N with
+        A = Σ_b L_bᵀL_b and B = Σ_b ã_b ã_bᵀ (Martens and Grosse, 2015). Formed like
+        :meth:`diagonal`, ``chunk_size`` rows at a time, in float64.
+        """
+        self._check_params()
+        sums: list[_KroneckerSums] = []
+        n_total = 0
+        for caches, whole_root, n_samples in self._pieces:
+            for rows in _chunks(n_samples, self._chunk_size):
+                n_rows = rows.stop - rows.start
+                _restore_caches(self.model, _slice_caches(caches, rows, n_samples))
+                op = _chain_jacobians(self.model, n_rows, "params")
+                assert isinstance(op, BlockRow)
+                blocks = _blocks(op, self.model.dtype)
+                # Grouped before C_b is folded in: an identity L, scaled, is a new array
+                # per block, but still one factor for a layer's weight and bias.
+                groups = _kronecker_groups(blocks, op.names)
+                if whole_root is not None:
+                    blocks = _scale_blocks(blocks, whole_root[rows])
+                for index, group in enumerate(groups):
+                    first = blocks[group[0]]
+                    x = np.concatenate([blocks[i].x for i in group], axis=1).astype(np.float64)
+                    if first.left is None:  # the identity (a scalar root scaled x)
+                        a = n_rows * np.eye(first.n_rows)
+                    else:
+                        left = first.left.astype(np.float64).reshape(-1, first.n_rows)
+                        a = left.T @ left
+                    b = x.T @ x
+                    if index == len(sums):
+                        sums.append(_KroneckerSums([blocks[i].cols for i in group],
+                                                   first.n_rows, a, b))
+                    else:
+                        sums[index].a += a
+                        sums[index].b += b
+                n_total += n_rows
+            _restore_caches(self.model, caches)
+        return sums, n_total
+
+
+@dataclass
+class _KroneckerSums:
+    """One group's K-FAC factors: columns ``cols`` (each a (k, n_i) row-major block, put
+    side by side as one (k, Σn_i) matrix), A = Σ_b L_bᵀL_b (k, k), B = Σ_b ã_b ã_bᵀ."""
+
+    cols: list[slice]
+    n_rows: int
+    a: np.ndarray
+    b: np.ndarray
+
+
+def _kronecker_groups(blocks: list[_Block], names: Sequence[str]) -> list[list[int]]:
+    """Consecutive blocks of one layer (names "i.weight", "i.bias") with the same k and
+    the same left factor: the blocks of one Kronecker factor pair."""
+    groups: list[list[int]] = []
+    for i, block in enumerate(blocks):
+        if groups:
+            head = blocks[groups[-1][0]]
+            if (names[i].split(".")[0] == names[groups[-1][0]].split(".")[0]
+                    and block.n_rows == head.n_rows and block.left is head.left):
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    return groups
+
+
 def _scale_root(root: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """C_b → scale_b C_b for a root of shape (B,), (B, m) or (B, r, m)."""
     return root * scale.reshape((-1,) + (1,) * (root.ndim - 1))

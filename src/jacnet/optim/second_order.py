@@ -42,9 +42,23 @@ Inner solver (``solver=``, for all three optimizers):
   once per epoch from the forward pass the epoch starts with (each product: the tangent
   J v through the kept pass, H_b per sample, one backward pass; no forward pass), never a
   P × P array: memory O(N·m + k·P) beyond the activations, k ≤ 2·``cg_max_iter``
-  (the kept directions below). Preconditioner: Jacobi,
-  c diag(JᵀHJ) + D, from the factored Jacobian once per epoch
-  (:meth:`~jacnet.curvature.GaussNewtonOperator.diagonal`). Stopping rule: the
+  (the kept directions below). Preconditioner (``preconditioner=``): ``"jacobi"`` (the
+  default), c diag(JᵀHJ) + D, from the factored Jacobian once per epoch
+  (:meth:`~jacnet.curvature.GaussNewtonOperator.diagonal`); or ``"kfac"``, block
+  diagonal with one block per layer, K-FAC's Kronecker-factored G (Martens and Grosse,
+  ICML 2015): a Linear layer's weight and bias together have rows L_b ⊗ [x_b, 1]ᵀ in J,
+  and its block Σ_b (L_bᵀL_b) ⊗ (ã_b ã_bᵀ) of G is approximated by A ⊗ B/N, with
+  A = Σ_b L_bᵀL_b (k × k, L_b the left factor with C_b folded in) and B = Σ_b ã_b ã_bᵀ
+  ((n+1) × (n+1)), both formed once per epoch from the factored Jacobian like the
+  diagonal (O(N·(k² + n²)) per layer). Each solve's M = c A⊗B/N + d̄ I (d̄ the mean of D
+  over the layer, D itself when it is a scalar, as in LM without a decay mask) is
+  inverted exactly through the eigendecompositions of A and B (O(k³ + n³) per layer
+  and epoch), M⁻¹ = (Q_A⊗Q_B)(c Λ_A⊗Λ_B/N + d̄)⁻¹(Q_A⊗Q_B)ᵀ, applied to the layer's
+  (k, n+1) matrix V as Q_A((Q_AᵀVQ_B) ⊘ (c λ_A λ_Bᵀ/N + d̄))Q_Bᵀ, O(k n (k + n)) per
+  application, well under one product with G. It captures each layer's coupling
+  between weights that Jacobi ignores: on an 8-96-96-1 tanh MLP (P = 10,273) fitting
+  N = 4000 rows, LM reached a loss of 1.1e-7 after 133 products with G (2.3 s of CPU)
+  against 2.3e-6 after 6133 (65 s) with Jacobi (``docs/benchmarks.md``). Stopping rule: the
   relative residual ‖(cG + D)Δ − r‖/‖r‖ ≤ η with η = ``cg_tol`` if given, else the
   forcing term of Eisenstat and Walker (SIAM J. Sci. Comput. 17, 1996, choice 2, with
   their γ = 0.9, α = 2): η₀ = 0.5, η_k = 0.9 (‖∇loss_k‖/‖∇loss_{k−1}‖)², kept at least
@@ -406,6 +420,7 @@ class _NormalEquations:
 # ----------------------------------------------------------------------------- matrix-free
 #: The inner solver's choices (see the module docstring).
 SOLVERS = ("dense", "cg", "auto")
+PRECONDITIONERS = ("jacobi", "kfac")
 
 
 class _MatrixFree:
@@ -427,9 +442,13 @@ class _MatrixFree:
     dual = False
 
     def __init__(self, model: Sequential, grad_rows: np.ndarray, sqrt_h: np.ndarray | None,
-                 allreduce: Allreduce | None, max_iter: int, chunk_size: int | None = None
-                 ) -> None:
+                 allreduce: Allreduce | None, max_iter: int, chunk_size: int | None = None,
+                 preconditioner: str = "jacobi") -> None:
         self.model, self.allreduce = model, allreduce
+        self.preconditioner = preconditioner
+        #: Per layer: (columns, k, eigenvalues and vectors of A and of B/N) for "kfac".
+        self._kfac: list[tuple[list[slice], int, np.ndarray, np.ndarray, np.ndarray,
+                               np.ndarray]] | None = None
         self.n_params, self.max_iter = model.n_params, max_iter
         self.operator = GaussNewtonOperator.from_forward_pass(
             model, grad_rows.shape[0], sqrt_h, chunk_size=chunk_size)
@@ -484,10 +503,7 @@ class _MatrixFree:
         """
         rhs = c * self.jte if w is None else c * self.jte + a * w
         damping = np.broadcast_to(np.asarray(d, dtype=_F64), rhs.shape)
-        precond = c * self.diagonal() + damping
-        # A zero diagonal entry (a parameter the loss does not see, undamped): leave it
-        # unpreconditioned rather than divide by zero.
-        precond = np.where(precond > 0, precond, 1.0)
+        precondition = self._preconditioner(c, damping)
         rhs_norm = float(np.linalg.norm(rhs))
         self.residual = 0.0
         if rhs_norm == 0.0:
@@ -496,7 +512,7 @@ class _MatrixFree:
         self.residual = float(np.linalg.norm(r)) / rhs_norm
         if self.residual <= self.tolerance:
             return x
-        z = r / precond
+        z = precondition(r)
         p = z.copy()
         rz = float(r @ z)
         for _ in range(self.max_iter):
@@ -513,14 +529,78 @@ class _MatrixFree:
             self.residual = float(np.linalg.norm(r)) / rhs_norm
             if self.residual <= self.tolerance:
                 break
-            z = r / precond
+            z = precondition(r)
             rz, rz_old = float(r @ z), rz
             p = z + (rz / rz_old) * p
         else:
             self.residual = float(np.linalg.norm(r)) / rhs_norm
         if not x.any():  # stopped before the first step: the preconditioned gradient
-            x = rhs / precond
+            x = precondition(rhs)
         return x
+
+    def _preconditioner(self, c: float, damping: np.ndarray
+                        ) -> Callable[[np.ndarray], np.ndarray]:
+        """r ↦ M⁻¹r for M = c diag(G) + D ("jacobi") or, per layer, c A⊗B/N + D ("kfac")."""
+        if self.preconditioner == "kfac":
+            return self._kfac_inverse(c, damping)
+        precond = c * self.diagonal() + damping
+        # A zero diagonal entry (a parameter the loss does not see, undamped): leave it
+        # unpreconditioned rather than divide by zero.
+        precond = np.where(precond > 0, precond, 1.0)
+        return lambda r: r / precond
+
+    def kfac_factors(self) -> list[tuple[list[slice], int, np.ndarray, np.ndarray,
+                                         np.ndarray, np.ndarray]]:
+        """Per layer, K-FAC's G ≈ A ⊗ B/N (see
+        :meth:`~jacnet.curvature.GaussNewtonOperator._kronecker_sums`; summed over
+        processes) as its columns, k and the eigendecompositions (λ_A, Q_A, λ_B, Q_B);
+        computed once per epoch."""
+        if self._kfac is None:
+            groups, n_rows = self.operator._kronecker_sums()
+            flat = np.concatenate([np.concatenate([g.a.ravel(), g.b.ravel()]) for g in groups]
+                                  + [np.array([float(n_rows)])])
+            flat = self._summed(flat)
+            self._kfac, at = [], 0
+            total_rows = flat[-1]
+            for group in groups:
+                k, n = group.a.shape[0], group.b.shape[0]
+                a = flat[at:at + k * k].reshape(k, k)
+                b = flat[at + k * k:at + k * k + n * n].reshape(n, n) / total_rows
+                at += k * k + n * n
+                values_a, vectors_a = np.linalg.eigh(a)
+                values_b, vectors_b = np.linalg.eigh(b)
+                # Both are Gram matrices: a negative eigenvalue is rounding.
+                self._kfac.append((group.cols, k, np.maximum(values_a, 0.0), vectors_a,
+                                   np.maximum(values_b, 0.0), vectors_b))
+        return self._kfac
+
+    def _kfac_inverse(self, c: float, damping: np.ndarray
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+        """r ↦ M⁻¹r with M block diagonal, one block c A⊗B/N + d̄ I per layer (d̄ the mean
+        of D over the layer's parameters: exact for a scalar D), by the eigendecompositions:
+        (Q_A⊗Q_B)(c Λ_A⊗Λ_B + d̄)⁻¹(Q_A⊗Q_B)ᵀ, applied to the layer's (k, n) matrix V as
+        Q_A ((Q_Aᵀ V Q_B) / (c λ_A λ_Bᵀ + d̄)) Q_Bᵀ."""
+        layers = []
+        for cols, k, values_a, vectors_a, values_b, vectors_b in self.kfac_factors():
+            mean = float(np.mean(np.concatenate([damping[part] for part in cols])))
+            scale = c * np.outer(values_a, values_b) + mean
+            # A direction G and D do not see (undamped): leave it unpreconditioned, as the
+            # Jacobi preconditioner leaves a zero diagonal entry.
+            scale = np.where(scale > 1e-12 * max(float(scale.max()), 0.0), scale, 1.0)
+            layers.append((cols, k, vectors_a, vectors_b, scale))
+
+        def apply(r: np.ndarray) -> np.ndarray:
+            z = np.empty_like(r)
+            for cols, k, vectors_a, vectors_b, scale in layers:
+                v = np.concatenate([r[part].reshape(k, -1) for part in cols], axis=1)
+                v = vectors_a @ ((vectors_a.T @ v @ vectors_b) / scale) @ vectors_b.T
+                at = 0
+                for part in cols:
+                    width = (part.stop - part.start) // k
+                    z[part] = v[:, at:at + width].ravel()
+                    at += width
+            return z  # every parameter is in one group: a BlockRow covers θ
+        return apply
 
     def _keep(self, direction: np.ndarray, product: np.ndarray, curvature: float) -> None:
         """Keep a search direction and its product with G (both scaled to unit A-norm, so
@@ -660,7 +740,7 @@ class SecondOrderOptimizer:
     def __init__(self, *, goal: float, min_grad: float, max_fail: int,
                  chunk_size: int | None, allreduce: Allreduce | None = None,
                  solver: str = "dense", cg_tol: float | None = None,
-                 cg_max_iter: int = 100) -> None:
+                 cg_max_iter: int = 100, preconditioner: str = "jacobi") -> None:
         owner = type(self).__name__
         if solver not in SOLVERS:
             raise ValueError(
@@ -669,6 +749,13 @@ class SecondOrderOptimizer:
                 "'auto' picks by size."
             )
         self.solver = solver
+        if preconditioner not in PRECONDITIONERS:
+            raise ValueError(
+                f"The 'preconditioner' parameter of {owner} must be one of "
+                f"{', '.join(map(repr, PRECONDITIONERS))}; got {preconditioner!r} instead. "
+                "'jacobi' divides by diag(G) + D, 'kfac' inverts Kronecker factors per layer."
+            )
+        self.preconditioner = preconditioner
         self.cg_tol = None if cg_tol is None else _check_number(
             cg_tol, "cg_tol", owner, low=0.0, high=1.0, low_closed=False, high_closed=False)
         self.cg_max_iter = _check_number(cg_max_iter, "cg_max_iter", owner, low=1, integer=True)
@@ -835,7 +922,7 @@ class SecondOrderOptimizer:
         matrix-free, as ``solver`` says."""
         if self._matrix_free(model, X, dual):
             return _MatrixFree(model, rows, sqrt_h, self.allreduce, self.cg_max_iter,
-                               self.chunk_size)
+                               self.chunk_size, self.preconditioner)
         return _NormalEquations(model, X, rows, self.chunk_size, dual, sqrt_h,
                                 buffer=self._gram_buffer(model, dual),
                                 mask=mask if dual else None, cached_forward=True,
@@ -1141,7 +1228,8 @@ class SecondOrderOptimizer:
             setattr(self, key, float(state[key]))
 
     def _solver_config(self) -> dict[str, Any]:
-        return {"solver": self.solver, "cg_tol": self.cg_tol, "cg_max_iter": self.cg_max_iter}
+        return {"solver": self.solver, "cg_tol": self.cg_tol, "cg_max_iter": self.cg_max_iter,
+                "preconditioner": self.preconditioner}
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments; ``get_optimizer(opt.name, **opt.get_config())`` rebuilds it."""
@@ -1192,6 +1280,12 @@ class LevenbergMarquardt(SecondOrderOptimizer):
         term (choice 2, see the module docstring), which adapts it to the epochs' progress.
     cg_max_iter : int, default 100
         CG iterations per solve at most.
+    preconditioner : {"jacobi", "kfac"}, default "jacobi"
+        CG's preconditioner (``solver="cg"`` only; see the module docstring): the
+        diagonal c diag(G) + D, or K-FAC's per-layer Kronecker factors A ⊗ B inverted
+        exactly with the damping (much stronger on a network that can interpolate its
+        data; a little more work per epoch: two Gram matrices and two eigendecompositions
+        per layer).
     allreduce : callable, optional
         ``allreduce(array)`` sums a float64 array over all processes in place; each
         process then passes only its own rows (see the module docstring). Not part of
@@ -1222,10 +1316,11 @@ class LevenbergMarquardt(SecondOrderOptimizer):
                  max_fail: int = 6, weight_decay: float = 0.0,
                  chunk_size: int | None = None, weight_decay_mask: Any = None,
                  allreduce: Allreduce | None = None, solver: str = "dense",
-                 cg_tol: float | None = None, cg_max_iter: int = 100) -> None:
+                 cg_tol: float | None = None, cg_max_iter: int = 100,
+                 preconditioner: str = "jacobi") -> None:
         super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size,
                          allreduce=allreduce, solver=solver, cg_tol=cg_tol,
-                         cg_max_iter=cg_max_iter)
+                         cg_max_iter=cg_max_iter, preconditioner=preconditioner)
         owner = type(self).__name__
         self._weight_decay_mask = _check_mask(weight_decay_mask, owner)
         self.mu = _check_number(mu, "mu", owner, low=0.0, low_closed=False)
@@ -1327,6 +1422,10 @@ class GaussNewton(SecondOrderOptimizer):
     max_backtracks : int, default 30
     goal, min_grad, max_fail, chunk_size, solver, cg_tol, cg_max_iter, allreduce
         As for :class:`LevenbergMarquardt`.
+    preconditioner : {"jacobi", "kfac"}, default "jacobi"
+        As for :class:`LevenbergMarquardt`; with D = 0 (an undamped step) the K-FAC
+        block's directions with c λ_A λ_B/N below 10⁻¹² of the largest are left
+        unpreconditioned.
 
     Examples
     --------
@@ -1344,10 +1443,10 @@ class GaussNewton(SecondOrderOptimizer):
                  min_grad: float = 1e-7, max_fail: int = 6,
                  chunk_size: int | None = None, allreduce: Allreduce | None = None,
                  solver: str = "dense", cg_tol: float | None = None,
-                 cg_max_iter: int = 100) -> None:
+                 cg_max_iter: int = 100, preconditioner: str = "jacobi") -> None:
         super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size,
                          allreduce=allreduce, solver=solver, cg_tol=cg_tol,
-                         cg_max_iter=cg_max_iter)
+                         cg_max_iter=cg_max_iter, preconditioner=preconditioner)
         owner = type(self).__name__
         self.c = _check_number(c, "c", owner, low=0.0, high=1.0, low_closed=False)
         self.max_backtracks = _check_number(max_backtracks, "max_backtracks", owner, low=1,
@@ -1417,7 +1516,7 @@ class BayesianRegularization(SecondOrderOptimizer):
     mu_dec, mu_inc, mu_max, goal, min_grad, max_fail, chunk_size
         As for :class:`LevenbergMarquardt` (``max_fail`` defaults to 0: off, as in
         ``trainbr``).
-    solver, cg_tol, cg_max_iter, allreduce
+    solver, cg_tol, cg_max_iter, preconditioner, allreduce
         As for :class:`LevenbergMarquardt`.
     trace_probes, trace_steps : int, default 10, 20
         ``solver="cg"``: the probes and Lanczos steps of γ's stochastic estimate (cost:
@@ -1449,10 +1548,11 @@ class BayesianRegularization(SecondOrderOptimizer):
                  max_fail: int = 0, chunk_size: int | None = None,
                  allreduce: Allreduce | None = None, solver: str = "dense",
                  cg_tol: float | None = None, cg_max_iter: int = 100,
-                 trace_probes: int = 10, trace_steps: int = 20) -> None:
+                 trace_probes: int = 10, trace_steps: int = 20,
+                 preconditioner: str = "jacobi") -> None:
         super().__init__(goal=goal, min_grad=min_grad, max_fail=max_fail, chunk_size=chunk_size,
                          allreduce=allreduce, solver=solver, cg_tol=cg_tol,
-                         cg_max_iter=cg_max_iter)
+                         cg_max_iter=cg_max_iter, preconditioner=preconditioner)
         self.trace_probes = _check_number(trace_probes, "trace_probes", type(self).__name__,
                                           low=1, integer=True)
         self.trace_steps = _check_number(trace_steps, "trace_steps", type(self).__name__,
