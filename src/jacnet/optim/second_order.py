@@ -1294,9 +1294,9 @@ class LevenbergMarquardt(SecondOrderOptimizer):
     preconditioner : {"jacobi", "kfac"}, default "jacobi"
         CG's preconditioner (``solver="cg"`` only; see the module docstring): the
         diagonal c diag(G) + D, or K-FAC's per-layer Kronecker factors A ⊗ B inverted
-        exactly with the damping (much stronger on a network that can interpolate its
-        data; a little more work per epoch: two Gram matrices and two eigendecompositions
-        per layer).
+        exactly with the damping (far fewer products with G to the same loss on the
+        MLPs measured in ``docs/benchmarks.md``; a little more work per epoch: two Gram
+        matrices and two eigendecompositions per layer).
     allreduce : callable, optional
         ``allreduce(array)`` sums a float64 array over all processes in place; each
         process then passes only its own rows (see the module docstring). Not part of
