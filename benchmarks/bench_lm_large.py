@@ -64,14 +64,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n-samples", type=int, default=60000)
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--preconditioner", default="jacobi", choices=["jacobi", "kfac"])
     args = parser.parse_args()
     X, y, source = load(args.data, args.n_samples)
     model = mlp([784, 128, 10], activation="tanh", seed=0, dtype="float64")
-    loss, lm = CrossEntropyLoss(), LevenbergMarquardt(solver="cg")
+    loss, lm = CrossEntropyLoss(), LevenbergMarquardt(solver="cg", preconditioner=args.preconditioner)
     data_bytes = X.nbytes + y.nbytes
     print("Machine: " + "; ".join(f"{k} {v}" for k, v in machine_description().items()))
     print(f"data: {source}; X {X.shape}, {data_bytes / 2**20:.0f} MiB; "
-          f"784-128-10 tanh, P = {model.n_params}, P·8 bytes = {model.n_params * 8 / 2**20:.2f} MiB")
+          f"784-128-10 tanh, P = {model.n_params}, P·8 bytes = {model.n_params * 8 / 2**20:.2f} MiB; "
+          f"CG preconditioner {args.preconditioner}")
     tracemalloc.start()
     state = None
     for epoch in range(args.epochs):

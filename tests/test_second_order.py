@@ -742,11 +742,14 @@ def test_allreduce_over_two_halves_equals_the_single_run(make, loss, weighted):
         expected.append(info)
     split, infos = _split_run(make, model, loss, X, target, weights, epochs)
     assert not np.array_equal(single.params, model.params)
-    np.testing.assert_allclose(split.params, single.params, rtol=1e-12, atol=1e-12)
+    # K-FAC's eigendecompositions of the summed factors carry the sums' rounding into
+    # every CG iteration: measured 2e-10 relative after five epochs, held to 1e-9.
+    tol = 1e-9 if opt.solver == "cg" and opt.preconditioner == "kfac" else 1e-12
+    np.testing.assert_allclose(split.params, single.params, rtol=tol, atol=tol)
     for got, want in zip(infos, expected):
         assert got.keys() == want.keys()
         for key in want:
-            assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-12), key
+            assert got[key] == pytest.approx(want[key], rel=tol, abs=tol), key
 
 
 def test_allreduce_must_be_callable():
@@ -801,10 +804,11 @@ def test_cg_step_solves_the_damped_system_to_its_documented_tolerance(loss, size
                                          (BCEWithLogitsLoss(), [3, 4, 2])])
 def test_kfac_preconditioner_is_the_exact_inverse_of_its_kronecker_blocks(loss, sizes, mu):
     """preconditioner="kfac": M⁻¹r with M, per Linear layer (weight and bias together,
-    θ's order (k, n) row-major then the k biases), c A⊗B/N + μI, A = Σ_b L_bᵀH_bL_b
-    (L_b = ∂z_b/∂(the layer's output), from the materialised Jacobian) and
-    B = Σ_b [x_b, 1][x_b, 1]ᵀ (x_b the layer's input), against a dense solve; undamped
-    (μ = 0, Gauss–Newton), μ is 10⁻⁴ of the block's mean diagonal instead."""
+    θ's order (k, n) row-major then the k biases), c A⊗B/t + μI, A = Σ_b L_bᵀH_bL_b
+    (L_b = ∂z_b/∂(the layer's output), from the materialised Jacobian),
+    B = Σ_b t_b [x_b, 1][x_b, 1]ᵀ (x_b the layer's input) and t = Σ_b t_b with
+    t_b = tr(L_bᵀH_bL_b), against a dense solve; undamped (μ = 0, Gauss–Newton), μ is
+    10⁻⁴ of the block's mean diagonal instead."""
     from jacnet.layers import Linear
     from jacnet.optim.second_order import _MatrixFree
 
@@ -835,9 +839,10 @@ def test_kfac_preconditioner_is_the_exact_inverse_of_its_kronecker_blocks(loss, 
         bias = np.arange(start + k * width, start + k * width + k)
         order = np.concatenate([weight, bias[:, None]], axis=1).ravel()
         left = J[:, :, bias]  # ∂z/∂b = L_b
-        A = np.einsum("bmi,bmr,brj->ij", left, H, left)
+        per_row = np.einsum("bmi,bmr,brj->bij", left, H, left)
+        A, t = per_row.sum(axis=0), np.trace(per_row, axis1=1, axis2=2)
         tilde = np.concatenate([inputs, np.ones((n, 1))], axis=1)
-        B = tilde.T @ tilde / n
+        B = (tilde * t[:, None]).T @ tilde / t.sum()
         damping = mu or 1e-4 * c * np.trace(A) / k * np.trace(B) / (width + 1)
         M = c * np.kron(A, B) + damping * np.eye(order.size)
         np.testing.assert_allclose(got[order], np.linalg.solve(M, r[order]),

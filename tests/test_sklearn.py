@@ -67,7 +67,9 @@ def test_sklearn_estimator_checks(estimator, check):
 
 def test_cg_weights_equal_repeated_rows():
     """LM(solver="cg") with integer sample weights takes the steps of the repeated rows:
-    the same CG iterations every epoch, θ equal to rounding (1e-6 relative asserted)."""
+    the same CG iterations every epoch, θ equal to rounding (K-FAC's eigendecompositions
+    carry it: 3e-6 relative after 20 epochs measured, 1e-5 asserted; an unweighted
+    K-FAC input factor changed the iteration counts)."""
     from jacnet import mlp
     from jacnet.losses import CrossEntropyLoss
     from jacnet.optim import LevenbergMarquardt
@@ -85,7 +87,7 @@ def test_cg_weights_equal_repeated_rows():
             iterations.append(info["cg_iterations"])
         runs.append((model.params.copy(), iterations))
     assert runs[0][1] == runs[1][1]
-    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-9)
 
 
 # solver='br' rejects sample_weight with a ValueError (Bayesian regularisation's

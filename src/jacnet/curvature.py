@@ -1043,19 +1043,22 @@ class GaussNewtonOperator:
             diagonal[block.cols] += part.ravel()
 
 
-    def _kronecker_sums(self) -> tuple[list[_KroneckerSums], int]:
-        """Each layer's Kronecker factors of G, unnormalised, and the number of rows.
+    def _kronecker_sums(self) -> list[_KroneckerSums]:
+        """Each layer's Kronecker factors of G, unnormalised (K-FAC's, Martens and Grosse
+        2015, with the input factor weighted by each row's curvature).
 
         A layer's blocks that share a left factor (a Linear's weight and bias) form one
         group: its rows of J are L_b ⊗ ã_bᵀ with ã_b the blocks' inputs side by side
-        (for a Linear, [x_b, 1]), and G's diagonal block for the group is
-        Σ_b (L_bᵀL_b) ⊗ (ã_b ã_bᵀ), which K-FAC approximates by A ⊗ B / N with
-        A = Σ_b L_bᵀL_b and B = Σ_b ã_b ã_bᵀ (Martens and Grosse, 2015). Formed like
-        :meth:`diagonal`, ``chunk_size`` rows at a time, in float64.
+        (for a Linear, [x_b, 1]), and with L̃_b = C_b L_b (C_b the loss's factor, with the
+        sample weight) G's diagonal block for the group is Σ_b (L̃_bᵀL̃_b) ⊗ (ã_b ã_bᵀ).
+        It is approximated by A ⊗ B/t with A = Σ_b L̃_bᵀL̃_b, B = Σ_b t_b ã_b ã_bᵀ and
+        t = Σ_b t_b, t_b = ‖L̃_b‖²: exact when every L̃_bᵀL̃_b is a multiple of one matrix
+        (as in an output layer) or every ã_b is the same, and the same for weights w_b as
+        for rows repeated w_b times (an unweighted B would count a row once whatever its
+        weight). Formed like :meth:`diagonal`, ``chunk_size`` rows at a time, in float64.
         """
         self._check_params()
         sums: list[_KroneckerSums] = []
-        n_total = 0
         for caches, whole_root, n_samples in self._pieces:
             for rows in _chunks(n_samples, self._chunk_size):
                 n_rows = rows.stop - rows.start
@@ -1063,40 +1066,53 @@ class GaussNewtonOperator:
                 op = _chain_jacobians(self.model, n_rows, "params")
                 assert isinstance(op, BlockRow)
                 blocks = _blocks(op, self.model.dtype)
-                # Grouped before C_b is folded in: an identity L, scaled, is a new array
-                # per block, but still one factor for a layer's weight and bias.
-                groups = _kronecker_groups(blocks, op.names)
-                if whole_root is not None:
-                    blocks = _scale_blocks(blocks, whole_root[rows])
-                for index, group in enumerate(groups):
+                root = None if whole_root is None else whole_root[rows].astype(np.float64)
+                for index, group in enumerate(_kronecker_groups(blocks, op.names)):
                     first = blocks[group[0]]
                     x = np.concatenate([blocks[i].x for i in group], axis=1).astype(np.float64)
-                    if first.left is None:  # the identity (a scalar root scaled x)
-                        a = n_rows * np.eye(first.n_rows)
-                    else:
-                        left = first.left.astype(np.float64).reshape(-1, first.n_rows)
-                        a = left.T @ left
-                    b = x.T @ x
+                    left = _curvature_left(first, root, n_rows)
+                    flat = left.reshape(-1, first.n_rows)
+                    a = flat.T @ flat
+                    weight = np.einsum("brk,brk->b", left, left)  # t_b = ‖L̃_b‖²
+                    b = (x * weight[:, None]).T @ x
                     if index == len(sums):
                         sums.append(_KroneckerSums([blocks[i].cols for i in group],
-                                                   first.n_rows, a, b))
+                                                   first.n_rows, a, b, float(weight.sum())))
                     else:
                         sums[index].a += a
                         sums[index].b += b
-                n_total += n_rows
+                        sums[index].weight += float(weight.sum())
             _restore_caches(self.model, caches)
-        return sums, n_total
+        return sums
+
+
+def _curvature_left(block: _Block, root: np.ndarray | None, n_rows: int) -> np.ndarray:
+    """L̃_b = C_b L_b (B, r, k), float64, for a block's left factor L (the identity when
+    None) and the loss's factor C (None: the identity; (B,): a scalar per row; (B, m):
+    a diagonal; (B, r, m): a matrix)."""
+    left = (np.broadcast_to(np.eye(block.n_rows), (n_rows, block.n_rows, block.n_rows))
+            if block.left is None else block.left.astype(np.float64))
+    if root is None:
+        return left
+    if root.ndim == 1:
+        return left * root[:, None, None]
+    if root.ndim == 2:
+        return left * root[:, :, None]
+    return np.matmul(root, left)
 
 
 @dataclass
 class _KroneckerSums:
-    """One group's K-FAC factors: columns ``cols`` (each a (k, n_i) row-major block, put
-    side by side as one (k, Σn_i) matrix), A = Σ_b L_bᵀL_b (k, k), B = Σ_b ã_b ã_bᵀ."""
+    """One group's K-FAC sums: columns ``cols`` (each a (k, n_i) row-major block, put
+    side by side as one (k, Σn_i) matrix), A = Σ_b L̃_bᵀL̃_b (k, k),
+    B = Σ_b t_b ã_b ã_bᵀ and ``weight`` t = Σ_b t_b (see
+    :meth:`GaussNewtonOperator._kronecker_sums`)."""
 
     cols: list[slice]
     n_rows: int
     a: np.ndarray
     b: np.ndarray
+    weight: float
 
 
 def _kronecker_groups(blocks: list[_Block], names: Sequence[str]) -> list[list[int]]:
