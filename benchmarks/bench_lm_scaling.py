@@ -15,13 +15,15 @@ squared error. For every (N, P) and method:
 
 Methods: dense LM (``LevenbergMarquardt()``: JᵀJ or the dual JJᵀ, Cholesky);
 matrix-free LM (``LevenbergMarquardt(solver="cg")``, when the installed jacnet has it;
-the column says so otherwise) and the same with ``preconditioner="kfac"``; L-BFGS
+the column says so otherwise: its default preconditioner, K-FAC on main), the same with
+``preconditioner="jacobi"`` ("matrix-free LM (Jacobi)") and, by name only (it is the
+default now), with ``preconditioner="kfac"`` ("matrix-free LM (K-FAC)"); L-BFGS
 (``scipy.optimize.minimize(method="L-BFGS-B")`` on jacnet's loss and gradient, as
 scikit-learn's ``solver="lbfgs"``); jacnet Adam (``training.fit``).
 
 Run:  .venv/bin/python benchmarks/bench_lm_scaling.py --threads 1 [--quick]
       [--n-samples 4000 60000] [--hidden 16 32 64 96 128 192 256 320] [--budget 120]
-      [--methods "dense LM" "matrix-free LM" "matrix-free LM (K-FAC)" L-BFGS Adam]
+      [--methods "dense LM" "matrix-free LM" "matrix-free LM (Jacobi)" L-BFGS Adam]
       [--dense-max-madds 2e11]
       [--clock cpu] [--reference dense.json]
 
@@ -57,7 +59,9 @@ from jacnet.optim import LevenbergMarquardt
 LOSS = MSELoss()
 #: The clock the driver reads (``--clock``): wall time, or this process's CPU time.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-METHODS = ("dense LM", "matrix-free LM", "matrix-free LM (K-FAC)", "L-BFGS", "Adam")
+METHODS = ("dense LM", "matrix-free LM", "matrix-free LM (Jacobi)", "L-BFGS", "Adam")
+#: Run only when named in --methods.
+EXTRA_METHODS = ("matrix-free LM (K-FAC)",)
 
 
 def dense_madds(n_samples: int, n_params: int) -> float:
@@ -224,7 +228,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="N = 4000, h = 16, 32, 64, 5 target epochs, 20 s budgets")
     parser.add_argument("--methods", nargs="+", default=list(METHODS),
-                        help=f"a subset of {', '.join(METHODS)}")
+                        help=f"a subset of {', '.join(METHODS + EXTRA_METHODS)}")
     parser.add_argument("--dense-max-madds", type=float, default=None,
                         help="skip dense LM where one epoch's JᵀJ (or JJᵀ) and Cholesky "
                              "would cost more multiply-adds than this (the table says so)")
@@ -241,11 +245,12 @@ def main() -> None:
     every: dict[str, Callable[..., Any] | None] = {
         "dense LM": lm_steps(None),
         "matrix-free LM": lm_steps("cg") if cg else None,
+        "matrix-free LM (Jacobi)": lm_steps("cg", preconditioner="jacobi") if has_kfac() else None,
         "matrix-free LM (K-FAC)": lm_steps("cg", preconditioner="kfac") if has_kfac() else None,
         "L-BFGS": lbfgs_steps,
         "Adam": adam_steps,
     }
-    methods = {name: every[name] for name in METHODS if name in args.methods}
+    methods = {name: every[name] for name in METHODS + EXTRA_METHODS if name in args.methods}
     clock = CLOCKS[args.clock]
     saved: dict[str, Any] = {}
     if args.reference and os.path.exists(args.reference):
