@@ -723,6 +723,8 @@ def _split_run(make, model, loss, X, Y, weights, epochs):
     (lambda reduce: BayesianRegularization(solver="cg", allreduce=reduce), MSELoss(), False),
     (lambda reduce: LevenbergMarquardt(solver="cg", preconditioner="kfac", allreduce=reduce),
      CrossEntropyLoss(), True),
+    (lambda reduce: LevenbergMarquardt(solver="cg", preconditioner="jacobi", allreduce=reduce),
+     MSELoss(), True),
 ])
 def test_allreduce_over_two_halves_equals_the_single_run(make, loss, weighted):
     """The data-parallel hook: each process's half of the rows, every sum taken through
@@ -799,10 +801,14 @@ def test_cg_step_solves_the_damped_system_to_its_documented_tolerance(loss, size
 
 
 @pytest.mark.parametrize("mu", [0.3, 0.0])
-@pytest.mark.parametrize("loss, sizes", [(MSELoss(), [3, 4, 5, 2]),
-                                         (CrossEntropyLoss(), [2, 5, 3]),
-                                         (BCEWithLogitsLoss(), [3, 4, 2])])
-def test_kfac_preconditioner_is_the_exact_inverse_of_its_kronecker_blocks(loss, sizes, mu):
+@pytest.mark.parametrize("loss, sizes, output_activation, weighted", [
+    (MSELoss(), [3, 4, 5, 2], None, False),
+    (MSELoss(), [3, 4, 5, 2], None, True),  # C_b = √w_b, a scalar per row
+    (MSELoss(), [3, 5, 2], "sigmoid", False),  # the output layer's L is not the identity
+    (CrossEntropyLoss(), [2, 5, 3], None, False),
+    (BCEWithLogitsLoss(), [3, 4, 2], None, False)])
+def test_kfac_preconditioner_is_the_exact_inverse_of_its_kronecker_blocks(
+        loss, sizes, output_activation, weighted, mu):
     """preconditioner="kfac": M⁻¹r with M, per Linear layer (weight and bias together,
     θ's order (k, n) row-major then the k biases), c A⊗B/t + μI, A = Σ_b L_bᵀH_bL_b
     (L_b = ∂z_b/∂(the layer's output), from the materialised Jacobian),
@@ -818,12 +824,16 @@ def test_kfac_preconditioner_is_the_exact_inverse_of_its_kronecker_blocks(loss, 
     target = (rng.integers(0, sizes[-1], n) if isinstance(loss, CrossEntropyLoss)
               else rng.integers(0, 2, (n, sizes[-1])).astype(float)
               if isinstance(loss, BCEWithLogitsLoss) else rng.normal(size=(n, sizes[-1])))
-    model, lm = mlp(sizes, seed=0, dtype="float64"), LevenbergMarquardt(solver="cg")
+    model = mlp(sizes, output_activation=output_activation, seed=0, dtype="float64")
+    lm = LevenbergMarquardt(solver="cg")
     target = loss.prepare_target(target, sizes[-1], dtype=model.dtype)
     z = model.forward(X)
     J = jacobian(model, X, wrt="params")  # (N, m, P)
     H = loss.curvature(z, target).dense() * n  # on the optimizer's scale Σ ℓ_b
     lm._totals = (n, float(n))
+    if weighted:
+        weights = rng.uniform(0.5, 2.0, n)
+        lm._sample_weight, H = weights, H * weights[:, None, None]
     rows, sqrt_h, _ = lm._curvature(loss, model.forward(X), target)
     system = _MatrixFree(model, rows, sqrt_h, None, 10, preconditioner="kfac")
     r = rng.normal(size=model.n_params)

@@ -507,10 +507,10 @@ def _add_layer_grams(rows: np.ndarray, factors: list[LinearFactors], jtj: np.nda
     quarter of the multiply-adds of the block from J's rows. ``packed`` holds these
     (k(k+1)/2, m(m+1)/2) sums per layer, in the order of ``factors``, until
     :func:`_unpack_layer_gram` writes them out after the last chunk. A layer whose pair
-    arrays would hold more than twice its rows of J (k or m small against the other: a
-    one-output layer, or a wide input to a narrow layer) takes its diagonal block from
-    those rows instead (None in ``packed``): the pairs would save little and cost memory
-    beyond the chunk's.
+    arrays would hold more than twice as many numbers per sample as its columns k·m of
+    one output's row of J (k or m small against the other: a one-output layer, or a wide
+    input to a narrow layer) takes its diagonal block from those rows instead (None in
+    ``packed``): the pairs would save little and cost memory beyond the chunk's.
     """
     acc = jtj.dtype
     for i, factor in enumerate(factors):
@@ -1070,10 +1070,7 @@ class GaussNewtonOperator:
                 for index, group in enumerate(_kronecker_groups(blocks, op.names)):
                     first = blocks[group[0]]
                     x = np.concatenate([blocks[i].x for i in group], axis=1).astype(np.float64)
-                    left = _curvature_left(first, root, n_rows)
-                    flat = left.reshape(-1, first.n_rows)
-                    a = flat.T @ flat
-                    weight = np.einsum("brk,brk->b", left, left)  # t_b = ‖L̃_b‖²
+                    a, weight = _left_sums(first, root, n_rows)
                     b = (x * weight[:, None]).T @ x
                     if index == len(sums):
                         sums.append(_KroneckerSums([blocks[i].cols for i in group],
@@ -1086,19 +1083,34 @@ class GaussNewtonOperator:
         return sums
 
 
-def _curvature_left(block: _Block, root: np.ndarray | None, n_rows: int) -> np.ndarray:
-    """L̃_b = C_b L_b (B, r, k), float64, for a block's left factor L (the identity when
-    None) and the loss's factor C (None: the identity; (B,): a scalar per row; (B, m):
-    a diagonal; (B, r, m): a matrix)."""
-    left = (np.broadcast_to(np.eye(block.n_rows), (n_rows, block.n_rows, block.n_rows))
-            if block.left is None else block.left.astype(np.float64))
-    if root is None:
-        return left
-    if root.ndim == 1:
-        return left * root[:, None, None]
-    if root.ndim == 2:
-        return left * root[:, :, None]
-    return np.matmul(root, left)
+def _left_sums(block: _Block, root: np.ndarray | None, n_rows: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """A = Σ_b L̃_bᵀL̃_b (k, k) and t_b = ‖L̃_b‖² (B,), float64, for L̃_b = C_b L_b: a
+    block's left factor L (the identity when None) under the loss's factor C (None: the
+    identity; (B,): a scalar per row; (B, m): a diagonal; (B, r, m): a matrix). An
+    identity L is never materialised: for an output layer A is Σ_b C_bᵀC_b."""
+    k = block.n_rows
+    if block.left is None:
+        if root is None:
+            return n_rows * np.eye(k), np.full(n_rows, float(k))
+        if root.ndim == 1:
+            squares = root * root
+            return squares.sum() * np.eye(k), k * squares
+        if root.ndim == 2:
+            squares = root * root
+            return np.diag(squares.sum(axis=0)), squares.sum(axis=1)
+        flat = root.reshape(-1, k)
+        return flat.T @ flat, np.einsum("brk,brk->b", root, root)
+    left = block.left.astype(np.float64)
+    if root is not None:
+        if root.ndim == 1:
+            left = left * root[:, None, None]
+        elif root.ndim == 2:
+            left = left * root[:, :, None]
+        else:
+            left = np.matmul(root, left)
+    flat = left.reshape(-1, k)
+    return flat.T @ flat, np.einsum("brk,brk->b", left, left)
 
 
 @dataclass
@@ -1117,17 +1129,26 @@ class _KroneckerSums:
 
 def _kronecker_groups(blocks: list[_Block], names: Sequence[str]) -> list[list[int]]:
     """Consecutive blocks of one layer (names "i.weight", "i.bias") with the same k and
-    the same left factor: the blocks of one Kronecker factor pair."""
+    the same left factor: the blocks of one Kronecker factor pair. The same values, not
+    only the same array: below an elementwise output activation the chain gives a
+    weight and its bias equal left factors in two arrays."""
     groups: list[list[int]] = []
     for i, block in enumerate(blocks):
         if groups:
             head = blocks[groups[-1][0]]
             if (names[i].split(".")[0] == names[groups[-1][0]].split(".")[0]
-                    and block.n_rows == head.n_rows and block.left is head.left):
+                    and block.n_rows == head.n_rows and _same_left(block.left, head.left)):
                 groups[-1].append(i)
                 continue
         groups.append([i])
     return groups
+
+
+def _same_left(left: np.ndarray | None, other: np.ndarray | None) -> bool:
+    if left is other:
+        return True
+    return (left is not None and other is not None and left.shape == other.shape
+            and bool(np.array_equal(left, other)))
 
 
 def _scale_root(root: np.ndarray, scale: np.ndarray) -> np.ndarray:

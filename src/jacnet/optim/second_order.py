@@ -53,7 +53,7 @@ Inner solver (``solver=``, for all three optimizers):
   B = Σ_b t_b ã_b ã_bᵀ ((n+1) × (n+1)) and t = Σ_b t_b, t_b = ‖L̃_b‖² (each row's input
   weighted by its curvature: exact for an output layer, and weights act as repeated
   rows), both formed once per epoch from the factored Jacobian like the diagonal
-  (O(N·(k² + n²)) per layer). Each solve's M = c A⊗B/t + d̄ I (d̄ the mean of D
+  (O(N·(r k² + n²)) per layer, r the rows of C_b L_b). Each solve's M = c A⊗B/t + d̄ I (d̄ the mean of D
   over the layer, D itself when it is a scalar, as in LM without a decay mask) is
   inverted exactly through the eigendecompositions of A and B/t (O(k³ + n³) per layer
   and epoch), M⁻¹ = (Q_A⊗Q_B)(c Λ_A⊗Λ_B + d̄)⁻¹(Q_A⊗Q_B)ᵀ, applied to the layer's
@@ -444,9 +444,10 @@ class _MatrixFree:
     :class:`SolverState`) and the C_b of :meth:`SecondOrderOptimizer._curvature` (on the
     unnormalised scale Σ wᵢ ℓᵢ), so each product G·v is a tangent through the kept pass,
     H_b per sample and one backward pass, with no forward pass; Jᵀg is one backward pass
-    through the same pass; diag(G), the Jacobi preconditioner, comes from the factored
-    Jacobian once per epoch. Memory O(N·m + k·P) beyond the forward pass's activations
-    (k ≤ 2·``max_iter``: the kept search directions and their products). The
+    through the same pass; the preconditioner's K-FAC factors (or diag(G), Jacobi's) come
+    from the factored Jacobian once per epoch. Memory O(N·m + k·P) beyond the forward
+    pass's activations (k ≤ 2·``max_iter``: the kept search directions and their
+    products), plus K-FAC's two factors per layer (k² + (n+1)² floats). The
     products run in the model's dtype; the CG vectors are float64.
     """
 
@@ -501,7 +502,8 @@ class _MatrixFree:
     def solve(self, c: float, d: float | np.ndarray, a: float | np.ndarray = 0.0,
               w: np.ndarray | None = None) -> np.ndarray:
         """Δ with ‖(c JᵀHJ + D)Δ − (c Jᵀg + a w)‖ ≤ ``tolerance`` ‖c Jᵀg + a w‖, D = diag(d),
-        by conjugate gradients preconditioned with c diag(JᵀHJ) + D, stopped there or after
+        by conjugate gradients preconditioned as ``preconditioner`` says (K-FAC's blocks
+        c A⊗B/t + d̄ I, or Jacobi's c diag(JᵀHJ) + D), stopped there or after
         ``max_iter`` iterations (truncated: every iterate lowers the quadratic model, so an
         early stop is a shorter step, not a wrong one).
 
@@ -551,7 +553,8 @@ class _MatrixFree:
 
     def _preconditioner(self, c: float, damping: np.ndarray
                         ) -> Callable[[np.ndarray], np.ndarray]:
-        """r ↦ M⁻¹r for M = c diag(G) + D ("jacobi") or, per layer, c A⊗B/t + D ("kfac")."""
+        """r ↦ M⁻¹r for M = c diag(G) + D ("jacobi") or, per layer, c A⊗B/t + d̄ I with d̄
+        the layer's mean damping ("kfac")."""
         if self.preconditioner == "kfac":
             return self._kfac_inverse(c, damping)
         precond = c * self.diagonal() + damping
