@@ -718,3 +718,47 @@ def test_an_error_line_is_written_in_one_piece(tmp_path, monkeypatch):
         assert main(argv) == code
         errors = [piece for piece in stream.pieces if "error:" in piece]
         assert len(errors) == 1 and errors[0].endswith("\n"), stream.pieces
+
+
+def test_solver_chooses_the_inner_solver_of_lm(tmp_path, capsys):
+    """--solver picks LM's inner solver, visible in the history; the default, auto, solves
+    digits' default network (P = 9610, N·m = 14,370) matrix-free, where the dense system
+    costs 34 s an epoch."""
+    matrix_free = {}
+    for solver in ("dense", "cg"):
+        out = tmp_path / solver
+        assert main(["train", "--data", "sinc", "--optimizer", "lm", "--hidden", "8",
+                     "--activation", "tanh", "--epochs", "3", "--solver", solver,
+                     "--no-progress", "--out", str(out)]) == 0
+        records = json.loads((out / "history.json").read_text())["records"]
+        matrix_free[solver] = [r["matrix_free"] for r in records]
+    assert matrix_free == {"dense": [0.0] * 3, "cg": [1.0] * 3}
+    out = tmp_path / "auto"
+    assert main(["train", "--optimizer", "lm", "--epochs", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "history.json").read_text())["records"][0]["matrix_free"] == 1.0
+    capsys.readouterr()
+    assert main(["train", *TINY, "--solver", "cg", "--out", str(tmp_path / "adam")]) == 2
+    assert ("--solver applies to the full-batch optimizers lm, gn and br; --optimizer is "
+            "'adam'") in capsys.readouterr().err
+
+
+def test_resume_of_a_run_saved_before_solver_existed_keeps_the_dense_solves(tmp_path):
+    from jacnet.io import load_checkpoint, save_checkpoint
+
+    # P = 1021 > 800 rows: "auto" would solve this network by CG.
+    common = ["train", "--data", "sinc", "--optimizer", "lm", "--hidden", "30,30",
+              "--activation", "tanh", "--no-progress"]
+    out = tmp_path / "run"
+    assert main([*common, "--solver", "dense", "--epochs", "2", "--checkpoint-every", "1",
+                 "--out", str(out)]) == 0
+    saved = load_checkpoint(out / "checkpoint.npz")
+    del saved.state["cli_options"]["solver"]  # as written before --solver
+    save_checkpoint(out / "checkpoint.npz", saved.model, saved.state)
+    assert main(["train", "--resume", str(out), "--epochs", "4", "--no-progress"]) == 0
+    records = json.loads((out / "history.json").read_text())["records"]
+    assert [r["matrix_free"] for r in records] == [0.0] * 4
+    straight = tmp_path / "straight"
+    assert main([*common, "--solver", "dense", "--epochs", "4", "--out", str(straight)]) == 0
+    np.testing.assert_array_equal(load_model(out / "model.npz").model.params,
+                                  load_model(straight / "model.npz").model.params)

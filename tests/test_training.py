@@ -506,3 +506,19 @@ def test_a_full_batch_run_resumes_bit_for_bit(tmp_path, name):
     strip = [{k: v for k, v in r.items() if k != "time"} for r in history.records]
     assert strip == [{k: v for k, v in r.items() if k != "time"} for r in history_full.records]
     assert len(history) == 12 and "mu" in history.columns
+
+
+def test_resolve_optimizer_passes_constructor_options_of_a_named_optimizer():
+    from jacnet import mlp
+    from jacnet.training import resolve_optimizer
+
+    model = mlp([2, 3, 1], seed=0)
+    lm = resolve_optimizer("lm", model, solver="cg", cg_max_iter=7)
+    assert (lm.solver, lm.cg_max_iter) == ("cg", 7)
+    with pytest.raises(ValueError, match=r"optimizer 'adam' takes no solver=; drop it\."):
+        resolve_optimizer("adam", model, solver="cg")
+    with pytest.raises(ValueError, match=r"optimizer 'lm' takes no learning rate"):
+        resolve_optimizer("lm", model, lr=0.1)
+    with pytest.raises(ValueError, match=r"solver= applies only when optimizer is given by "
+                                         r"name"):
+        resolve_optimizer(lm, model, solver="dense")

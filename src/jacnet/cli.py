@@ -35,6 +35,7 @@ _DEFAULTS: dict[str, Any] = {
     "batch_size": 32, "seed": 0, "dtype": "float32", "test_size": 0.2,
     "validation_split": 0.0, "early_stopping": False, "patience": 10, "out": None,
     "checkpoint_every": None, "progress": None, "no_header": False, "laplace": "last_layer",
+    "solver": "auto",
 }
 
 
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt = train.add_argument_group("optimization")
     opt.add_argument("--optimizer", default=None,
                      help="sgd, adam, adamw, rmsprop; full-batch lm, gn, br [adam]")
+    opt.add_argument("--solver", default=None, choices=["auto", "dense", "cg"],
+                     help="lm, gn, br: how each damped Gauss-Newton system is solved; dense "
+                          "forms the P x P matrix (trainlm's exact step), cg is matrix-free "
+                          "(K-FAC-preconditioned conjugate gradients), auto takes cg where the "
+                          "dense system would cost more or not fit in memory [auto]")
     opt.add_argument("--lr", type=float, default=None, help="learning rate [the optimizer's default]")
     opt.add_argument("--weight-decay", type=float, default=None,
                      help="L2 penalty, not on biases [1e-3; 0 for lm, gn, br]")
@@ -264,6 +270,8 @@ def _resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], An
         if not saved:
             raise UsageError(f"{path} was not written by `jacnet train`; resume it from Python "
                              "with fit(..., resume_from=).")
+        # A run saved before --solver existed solved with the optimizers' own default.
+        saved.setdefault("solver", "dense")
         options = {**_DEFAULTS, **saved, **given}
         if "out" not in given:
             options["out"] = str(path.parent)
@@ -290,7 +298,7 @@ def _resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], An
 
 _CHOICES = {"activation": ("relu", "tanh", "sigmoid", "leaky_relu", "softplus", "gelu"),
             "loss": ("auto", "cross_entropy", "mse", "bce"), "dtype": ("float32", "float64"),
-            "task": (None, "classification", "regression")}
+            "task": (None, "classification", "regression"), "solver": ("auto", "dense", "cg")}
 
 
 def _is_int(value: Any) -> bool:
@@ -341,6 +349,13 @@ def _check_options(options: dict[str, Any], saved_in: Path | None = None,
     for name in ("early_stopping", "no_header"):
         if not isinstance(options[name], bool):
             fail(name, "true or false")
+    if "solver" in given:
+        from jacnet.optim import OPTIMIZERS
+
+        if not getattr(OPTIMIZERS.get(options["optimizer"].lower()), "full_batch", False):
+            raise UsageError(f"--solver applies to the full-batch optimizers lm, gn and br; "
+                             f"--optimizer is {options['optimizer']!r}. Drop --solver, or "
+                             "pass --optimizer lm.")
 
 
 def _checkpoint_epoch(state: Any, path: Path) -> int:
@@ -542,8 +557,13 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
 
     rows = slice(None) if shard is not None else shard_rows(len(X_train), comm.rank, comm.size)
     from jacnet.io import save_model
-    from jacnet.training import DivergenceWarning, fit
+    from jacnet.optim import OPTIMIZERS
+    from jacnet.training import DivergenceWarning, fit, resolve_optimizer
 
+    full_batch = getattr(OPTIMIZERS.get(options["optimizer"].lower()), "full_batch", False)
+    optimizer = resolve_optimizer(options["optimizer"], model, lr=options["lr"],
+                                  weight_decay=_weight_decay(options),
+                                  **({"solver": options["solver"]} if full_batch else {}))
     ckpt_path = out / "checkpoint.npz"
     cli_options = {k: v for k, v in options.items() if k not in ("out", "progress")}
 
@@ -558,12 +578,11 @@ def _train_in(out: Path, options: dict[str, Any], checkpoint: Any, started: floa
     with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", DivergenceWarning)
         history = fit(
-            model, X_train[rows], y_train[rows], loss=loss, optimizer=options["optimizer"],
-            lr=options["lr"],
+            model, X_train[rows], y_train[rows], loss=loss, optimizer=optimizer, lr=None,
             epochs=options["epochs"], batch_size=options["batch_size"], seed=options["seed"],
             validation_split=options["validation_split"],
             early_stopping=options["early_stopping"], patience=options["patience"],
-            weight_decay=_weight_decay(options), callbacks=[_Remember()],
+            callbacks=[_Remember()],
             progress=options["progress"],
             checkpoint=ckpt_path if (options["checkpoint_every"] or checkpoint) else None,
             checkpoint_every=options["checkpoint_every"] or (1 if checkpoint else None),

@@ -797,12 +797,13 @@ def _check_rows(X: np.ndarray, target: np.ndarray, name: str) -> None:
 
 # --------------------------------------------------------------------------- optimizers
 def resolve_optimizer(optimizer: str | Any, model: Sequential, *, lr: float | None = None,
-                      weight_decay: float = 0.0) -> Any:
+                      weight_decay: float = 0.0, **options: Any) -> Any:
     """An optimizer instance from a registry name (or the instance itself).
 
     A name is looked up in ``jacnet.optim.OPTIMIZERS`` ("sgd", "adam", "adamw",
     "rmsprop", and the full-batch "lm", "gn", "br"). Weight decay, when the optimizer takes a
-    ``weight_decay_mask``, is masked off the biases.
+    ``weight_decay_mask``, is masked off the biases. ``options`` are further constructor
+    arguments of a named optimizer (e.g. ``solver="cg"`` for "lm").
 
     Examples
     --------
@@ -816,14 +817,15 @@ def resolve_optimizer(optimizer: str | Any, model: Sequential, *, lr: float | No
                 f"optimizer must be a name ({', '.join(sorted(OPTIMIZERS))}) or an optimizer "
                 f"object with step() or epoch(); got {type(optimizer).__name__}."
             )
-        if lr is not None:
-            raise ValueError("lr= applies only when optimizer is given by name; set it on the "
-                             "optimizer object instead.")
+        if lr is not None or options:
+            given = "lr=" if lr is not None else f"{next(iter(options))}="
+            raise ValueError(f"{given} applies only when optimizer is given by name; set it on "
+                             "the optimizer object instead.")
         return optimizer
     key = optimizer.lower()
     if key not in OPTIMIZERS:
-        options = ", ".join(repr(o) for o in sorted(OPTIMIZERS))
-        raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {options}.")
+        names = ", ".join(repr(o) for o in sorted(OPTIMIZERS))
+        raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {names}.")
     cls = OPTIMIZERS[key]
     import inspect
 
@@ -839,6 +841,10 @@ def resolve_optimizer(optimizer: str | Any, model: Sequential, *, lr: float | No
         kwargs["weight_decay"] = weight_decay
         if "weight_decay_mask" in accepted:
             kwargs["weight_decay_mask"] = _no_bias_mask(model)
+    for name, value in options.items():
+        if name not in accepted or name in ("self", "lr", "weight_decay"):
+            raise ValueError(f"optimizer {optimizer!r} takes no {name}=; drop it.")
+        kwargs[name] = value
     return cls(**kwargs)
 
 
