@@ -395,6 +395,9 @@ def test_resume_with_no_epochs_left_says_so(tmp_path, capsys, epochs):
 HOSTILE = [
     ("negative seed", ["train", *TINY, "--seed", "-1"], 2,
      "--seed must be an integer from 0 to 2**63 - 1; got -1."),
+    ("solver for adam", ["train", *TINY, "--solver", "cg"], 2,
+     "--solver applies to the full-batch optimizers lm, gn and br; --optimizer is 'adam'. "
+     "Drop --solver, or pass --optimizer lm."),
     ("infinite lr", ["train", *TINY, "--lr", "inf"], 2, "--lr must be a finite number > 0; got inf."),
     ("nan lr", ["train", *TINY, "--lr", "nan"], 2, "--lr must be a finite number > 0; got nan."),
     ("negative lr", ["train", *TINY, "--lr", "-0.1"], 2, "--lr must be a finite number > 0; got -0.1."),
