@@ -1023,8 +1023,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         relative residual of 0.03: close to the exact step, so that ``"auto"`` changes
         the cost, not the fit (the optimizer's own default, a forcing term that loosens
         while the gradient falls slowly, reaches a training loss sooner but lands in
-        other minima: on digits, median test accuracy 96.4% against 98.3% at 0.03
-        (97.8–98.9% over five seeds) and 98.3% dense, docs/benchmarks.md; at 0.1, with
+        other minima: on digits, median test accuracy 96.4% against 97.8% at 0.03
+        (97.5–98.1% over five seeds) and 98.3% dense, docs/benchmarks.md; at 0.1, with
         class weights of 1000 : 10⁻⁴, the first step already left the basin the exact
         step finds); ``"auto"`` takes ``"cg"`` where the dense
         system would not fit in half the machine's memory or would cost more
