@@ -1073,8 +1073,8 @@ class GaussNewtonOperator:
                     a, weight = _left_sums(first, root, n_rows)
                     b = (x * weight[:, None]).T @ x
                     if index == len(sums):
-                        sums.append(_KroneckerSums([blocks[i].cols for i in group],
-                                                   first.n_rows, a, b, float(weight.sum())))
+                        sums.append(_KroneckerSums([blocks[i].cols for i in group], a, b,
+                                                   float(weight.sum())))
                     else:
                         sums[index].a += a
                         sums[index].b += b
@@ -1121,7 +1121,6 @@ class _KroneckerSums:
     :meth:`GaussNewtonOperator._kronecker_sums`)."""
 
     cols: list[slice]
-    n_rows: int
     a: np.ndarray
     b: np.ndarray
     weight: float
